@@ -1,0 +1,263 @@
+"""Kernel builds: configure from fragments, prove the config, compile, record build.json.
+
+One build dir per (source identity, arch, fragments): rebuilding in place is
+what keeps builds incremental and ccache warm (NOTES.md: copying a build dir
+dirties every object).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import kconfig, manifest, proc
+from lab.arches import Arch, cross_prefix
+from lab.errors import BuildError, ConfigMismatch, UserError
+from lab.paths import cache_dir
+from lab.source import Source, digest
+
+BUILD_TIMEOUT = 3 * 3600.0
+CONFIG_TIMEOUT = 600.0
+MANIFEST = "build.json"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: Source
+    arch: Arch
+    fragments: tuple[kconfig.Fragment, ...]
+    llvm: bool = False
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    build_dir: Path | None = None  # default: keyed under the cache
+
+    @property
+    def key(self) -> str:
+        return digest(self.source.identity, self.arch.name, kconfig.fragments_digest(self.fragments), str(self.llvm))
+
+    def directory(self) -> Path:
+        if self.build_dir is not None:
+            return self.build_dir.resolve()
+        slug = self.source.path.name.replace("linux-source-", "linux-")
+        return cache_dir("build") / f"{self.arch.name}-{slug}-{self.key}"
+
+
+def make_argv(req: BuildRequest, bdir: Path, *targets: str) -> list[str]:
+    """The kernel make command line for this request (printed, logged and rerunnable)."""
+    argv = ["make", "-C", str(req.source.path), f"O={bdir}", f"ARCH={req.arch.kernel_arch}"]
+    ccache = shutil.which("ccache")
+    if req.llvm:
+        argv.append("LLVM=1")
+        if ccache:
+            argv += ["CC=ccache clang", "HOSTCC=ccache clang"]
+    else:
+        prefix = cross_prefix(req.arch)
+        if prefix:
+            argv.append(f"CROSS_COMPILE={prefix}")
+        if ccache:
+            argv += [f"CC=ccache {prefix}gcc", "HOSTCC=ccache gcc"]
+    argv.append(f"-j{req.jobs}")
+    return argv + list(targets)
+
+
+def build_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CCACHE_DIR=str(cache_dir("ccache")),
+        CCACHE_MAXSIZE=env.get("CCACHE_MAXSIZE", "8G"),
+        CCACHE_COMPILERCHECK="content",
+        # Hit across build dirs too (a new fragment set is a new dir); debug info paths may then point elsewhere.
+        CCACHE_NOHASHDIR="true",
+        # Fixed build identity: reproducible images and ccache hits on init/version.c.
+        KBUILD_BUILD_USER="klab",
+        KBUILD_BUILD_HOST="kernel-lab",
+    )
+    return env
+
+
+def preflight(req: BuildRequest) -> None:
+    """Refuse early, with the fix, when a tool the build needs is missing."""
+    tools = {"make": "make", "flex": "flex", "bison": "bison", "bc": "bc", "gcc": "gcc"}
+    if req.llvm:
+        tools.update({"clang": "clang", "ld.lld": "lld"})
+    else:
+        prefix = cross_prefix(req.arch)
+        if prefix:
+            tools[f"{prefix}gcc"] = req.arch.cross_package
+    wanted = kconfig.merged_request(req.fragments)
+    if wanted.get("DEBUG_INFO_BTF") == "y":
+        tools["pahole"] = "dwarves"
+    for tool, package in tools.items():
+        if shutil.which(tool) is None:
+            raise UserError(f"{tool} not found: install the Debian package {package} (or run `make setup`)")
+
+
+def configure(req: BuildRequest, bdir: Path, log: Path) -> Path:
+    """tinyconfig + merge_config.sh + olddefconfig, then prove every option landed.
+
+    An unchanged .config keeps its old mtime, so make does not rerun syncconfig
+    and a no-change rebuild stays a no-op.
+    """
+    config = bdir / ".config"
+    old = (config.read_bytes(), config.stat().st_mtime_ns) if config.is_file() else None
+    env = build_env()
+    base = make_argv(req, bdir)
+    run = _runner(log, env)
+    run([*base, "tinyconfig"], None)
+    merge = str(req.source.path / "scripts/kconfig/merge_config.sh")
+    run([merge, "-m", "-O", str(bdir), str(config), *(str(f.path) for f in req.fragments)], bdir)
+    run([*base, "olddefconfig"], None)
+    if old is not None and config.read_bytes() == old[0]:
+        os.utime(config, ns=(old[1], old[1]))
+    requested = kconfig.merged_request(req.fragments)
+    misses = kconfig.validate(requested, kconfig.read_config(config), req.source.path, req.arch.srcarch)
+    if misses:
+        detail = "\n".join("  " + m.describe() for m in misses)
+        raise ConfigMismatch(f"{len(misses)} requested option(s) did not land in {config}:\n{detail}")
+    return config
+
+
+def _runner(log: Path, env: dict[str, str]) -> Callable[[list[str], Path | None], None]:
+    def run(argv: list[str], cwd: Path | None) -> None:
+        try:
+            proc.run(argv, timeout=CONFIG_TIMEOUT, log=log, env=env, cwd=cwd)
+        except proc.CommandFailed as exc:
+            raise BuildError(f"configuration step failed: {exc}", log, exc.tail) from exc
+
+    return run
+
+
+def source_fingerprint(path: Path) -> str:
+    """Hash of every file's path, size and mtime: detects edits without running make."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for name in sorted(files):
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            h.update(f"{root}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _is_up_to_date(req: BuildRequest, bdir: Path, fingerprint: str) -> dict | None:
+    previous = manifest.read(bdir / MANIFEST)
+    if not previous:
+        return None
+    if previous.get("source", {}).get("fingerprint") != fingerprint:
+        return None
+    if previous.get("key") != req.key or not (bdir / req.arch.image_path).is_file():
+        return None
+    return previous
+
+
+def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> dict:
+    """Configure and compile; return the build manifest. A no-change rebuild returns at once.
+
+    One build at a time per build dir: parallel test workers asking for the same
+    kernel wait for the first one instead of corrupting its tree.
+    """
+    preflight(req)
+    bdir = req.directory()
+    bdir.parent.mkdir(parents=True, exist_ok=True)
+    with open(bdir.with_name(bdir.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(req, bdir, progress)
+
+
+def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None] | None) -> dict:
+    fingerprint = source_fingerprint(req.source.path)
+    current = _is_up_to_date(req, bdir, fingerprint)
+    if current:
+        current["up_to_date"] = True
+        return current
+    fresh = not bdir.exists()
+    bdir.mkdir(parents=True, exist_ok=True)
+    log = bdir / "build.log"
+    log.write_text("")
+    (bdir / MANIFEST).unlink(missing_ok=True)  # a failed build must not look finished
+    t0 = time.monotonic()
+    try:
+        config = configure(req, bdir, log)
+    except (ConfigMismatch, UserError):
+        if fresh:
+            shutil.rmtree(bdir, ignore_errors=True)
+        raise
+    t1 = time.monotonic()
+    argv = make_argv(req, bdir, req.arch.image_target)
+    try:
+        proc.run(argv, timeout=BUILD_TIMEOUT, log=log, env=build_env(), on_line=progress)
+    except proc.CommandFailed as exc:
+        raise BuildError(f"kernel build failed: {exc}", log, exc.tail) from exc
+    t2 = time.monotonic()
+    image = bdir / req.arch.image_path
+    doc = {
+        "key": req.key,
+        "arch": req.arch.name,
+        "source": {
+            "path": str(req.source.path),
+            "identity": req.source.identity,
+            "describe": req.source.describe,
+            "fingerprint": fingerprint,
+        },
+        "kernelrelease": (bdir / "include/config/kernel.release").read_text().strip(),
+        "fragments": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in req.fragments],
+        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+        "toolchain": toolchain_versions(req),
+        "durations": {"config": round(t1 - t0, 2), "build": round(t2 - t1, 2)},
+        "artifacts": {
+            "image": str(image),
+            "vmlinux": str(bdir / "vmlinux"),
+            "config": str(config),
+            "system_map": str(bdir / "System.map"),
+            "log": str(log),
+        },
+        "reproducer": " ".join(argv),
+        "finished": time.time(),
+    }
+    manifest.write(bdir / MANIFEST, doc)
+    doc["up_to_date"] = False
+    return doc
+
+
+def toolchain_versions(req: BuildRequest) -> dict[str, str]:
+    prefix = "" if req.llvm else cross_prefix(req.arch)
+    tools = {"cc": ["clang" if req.llvm else f"{prefix}gcc", "--version"], "make": ["make", "--version"]}
+    if shutil.which("pahole"):
+        tools["pahole"] = ["pahole", "--version"]
+    if shutil.which("ccache"):
+        tools["ccache"] = ["ccache", "--version"]
+    versions = {}
+    for name, argv in tools.items():
+        try:
+            versions[name] = proc.run(argv, timeout=30).output.splitlines()[0].strip()
+        except (proc.CommandFailed, IndexError):
+            versions[name] = "unknown"
+    return versions
+
+
+def progress_printer(arch: str) -> Callable[[str], None]:
+    """Progress for humans on a terminal, a line a minute in CI logs."""
+    state = {"steps": 0, "last": 0.0}
+    tty = sys.stderr.isatty()
+
+    def show(line: str) -> None:
+        if not line.startswith("  ") or len(line) < 4:
+            return
+        state["steps"] += 1
+        now = time.monotonic()
+        if tty:
+            sys.stderr.write(f"\r\033[K[build {arch}] {state['steps']:6d} {line.strip()[:70]}")
+            sys.stderr.flush()
+        elif now - state["last"] > 60:
+            state["last"] = now
+            sys.stderr.write(f"[build {arch}] {state['steps']} steps, at {line.strip()}\n")
+
+    return show

@@ -1,0 +1,150 @@
+"""The serial console: what the kernel says, classified.
+
+`KERNEL_EVENTS` is the table of kernel failure reports the lab recognises.
+`scan()` classifies a recorded console after the fact (and the unit tests
+replay recorded boots through it); `Watcher` follows a live console through
+pexpect and returns as soon as a fatal event or the expected marker shows up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+
+# Console lines may carry a printk timestamp and, on newer kernels, a caller id.
+_PREFIX = r"(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[CT]\d+\]\s*)?"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A kind of kernel report: its name, the line that starts it, and whether the kernel is gone."""
+
+    kind: str
+    pattern: str
+    fatal: bool = False
+
+
+KERNEL_EVENTS: tuple[Event, ...] = (
+    Event("panic", r"Kernel panic - not syncing", fatal=True),
+    Event("kasan", r"BUG: KASAN: "),
+    Event("ubsan", r"UBSAN: "),
+    Event(
+        "lockdep", r"WARNING: (?:possible (?:circular|recursive) locking|inconsistent lock state|suspicious RCU usage)"
+    ),
+    Event("softlockup", r"watchdog: BUG: soft lockup"),
+    Event("hardlockup", r"Watchdog detected hard LOCKUP"),
+    Event("rcu_stall", r"rcu: INFO: rcu_\w+ (?:self-)?detected stall"),
+    Event("hung_task", r"INFO: task \S+ blocked for more than \d+ seconds"),
+    Event("oops", r"Oops(?::| -) "),
+    Event("bug", r"(?:kernel )?BUG: (?!KASAN)"),
+    Event("warning", r"WARNING: CPU: \d+ PID: \d+"),
+)
+
+_EVENT_RE = re.compile(
+    "|".join(f"(?P<{e.kind}>^{_PREFIX}{e.pattern})" for e in KERNEL_EVENTS),
+    re.MULTILINE,
+)
+_BY_KIND = {e.kind: e for e in KERNEL_EVENTS}
+
+# Lines the guest init prints, which tell boot phases apart.
+INIT_STARTED = "klab-init: init started"
+# The init could not set the guest up (a share missing...): the lab's fault, not the kernel's.
+INIT_FATAL = "klab-init: FATAL: "
+# Printed when the command of a run has exited: the rest is the guest ending.
+COMMAND_EXITED = "klab-init: command exited"
+EXCERPT_LINES = 30
+
+
+@dataclass(frozen=True)
+class KernelEvent:
+    """One report found on the console: kind, where it starts, and the lines around it."""
+
+    kind: str
+    offset: int
+    excerpt: str
+    fatal: bool
+
+    @property
+    def title(self) -> str:
+        """First line without the timestamp: a stable-ish signature for reports."""
+        first = self.excerpt.splitlines()[0] if self.excerpt else self.kind
+        return re.sub(f"^{_PREFIX}", "", first).strip()
+
+
+def scan(text: str) -> list[KernelEvent]:
+    """Every kernel report in a console log, in order."""
+    events = []
+    for match in _EVENT_RE.finditer(text):
+        kind = match.lastgroup or "bug"
+        events.append(KernelEvent(kind, match.start(), excerpt(text, match.start()), _BY_KIND[kind].fatal))
+    return events
+
+
+def excerpt(text: str, offset: int, lines: int = EXCERPT_LINES) -> str:
+    """`lines` lines of the console from the one containing `offset` (the report's body)."""
+    start = text.rfind("\n", 0, offset) + 1
+    return "\n".join(text[start:].splitlines()[:lines])
+
+
+def reached_init(text: str) -> bool:
+    return INIT_STARTED in text
+
+
+def init_fatal(text: str) -> str | None:
+    """The lab init's own fatal message, if it printed one."""
+    at = text.find(INIT_FATAL)
+    return text[at:].splitlines()[0] if at >= 0 else None
+
+
+def fatal_pattern() -> str:
+    """One regex matching the start of any fatal report, for the live watcher."""
+    return "|".join(e.pattern for e in KERNEL_EVENTS if e.fatal)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a watched boot ended: the marker seen, a fatal event, EOF, or the deadline."""
+
+    reason: str  # "marker" | "fatal" | "lab" (the init gave up) | "eof" | "timeout"
+    event: KernelEvent | None = None
+
+
+class Watcher:
+    """Follows a live console (a pexpect child) until a marker, a fatal report, EOF or a deadline."""
+
+    def __init__(self, child: pexpect.spawn, log_path: Path) -> None:
+        self.child = child
+        self.log_path = log_path
+
+    def wait(self, marker: str, timeout: float) -> Outcome:
+        patterns = [
+            re.compile(re.escape(marker)),
+            re.compile(fatal_pattern()),
+            re.compile(re.escape(INIT_FATAL) + ".*"),
+            pexpect.EOF,
+            pexpect.TIMEOUT,
+        ]
+        index = self.child.expect(patterns, timeout=timeout)
+        if index == 0:
+            return Outcome("marker")
+        if index == 1:
+            # Let the rest of the report reach the log before classifying it.
+            try:
+                self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=3)
+            except pexpect.ExceptionPexpect:
+                pass
+            text = self.text()
+            fatal = [e for e in scan(text) if e.fatal]
+            return Outcome("fatal", fatal[0] if fatal else None)
+        if index == 2:
+            return Outcome("lab")
+        return Outcome("eof" if index == 3 else "timeout")
+
+    def text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""

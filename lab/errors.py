@@ -1,0 +1,60 @@
+"""The three kinds of failure, kept apart because bisect and CI act on each differently.
+
+Only `lab.cli` maps them to exit codes (see EXIT_* below and the README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # tests failed or the kernel is bad
+EXIT_USAGE = 2  # bad input: nothing was run, nothing half-written
+EXIT_UNTESTABLE = 125  # could not test this kernel (build failure, unrelated boot failure)
+EXIT_LAB = 128  # lab infrastructure fault: never a verdict on the kernel
+
+
+class LabBaseError(Exception):
+    """Base of kernel-lab's own errors; the message is one line a user can act on."""
+
+    exit_code = EXIT_LAB
+
+
+class UserError(LabBaseError):
+    """Bad input: an unknown arch, a missing tree, a malformed fragment."""
+
+    exit_code = EXIT_USAGE
+
+
+class LabError(LabBaseError):
+    """The host could not do its part: QEMU, an image, SSH, the disk."""
+
+    exit_code = EXIT_LAB
+
+
+class BuildError(LabBaseError):
+    """The kernel did not build (or its config could not be satisfied): untestable, not bad."""
+
+    exit_code = EXIT_UNTESTABLE
+
+    def __init__(self, message: str, log: Path | None = None, tail: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+        self.tail = tail
+
+
+class ConfigMismatch(LabBaseError):
+    """Requested kconfig options did not land in the final .config."""
+
+    exit_code = EXIT_FAILED
+
+
+class KernelFailure(LabBaseError):
+    """The kernel misbehaved: panic, oops, hang, splat."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, kind: str = "", excerpt: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.excerpt = excerpt

@@ -1,0 +1,261 @@
+"""Boot plans and the QEMU process: plan first (pure), then run.
+
+`qemu_argv(plan)` returns the full command line (unit-tested, printed so
+anyone can rerun it). `Machine` runs it with the serial console under
+pexpect, saves the whole console, and makes sure QEMU never outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pexpect
+
+from lab import console
+from lab.accel import Decision
+from lab.arches import Arch
+from lab.errors import KernelFailure, LabError, UserError
+from lab.paths import REPO_ROOT
+
+HOST_ROOTFS = "host"
+# Where the lab's init mounts the shares in the guest (see lab/guest/init).
+GUEST_KLAB = "/run/klab"
+GUEST_RESULTS = "/run/results"
+# Boot deadline to the lab's init under KVM; TCG and slow arches scale it.
+BOOT_TIMEOUT_KVM = 30.0
+TCG_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    """Everything needed to start one guest; derived values are properties."""
+
+    arch: Arch
+    kernel: Path
+    accel: Decision
+    rootfs: str  # HOST_ROOTFS or the path of an ext4 image
+    results_dir: Path  # the writable "results" share; its .klab/ is the control dir
+    workdir: Path  # sockets and the console log
+    append: str = ""
+    memory_mb: int = 0
+    cpus: int = 0
+    ssh_port: int | None = None
+    agent: bool = False
+    klab_dir: Path = field(default=REPO_ROOT)
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.workdir / "agent.sock"
+
+    @property
+    def boot_timeout(self) -> float:
+        if self.accel.accel == "kvm":
+            return BOOT_TIMEOUT_KVM
+        return BOOT_TIMEOUT_KVM * TCG_FACTOR * self.arch.tcg_slowdown
+
+    def scaled(self, seconds: float) -> float:
+        """A deadline for guest work, stretched under TCG."""
+        return seconds if self.accel.accel == "kvm" else seconds * TCG_FACTOR * self.arch.tcg_slowdown
+
+
+def check_kernel_image(arch: Arch, kernel: Path) -> None:
+    """Refuse a missing kernel, or one built for another arch (read its boot header)."""
+    if not kernel.is_file():
+        raise UserError(f"kernel image {kernel} does not exist; build one with `klab build --arch {arch.name}`")
+    offset, magic = arch.image_magic
+    with open(kernel, "rb") as f:
+        f.seek(offset)
+        if f.read(len(magic)) != magic:
+            raise UserError(
+                f"{kernel} is not a {arch.name} kernel image (no {magic!r} at offset {offset:#x}); "
+                f"pass the {arch.image_path} of a {arch.name} build"
+            )
+
+
+def kernel_cmdline(plan: BootPlan) -> str:
+    args = [
+        f"console={plan.arch.console}",
+        # A crash ends the run at once instead of hanging until the deadline.
+        "panic=-1",
+        "oops=panic",
+        "loglevel=5",
+    ]
+    if plan.rootfs == HOST_ROOTFS:
+        args += [
+            "root=root",
+            "rootfstype=9p",
+            "rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose",
+            "ro",
+            f"init={plan.klab_dir / 'lab/guest/init'}",
+        ]
+    else:
+        args += ["root=/dev/vda", "rootfstype=ext4", "rw", "init=/sbin/klab-init"]
+    if plan.ssh_port is not None:
+        args.append("ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off")
+    if plan.append:
+        args.append(plan.append)
+    return " ".join(args)
+
+
+def _share(tag: str, path: Path, readonly: bool) -> list[str]:
+    fsdev = f"local,id={tag},path={path},security_model=none,multidevs=remap"
+    if readonly:
+        fsdev += ",readonly=on"
+    return ["-fsdev", fsdev, "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
+
+
+def qemu_argv(plan: BootPlan) -> list[str]:
+    arch = plan.arch
+    kvm = plan.accel.accel == "kvm"
+    argv = [arch.qemu, *(arch.machine_kvm if kvm else arch.machine_tcg)]
+    argv += ["-cpu", arch.cpu_kvm if kvm else arch.cpu_tcg]
+    argv += ["-m", str(plan.memory_mb or arch.memory_mb), "-smp", str(plan.cpus or arch.cpus)]
+    argv += ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+    # Console on stdio (pexpect's pty); signal=off keeps Ctrl-C for the guest shell.
+    argv += ["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]
+    argv += ["-kernel", str(plan.kernel), "-append", kernel_cmdline(plan)]
+    if plan.rootfs == HOST_ROOTFS:
+        argv += _share("root", Path("/"), readonly=True)
+    else:
+        # snapshot=on: the cached image is never modified by a run.
+        argv += ["-drive", f"file={plan.rootfs},format=raw,if=virtio,snapshot=on"]
+    argv += _share("klab", plan.klab_dir, readonly=True)
+    argv += _share("results", plan.results_dir, readonly=False)
+    if plan.agent:
+        argv += ["-chardev", f"socket,id=agent,path={plan.agent_socket},server=on,wait=off"]
+        argv += ["-device", "virtio-serial-pci", "-device", "virtserialport,chardev=agent,name=klab"]
+    if plan.ssh_port is not None:
+        argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22"]
+        argv += ["-device", "virtio-net-pci,netdev=net0"]
+    return argv
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (SSH forwarding binds loopback only)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_control(plan: BootPlan, mode: str, command: str = "") -> Path:
+    """Write the guest's control files into the results share before boot."""
+    ctl = plan.results_dir / ".klab"
+    if ctl.exists():
+        shutil.rmtree(ctl)
+    ctl.mkdir(parents=True)
+    (ctl / "mode").write_text(mode + "\n")
+    (ctl / "console").write_text(plan.arch.console + "\n")
+    if command:
+        (ctl / "command").write_text(command + "\n")
+    return ctl
+
+
+class Machine:
+    """One running guest. `with Machine(plan) as vm:`: QEMU is gone when the block ends."""
+
+    def __init__(self, plan: BootPlan) -> None:
+        self.plan = plan
+        self.child: pexpect.spawn | None = None
+        self.started = 0.0
+        self._logf: IO[str] | None = None
+
+    def __enter__(self) -> Machine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def argv(self) -> list[str]:
+        return qemu_argv(self.plan)
+
+    def start(self) -> None:
+        binary = shutil.which(self.plan.arch.qemu)
+        if binary is None:
+            raise LabError(f"{self.plan.arch.qemu} not found: install the Debian package {self.plan.arch.qemu_package}")
+        check_kernel_image(self.plan.arch, self.plan.kernel)
+        self.plan.workdir.mkdir(parents=True, exist_ok=True)
+        argv = self.argv
+        # The kernel dies with us: QEMU gets SIGKILL when its parent goes away.
+        if shutil.which("setpriv"):
+            argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+        self._logf = open(self.plan.console_log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self._logf.write(f"# {shlex.join(self.argv)}\n")
+        self._logf.flush()
+        self.started = time.monotonic()
+        self.child = pexpect.spawn(
+            argv[0],
+            argv[1:],
+            encoding="utf-8",
+            codec_errors="replace",
+            timeout=None,
+            searchwindowsize=8192,
+            dimensions=(50, 200),
+            env=dict(os.environ, TERM="dumb"),
+        )
+        self.child.logfile_read = self._logf
+
+    def watcher(self) -> console.Watcher:
+        assert self.child is not None
+        return console.Watcher(self.child, self.plan.console_log)
+
+    def wait_for_init(self) -> float:
+        """Wait until the lab's init runs; a panic or a silent hang first is a kernel failure."""
+        outcome = self.watcher().wait(console.INIT_STARTED, self.plan.boot_timeout)
+        if outcome.reason == "marker":
+            return time.monotonic() - self.started
+        raise self.failure(outcome, "before the lab's init started")
+
+    def wait_for_exit(self, timeout: float) -> console.Outcome:
+        """Wait for QEMU to exit (the guest powers off); returns early on a fatal report."""
+        assert self.child is not None
+        outcome = self.watcher().wait("\0never\0", timeout)
+        if outcome.reason == "eof":
+            self.child.close()
+        return outcome
+
+    def failure(self, outcome: console.Outcome, when: str) -> KernelFailure:
+        """Turn a bad console outcome into a KernelFailure; raises LabError when the lab is at fault."""
+        text = self.watcher().text()
+        fatal_init = console.init_fatal(text)
+        if fatal_init:
+            raise LabError(f"the guest could not be set up: {fatal_init} (console: {self.plan.console_log})")
+        qemu_error = re.search(r"^qemu-system-\w+: .*$", text, re.MULTILINE)
+        if qemu_error and not console.reached_init(text):
+            raise LabError(f"QEMU failed: {qemu_error.group(0)}")
+        if outcome.reason == "fatal" and outcome.event is not None:
+            return KernelFailure(f"kernel {outcome.event.kind} {when}", outcome.event.kind, outcome.event.excerpt)
+        if outcome.reason == "timeout":
+            phase = "boot_timeout" if not console.reached_init(text) else "timeout"
+            what = "no output at all" if len(text.splitlines()) <= 1 else "the console went quiet"
+            return KernelFailure(f"{phase} {when}: {what}", phase, console.excerpt(text, max(0, len(text) - 3000)))
+        if outcome.reason == "eof":
+            events = [e for e in console.scan(text) if e.fatal]
+            if events:
+                return KernelFailure(f"kernel {events[0].kind} {when}", events[0].kind, events[0].excerpt)
+            return KernelFailure(f"guest stopped {when}", "died", console.excerpt(text, max(0, len(text) - 3000)))
+        return KernelFailure(f"unexpected console state {when}", outcome.reason)
+
+    def close(self) -> None:
+        """Stop QEMU: it normally exited already; otherwise terminate, then kill."""
+        if self.child is not None:
+            if self.child.isalive():
+                self.child.terminate(force=True)
+            self.child.close(force=True)
+            self.child = None
+        if self._logf is not None:
+            self._logf.close()
+            self._logf = None

@@ -1,0 +1,400 @@
+"""Test results: the typed model every report reads, how a run's raw outputs become it, and results.json.
+
+Where results come from (`collect`):
+- the guest's JSON (suites/run.py --json) when it came back: it has durations and full logs;
+- otherwise the guest's KTAP, which may stop mid-suite when the kernel died;
+- every planned test that never reported becomes MISS, with the reason
+  "never reported" or, when the console shows a fatal event, "never reported:
+  kernel panic" (the first fatal event's kind). `planned` names the tests; the
+  KTAP plan alone only numbers them, so a suite absent from `planned` keeps
+  its unnamed gaps as MISS tests named "#N".
+
+Kernel events (lab.console.KernelEvent) all stay on the Cell and all count
+against it: a cell with any event is not a pass (`Cell.verdict`). A non-fatal
+event (WARNING, BUG, KASAN, UBSAN, lockdep, RCU stall, hung task...) seen while
+a suite was running also fails that suite, even when each of its tests passed:
+it gets one synthetic result, appended after its tests and named
+`kernel_splats` (a stable name, so CI history tracks it like any test), FAIL,
+reason "<kind>: <first line of the report>" (plus "(+N more)"), log the
+excerpts. Which suite was running is read from the guest's KTAP as echoed on
+the console ("# Subtest: NAME" up to that suite's result line; see
+`ktap.suite_spans`). Events before the first suite (boot) or after the last
+(shutdown) only mark the cell. A fatal event gives no kernel_splats result: the
+tests it cut short are MISS, and the cell fails.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lab import ktap, manifest
+from lab.console import KernelEvent
+from lab.errors import LabError, UserError
+
+SPLATS = "kernel_splats"
+FORMAT = "kernel-lab/results/1"
+_KTAP_VERDICT = re.compile(r"^(FAIL|ERROR|MISS): ?(.*)$")
+_CONSOLE_PREFIX = re.compile(r"^\s*\[\s*\d+\.\d+\] ?(?:\[\s*[CT]\d+\] ?)?")
+
+
+class Status(enum.Enum):
+    """A test's verdict; the values are what the guest JSON and results.json spell."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+    ERROR = "ERROR"  # the test itself broke (an exception, a dead helper), not the kernel's answer
+    MISS = "MISS"  # planned, never reported (crash, hang, lab fault)
+
+
+BAD = (Status.FAIL, Status.ERROR, Status.MISS)
+
+
+class Verdict(enum.Enum):
+    """A cell's outcome, as bisect and CI need it: a lab fault is neither a pass nor a fail."""
+
+    PASS = "pass"
+    FAIL = "fail"  # a test failed, errored or went missing, or the kernel reported an event
+    LAB_ERROR = "lab-error"  # the lab could not run it, and the kernel did nothing wrong meanwhile
+
+
+@dataclass
+class TestResult:
+    """One test in one cell."""
+
+    suite: str
+    name: str
+    status: Status
+    duration: float = 0.0  # seconds; 0.0 when only KTAP came back
+    reason: str = ""
+    log: str = ""
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.suite}.{self.name}"
+
+
+@dataclass
+class Cell:
+    """One (arch, kernel, variant) run: what ran, on what, how long, what the kernel said, and the tests."""
+
+    id: str  # e.g. "x86_64.6.12.default": unique within a run, stable across runs
+    arch: str
+    kernel_release: str = ""  # uname -r in the guest
+    describe: str = ""  # git describe of the tree, or the package version
+    config_sha256: str = ""
+    qemu_version: str = ""
+    accel: str = ""  # "kvm" or "tcg"
+    accel_reason: str = ""  # why that one (e.g. "KVM probe: guest never reached init")
+    image: str = ""  # rootfs image path and hash, or "host"
+    append: str = ""  # extra kernel command line
+    durations: dict[str, float] = field(default_factory=dict)  # "boot", "tests", "total" in seconds
+    console_log: str = ""  # path of the console log the event offsets point into
+    kernel_events: list[KernelEvent] = field(default_factory=list)
+    tests: list[TestResult] = field(default_factory=list)
+    error: str = ""  # a lab error that stopped this cell, one line
+
+    def suites(self) -> list[str]:
+        """Suite names in the order they ran."""
+        return list(dict.fromkeys(t.suite for t in self.tests))
+
+    def counts(self, suite: str | None = None) -> dict[Status, int]:
+        out = {s: 0 for s in Status}
+        for test in self.tests:
+            if suite is None or test.suite == suite:
+                out[test.status] += 1
+        return out
+
+    def verdict(self) -> Verdict:
+        bad_tests = any(t.status in (Status.FAIL, Status.ERROR) for t in self.tests)
+        if bad_tests or self.kernel_events:
+            return Verdict.FAIL
+        if self.error:
+            return Verdict.LAB_ERROR
+        return Verdict.FAIL if any(t.status is Status.MISS for t in self.tests) else Verdict.PASS
+
+
+def exit_status(cells: list[Cell]) -> int:
+    """0 all passed; 1 a test failed or a kernel is bad; errors.EXIT_LAB when only the lab failed.
+
+    Bisect reads 1 as "bad", so a cell the lab could not run must never give 1
+    on its own: with no kernel or test failure anywhere, a lab error gives 128.
+    """
+    verdicts = {cell.verdict() for cell in cells}
+    if Verdict.FAIL in verdicts:
+        return 1
+    return LabError.exit_code if Verdict.LAB_ERROR in verdicts else 0
+
+
+# --- collecting -----------------------------------------------------------------------------------
+
+
+def collect(
+    planned: list[tuple[str, str]],
+    guest_json: dict[str, Any] | None,
+    ktap_text: str | None,
+    console_text: str,
+    events: list[KernelEvent],
+) -> list[TestResult]:
+    """One cell's results: reported tests, then MISS for the planned rest, then kernel_splats per suite."""
+    if guest_json is not None:
+        reported = from_guest_json(guest_json)
+    elif ktap_text:
+        reported = from_ktap(ktap.parse(ktap_text))
+    else:
+        reported = []
+    fatal = next((e for e in events if e.fatal), None)
+    reason = f"never reported: kernel {fatal.kind.replace('_', ' ')}" if fatal else "never reported"
+    results = _with_missing(planned, reported, reason)
+    by_suite = events_by_suite(console_text, events)
+    for suite, found in by_suite.items():
+        if suite and any(not e.fatal for e in found):
+            _insert_after_suite(results, _splat_result(suite, [e for e in found if not e.fatal]))
+    return results
+
+
+def from_guest_json(doc: dict[str, Any]) -> list[TestResult]:
+    """Results from the guest's JSON document; a malformed one is a lab fault (our own harness wrote it)."""
+    tests = doc.get("tests")
+    if not isinstance(tests, list):
+        raise LabError("guest results JSON has no 'tests' list")
+    out = []
+    for i, rec in enumerate(tests):
+        where = f"guest results JSON, test {i}"
+        try:
+            out.append(_test_from_dict(rec, where))
+        except UserError as exc:
+            raise LabError(str(exc)) from exc
+    return out
+
+
+def from_ktap(tree: ktap.Test) -> list[TestResult]:
+    """Results from a parsed guest KTAP tree (suites, then tests); the reason sits in "# FAIL: ..." lines."""
+    out = []
+    for suite in tree.subtests:
+        for test in suite.subtests:
+            if test.status is ktap.Status.MISSING:
+                out.append(TestResult(suite.name, f"#{test.number}", Status.MISS, reason="never reported"))
+            else:
+                out.append(_from_ktap_test(suite.name, test))
+    return out
+
+
+def _from_ktap_test(suite: str, test: ktap.Test) -> TestResult:
+    if test.status is ktap.Status.OK:
+        return TestResult(suite, test.name, Status.PASS, log="\n".join(test.log))
+    if test.status is ktap.Status.SKIP:
+        return TestResult(suite, test.name, Status.SKIP, reason=test.reason, log="\n".join(test.log))
+    if test.status is ktap.Status.CRASHED:
+        return TestResult(suite, test.name, Status.ERROR, reason="its KTAP result line never came")
+    log = list(test.log)
+    status, reason = Status.FAIL, "not ok"
+    for i in range(len(log) - 1, -1, -1):
+        match = _KTAP_VERDICT.match(log[i])
+        if match:
+            status, reason = Status(match.group(1)), match.group(2)
+            del log[i]
+            break
+    return TestResult(suite, test.name, status, reason=reason, log="\n".join(log))
+
+
+def _with_missing(planned: list[tuple[str, str]], reported: list[TestResult], reason: str) -> list[TestResult]:
+    """Planned order first (MISS where nothing came), then anything reported that was not planned."""
+    planned_suites = {suite for suite, _ in planned}
+    by_key = {(t.suite, t.name): t for t in reported}
+    out = [by_key.pop(key) if key in by_key else TestResult(*key, Status.MISS, reason=reason) for key in planned]
+    for test in reported:
+        if (test.suite, test.name) not in by_key:
+            continue  # placed above, in planned order
+        del by_key[(test.suite, test.name)]
+        gap = test.status is Status.MISS and test.name.startswith("#")
+        if gap and test.suite in planned_suites:
+            continue  # `planned` names this suite's tests; the unnamed gap is one of its MISS entries
+        out.append(replace(test, reason=reason) if gap else test)
+    return out
+
+
+def events_by_suite(console_text: str, events: list[KernelEvent]) -> dict[str, list[KernelEvent]]:
+    """Group events by the suite running at their console offset; "" holds boot and shutdown events."""
+    spans = ktap.suite_spans(console_text)
+    out: dict[str, list[KernelEvent]] = {}
+    for event in events:
+        span = next((s for s in spans if s.start <= event.offset < s.end), None)
+        out.setdefault(span.name if span else "", []).append(event)
+    return out
+
+
+def headline(event: KernelEvent) -> str:
+    """The report's first line without the console timestamp: what a reader recognises."""
+    first = event.excerpt.splitlines()[0] if event.excerpt.strip() else ""
+    return _CONSOLE_PREFIX.sub("", first).strip() or event.kind
+
+
+def _splat_result(suite: str, events: list[KernelEvent]) -> TestResult:
+    reason = f"{events[0].kind}: {headline(events[0])}"
+    if len(events) > 1:
+        reason += f" (+{len(events) - 1} more)"
+    log = "\n\n".join(e.excerpt for e in events)
+    return TestResult(suite, SPLATS, Status.FAIL, reason=reason, log=log)
+
+
+def _insert_after_suite(results: list[TestResult], extra: TestResult) -> None:
+    last = max((i for i, t in enumerate(results) if t.suite == extra.suite), default=len(results) - 1)
+    results.insert(last + 1, extra)
+
+
+# --- results.json ---------------------------------------------------------------------------------
+
+_CELL_TEXT = (
+    "arch",
+    "kernel_release",
+    "describe",
+    "config_sha256",
+    "qemu_version",
+    "accel",
+    "accel_reason",
+    "image",
+    "append",
+    "console_log",
+    "error",
+)
+
+
+def write_json(path: Path, cells: list[Cell], meta: dict[str, Any]) -> None:
+    """results.json: run metadata, one record per cell, one flat record per test (easy to query)."""
+    doc = {
+        "format": FORMAT,
+        "meta": meta,
+        "exit_status": exit_status(cells),
+        "cells": [_cell_to_dict(cell) for cell in cells],
+        "tests": [_test_to_dict(cell, test) for cell in cells for test in cell.tests],
+    }
+    manifest.write(path, doc)
+
+
+def _cell_to_dict(cell: Cell) -> dict[str, Any]:
+    doc: dict[str, Any] = {key: getattr(cell, key) for key in _CELL_TEXT}
+    doc.update(id=cell.id, verdict=cell.verdict().value, durations=dict(cell.durations))
+    doc["kernel_events"] = [
+        {"kind": e.kind, "offset": e.offset, "excerpt": e.excerpt, "fatal": e.fatal} for e in cell.kernel_events
+    ]
+    return doc
+
+
+def _test_to_dict(cell: Cell, test: TestResult) -> dict[str, Any]:
+    return {
+        "cell": cell.id,
+        "arch": cell.arch,
+        "kernel_release": cell.kernel_release,
+        "accel": cell.accel,
+        "suite": test.suite,
+        "name": test.name,
+        "status": test.status.value,
+        "duration": test.duration,
+        "reason": test.reason,
+        "log": test.log,
+    }
+
+
+def load_json(path: Path) -> list[Cell]:
+    """Read results.json back into cells (the CI merge job and the LAVA importer start here)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read results: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise UserError(f"{path}: not a kernel-lab results file (format must be {FORMAT!r})")
+    cells: dict[str, Cell] = {}
+    for i, rec in enumerate(_get(doc, "cells", list, str(path))):
+        cell = _cell_from_dict(rec, f"{path}: cells[{i}]")
+        cells[cell.id] = cell
+    for i, rec in enumerate(_get(doc, "tests", list, str(path))):
+        where = f"{path}: tests[{i}]"
+        cell_id = _get(rec, "cell", str, where)
+        if cell_id not in cells:
+            raise UserError(f"{where}: unknown cell {cell_id!r}")
+        cells[cell_id].tests.append(_test_from_dict(rec, where))
+    return list(cells.values())
+
+
+def merge(paths: list[Path]) -> list[Cell]:
+    """Cells from several results.json files (one per CI job); a cell id seen twice is an error."""
+    seen: dict[str, Path] = {}
+    out: list[Cell] = []
+    for path in paths:
+        for cell in load_json(path):
+            if cell.id in seen:
+                raise UserError(f"cell {cell.id!r} is in both {seen[cell.id]} and {path}")
+            seen[cell.id] = path
+            out.append(cell)
+    return out
+
+
+_T = TypeVar("_T")
+
+
+def _get(rec: Any, key: str, kind: type[_T], where: str, default: _T | None = None) -> _T:
+    """rec[key] checked against `kind`; the error names the file and record, for a user to fix."""
+    if not isinstance(rec, dict):
+        raise UserError(f"{where}: expected an object")
+    value = rec.get(key, default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise UserError(f"{where}: {key!r} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _cell_from_dict(rec: Any, where: str) -> Cell:
+    events = [
+        KernelEvent(
+            _get(e, "kind", str, where),
+            _get(e, "offset", int, where),
+            _get(e, "excerpt", str, where),
+            _get(e, "fatal", bool, where),
+        )
+        for e in _get(rec, "kernel_events", list, where, [])
+    ]
+    durations = {
+        str(k): _get({"v": v}, "v", float, f"{where}: durations")
+        for k, v in _get(rec, "durations", dict, where, {}).items()
+    }
+
+    def text(key: str) -> str:
+        return _get(rec, key, str, where, "")
+
+    return Cell(
+        id=_get(rec, "id", str, where),
+        arch=text("arch"),
+        kernel_release=text("kernel_release"),
+        describe=text("describe"),
+        config_sha256=text("config_sha256"),
+        qemu_version=text("qemu_version"),
+        accel=text("accel"),
+        accel_reason=text("accel_reason"),
+        image=text("image"),
+        append=text("append"),
+        durations=durations,
+        console_log=text("console_log"),
+        kernel_events=events,
+        error=text("error"),
+    )
+
+
+def _test_from_dict(rec: Any, where: str) -> TestResult:
+    status = _get(rec, "status", str, where)
+    if status not in Status.__members__:
+        raise UserError(f"{where}: unknown status {status!r}; one of {', '.join(Status.__members__)}")
+    return TestResult(
+        suite=_get(rec, "suite", str, where),
+        name=_get(rec, "name", str, where),
+        status=Status(status),
+        duration=_get(rec, "duration", float, where, 0.0),
+        reason=_get(rec, "reason", str, where, ""),
+        log=_get(rec, "log", str, where, ""),
+    )

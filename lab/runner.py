@@ -1,0 +1,115 @@
+"""Boot a kernel, run one command in the guest, bring back its exit status and the console verdict."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from lab import accel, console
+from lab.arches import Arch
+from lab.errors import KernelFailure, LabError, UserError
+from lab.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
+
+COMMAND_TIMEOUT = 600.0
+
+
+@dataclass
+class RunResult:
+    exit_status: int
+    boot_seconds: float
+    total_seconds: float
+    console_log: Path
+    events: list[console.KernelEvent] = field(default_factory=list)
+
+
+class _Tee:
+    """pexpect logfile that writes to the console log and, optionally, to the user's terminal."""
+
+    def __init__(self, *outs: IO[str]) -> None:
+        self.outs = outs
+
+    def write(self, data: str) -> None:
+        for out in self.outs:
+            out.write(data)
+
+    def flush(self) -> None:
+        for out in self.outs:
+            out.flush()
+
+
+def make_plan(
+    arch: Arch,
+    kernel: Path,
+    *,
+    rootfs: str = HOST_ROOTFS,
+    accel_request: str = "auto",
+    results_dir: Path | None = None,
+    workdir: Path | None = None,
+    append: str = "",
+    memory_mb: int = 0,
+    cpus: int = 0,
+    ssh_port: int | None = None,
+    agent: bool = False,
+) -> BootPlan:
+    """Validate boot inputs (nothing runs before this passes) and pick the accelerator."""
+    if rootfs == HOST_ROOTFS and not _is_native(arch):
+        raise UserError(f"--rootfs host shares this {sys.platform} host's / and needs a {arch.name} host; use an image")
+    if rootfs != HOST_ROOTFS and not Path(rootfs).is_file():
+        raise UserError(f"rootfs image {rootfs} does not exist; build it with `klab image build --arch {arch.name}`")
+    decision = accel.decide(arch, accel_request)
+    scratch = Path(tempfile.mkdtemp(prefix="klab-run-"))
+    return BootPlan(
+        arch=arch,
+        kernel=kernel.resolve(),
+        accel=decision,
+        rootfs=rootfs if rootfs == HOST_ROOTFS else str(Path(rootfs).resolve()),
+        results_dir=(results_dir or scratch / "results").resolve(),
+        workdir=(workdir or scratch).resolve(),
+        append=append,
+        memory_mb=memory_mb,
+        cpus=cpus,
+        ssh_port=ssh_port,
+        agent=agent,
+    )
+
+
+def _is_native(arch: Arch) -> bool:
+    from lab.arches import is_native
+
+    return is_native(arch)
+
+
+def run_command(
+    plan: BootPlan, command: str, timeout: float = COMMAND_TIMEOUT, stream: IO[str] | None = None
+) -> RunResult:
+    """Boot, run `command` (a shell command line) in the guest, power off.
+
+    Raises KernelFailure when the kernel crashes or hangs (before or during the
+    command), LabError when the lab could not do its part.
+    """
+    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    ctl = prepare_control(plan, "run", command)
+    start = time.monotonic()
+    with Machine(plan) as vm:
+        if stream is not None:
+            assert vm.child is not None and vm._logf is not None
+            vm.child.logfile_read = _Tee(vm._logf, stream)
+        boot = vm.wait_for_init()
+        outcome = vm.watcher().wait(console.COMMAND_EXITED, plan.scaled(timeout))
+        if outcome.reason not in ("marker", "eof"):
+            raise vm.failure(outcome, "while the command ran")
+        # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
+        vm.wait_for_exit(plan.scaled(15))
+    text = plan.console_log.read_text(errors="replace")
+    events = console.scan(text)
+    status_file = ctl / "exit-status"
+    if not status_file.is_file():
+        fatal = [e for e in events if e.fatal]
+        if fatal:
+            raise KernelFailure(f"kernel {fatal[0].kind} while the command ran", fatal[0].kind, fatal[0].excerpt)
+        raise LabError(f"the guest powered off without reporting an exit status; console: {plan.console_log}")
+    return RunResult(int(status_file.read_text().strip()), boot, time.monotonic() - start, plan.console_log, events)

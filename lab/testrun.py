@@ -1,0 +1,196 @@
+"""Run the in-guest suites in guests, one boot per cell, and turn what comes back into results.
+
+Data flows one way: a CellSpec (kernel, arch, rootfs, boot parameters,
+suites) -> one guest boot running suites/run.py -> the guest's JSON and KTAP
+(over the results share) plus the console -> a results.Cell.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lab import accel, console, manifest, report, results
+from lab.arches import Arch
+from lab.errors import KernelFailure, LabBaseError, LabError
+from lab.paths import SUITES
+from lab.qemu import GUEST_KLAB, GUEST_RESULTS
+from lab.runner import make_plan, run_command
+
+# Guest-side deadline for one cell's suites (stretched under TCG by the plan).
+SUITE_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Everything one guest boot needs; `id` names the cell in every report."""
+
+    id: str
+    arch: Arch
+    kernel: Path
+    rootfs: str
+    suites: tuple[str, ...]
+    patterns: tuple[str, ...] = ()
+    append: str = ""
+    expect_fail: tuple[str, ...] = ()
+    accel: str = "auto"
+    memory_mb: int = 0
+    cpus: int = 0
+    build: dict[str, Any] | None = None  # the build.json of the kernel, when it came from `klab build`
+    image_hash: str = ""
+    kernel_name: str = ""  # the matrix's kernel label ("6.12")
+
+
+def planned_tests(suites: tuple[str, ...], patterns: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """The tests a cell will run, collected on the host from suites/run.py --list (the guest runs the same file)."""
+    argv = [sys.executable, str(SUITES / "run.py"), "--list"]
+    for suite in suites:
+        argv += ["--suite", suite]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise LabError(f"listing the suites failed: {out.stderr.strip() or out.stdout.strip()}")
+    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    chosen = [n for n in names if not patterns or any(p in n for p in patterns)]
+    return [(n.split(".", 1)[0], n.split(".", 1)[1]) for n in chosen]
+
+
+def guest_command(spec: CellSpec) -> str:
+    """The shell line the guest runs: KTAP to the console and a file, JSON to the results share."""
+    argv = ["python3", "-u", f"{GUEST_KLAB}/suites/run.py", "--json", f"{GUEST_RESULTS}/guest.json"]
+    for suite in spec.suites:
+        argv += ["--suite", suite]
+    for pattern in spec.patterns:
+        argv += ["-k", pattern]
+    return f"{shlex.join(argv)} 2>&1 | tee {GUEST_RESULTS}/guest.ktap"
+
+
+def qemu_version(arch: Arch) -> str:
+    try:
+        return accel.qemu_version(arch)
+    except LabBaseError:
+        return "unknown"
+
+
+def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
+    """Boot once, run the cell's suites, collect. Kernel failures become results; lab faults become cell.error."""
+    planned = planned_tests(spec.suites, spec.patterns)
+    share = results_dir / "cells" / spec.id
+    if share.exists():
+        shutil.rmtree(share)
+    share.mkdir(parents=True)
+    cell = _empty_cell(spec)
+    start = time.monotonic()
+    events: list[console.KernelEvent] = []
+    console_log = share / "console.log"
+    try:
+        plan = make_plan(
+            spec.arch,
+            spec.kernel,
+            rootfs=spec.rootfs,
+            accel_request=spec.accel,
+            results_dir=share,
+            workdir=share,
+            append=spec.append,
+            memory_mb=spec.memory_mb,
+            cpus=spec.cpus,
+        )
+        cell.accel, cell.accel_reason = plan.accel.accel, plan.accel.why
+        console_log = plan.console_log
+        run = run_command(plan, guest_command(spec), timeout=SUITE_TIMEOUT)
+        cell.durations["boot"] = round(run.boot_seconds, 2)
+    except KernelFailure as exc:
+        cell.error = "" if exc.kind else str(exc)
+        if exc.kind in ("boot_timeout", "timeout", "died"):
+            # No kernel report to point at: record the hang as the cell's event.
+            text = _read(console_log)
+            events.append(console.KernelEvent(exc.kind, len(text), exc.excerpt, True))
+    except LabBaseError as exc:
+        cell.error = str(exc)
+    text = _read(console_log)
+    events = console.scan(text) + events
+    guest_json = _guest_json(share / "guest.json")
+    ktap_text = _read(share / "guest.ktap") or None
+    cell.kernel_events = events
+    cell.tests = _apply_expectations(results.collect(planned, guest_json, ktap_text, text, events), spec.expect_fail)
+    if guest_json:
+        cell.kernel_release = str(guest_json.get("kernel", ""))
+    cell.durations["total"] = round(time.monotonic() - start, 2)
+    cell.durations["tests"] = round(cell.durations["total"] - cell.durations.get("boot", 0.0), 2)
+    if console_log.is_file():
+        shutil.copyfile(console_log, results_dir / f"console-{spec.id}.log")
+        cell.console_log = str(results_dir / f"console-{spec.id}.log")
+    return cell
+
+
+def _empty_cell(spec: CellSpec) -> results.Cell:
+    build = spec.build or {}
+    return results.Cell(
+        id=spec.id,
+        arch=spec.arch.name,
+        kernel_release=str(build.get("kernelrelease", "")),
+        describe=str(build.get("source", {}).get("describe", "")),
+        config_sha256=str(build.get("config_sha256", "")),
+        qemu_version=qemu_version(spec.arch),
+        image=spec.rootfs if spec.rootfs == "host" else f"{spec.rootfs} sha256:{spec.image_hash}",
+        append=spec.append,
+    )
+
+
+def _apply_expectations(tests: list[results.TestResult], expect_fail: tuple[str, ...]) -> list[results.TestResult]:
+    """Canaries: a test listed in expect_fail passes by failing, and fails by passing."""
+    out = []
+    for test in tests:
+        if test.full_name in expect_fail:
+            if test.status is results.Status.FAIL:
+                test = replace(test, status=results.Status.PASS, reason=f"failed as expected: {test.reason}")
+            elif test.status is results.Status.PASS:
+                test = replace(test, status=results.Status.FAIL, reason="expected to fail in this boot, but passed")
+        out.append(test)
+    return out
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _guest_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def run_cells(specs: list[CellSpec], results_dir: Path, jobs: int = 1) -> list[results.Cell]:
+    """Run cells, `jobs` guests at a time; report order follows the specs."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if jobs <= 1 or len(specs) <= 1:
+        return [run_cell(spec, results_dir) for spec in specs]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda s: run_cell(s, results_dir), specs))
+
+
+def write_reports(results_dir: Path, cells: list[results.Cell], meta: dict[str, Any]) -> None:
+    """results.json, junit.xml, results.ktap and summary.txt/.md, each written atomically."""
+    results.write_json(results_dir / "results.json", cells, meta)
+    report.write_junit(results_dir / "junit.xml", cells)
+    report.write_ktap(results_dir / "results.ktap", cells)
+    for name, text in (("summary.txt", report.summary_table(cells)), ("summary.md", report.summary_markdown(cells))):
+        tmp = results_dir / f".{name}.tmp"
+        tmp.write_text(text + "\n")
+        tmp.replace(results_dir / name)
+
+
+def build_manifest(build_dir: Path) -> dict[str, Any] | None:
+    return manifest.read(build_dir / "build.json")

@@ -1,0 +1,431 @@
+"""Guest-side test harness shared by every suite (stdlib only).
+
+Runs inside the guest with the guest's own python3, and on a Linux host for
+fast iteration. Each test runs in its own forked child: Landlock domains,
+seccomp filters and capability drops are irreversible, so a test must never
+leak its restrictions into the next one. Results stream out as KTAP version 1
+(flushed per test, so a kernel crash still leaves the results before it) and
+are written as JSON at the end.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+
+# Per-arch facts the suites need: syscall numbers and seccomp audit arch.
+# Same keys on every arch; add an arch by adding an entry.
+ARCHES = {
+    "x86_64": {
+        "audit_arch": 0xC000003E,
+        "nr": {
+            "bpf": 321,
+            "seccomp": 317,
+            "getpid": 39,
+            "gettid": 186,
+            "getppid": 110,
+            "kcmp": 312,
+            "process_vm_readv": 310,
+            "pidfd_open": 434,
+            "pidfd_getfd": 438,
+            "openat": 257,
+            "close": 3,
+            "dup": 32,
+            "uname": 63,
+            "getuid": 102,
+            "getgid": 104,
+            "capget": 125,
+            "capset": 126,
+            "prctl": 157,
+            "tgkill": 234,
+            "kill": 62,
+            "write": 1,
+            "read": 0,
+            "getcwd": 79,
+            "landlock_create_ruleset": 444,
+            "landlock_add_rule": 445,
+            "landlock_restrict_self": 446,
+        },
+    },
+    "aarch64": {
+        "audit_arch": 0xC00000B7,
+        "nr": {
+            "bpf": 280,
+            "seccomp": 277,
+            "getpid": 172,
+            "gettid": 178,
+            "getppid": 173,
+            "kcmp": 272,
+            "process_vm_readv": 270,
+            "pidfd_open": 434,
+            "pidfd_getfd": 438,
+            "openat": 56,
+            "close": 57,
+            "dup": 23,
+            "uname": 160,
+            "getuid": 174,
+            "getgid": 176,
+            "capget": 90,
+            "capset": 91,
+            "prctl": 167,
+            "tgkill": 131,
+            "kill": 129,
+            "write": 64,
+            "read": 63,
+            "getcwd": 17,
+            "landlock_create_ruleset": 444,
+            "landlock_add_rule": 445,
+            "landlock_restrict_self": 446,
+        },
+    },
+}
+
+MACHINE = os.uname().machine
+ARCH = ARCHES.get(MACHINE)
+if ARCH is None:
+    raise SystemExit(f"_klab: no syscall table for machine {MACHINE!r}; add it to ARCHES")
+NR = ARCH["nr"]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+TEST_TIMEOUT = float(os.environ.get("KLAB_TEST_TIMEOUT", "60"))
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+
+
+class Skip(Exception):
+    """The kernel lacks what the test needs; the message says what."""
+
+
+class Failure(AssertionError):
+    """The kernel did something other than what the test pins down."""
+
+
+def syscall(name: str, *args: int | ctypes._SimpleCData | ctypes.Array | None) -> tuple[int, int]:
+    """Call a raw syscall by name; return (result, errno) without hiding either."""
+    cargs = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    ctypes.set_errno(0)
+    ret = libc.syscall(ctypes.c_long(NR[name]), *cargs)
+    err = ctypes.get_errno() if ret == -1 else 0
+    return ret, err
+
+
+def errname(err: int) -> str:
+    """Symbolic name of an errno value (0 reads as 'success')."""
+    if err == 0:
+        return "success"
+    return errno.errorcode.get(err, str(err))
+
+
+def expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise Failure(message)
+
+
+def expect_eq(got: object, want: object, what: str) -> None:
+    if got != want:
+        raise Failure(f"{what}: expected {want!r}, got {got!r}")
+
+
+def expect_errno(result: tuple[int, int], want: int, what: str) -> int:
+    """Check a (ret, errno) pair: want 0 means success, else that exact errno."""
+    ret, err = result
+    if want == 0:
+        if ret < 0:
+            raise Failure(f"{what}: expected success, got {errname(err)} ({err})")
+        return ret
+    if ret != -1 or err != want:
+        got = f"{errname(err)} ({err})" if ret == -1 else f"success (returned {ret})"
+        raise Failure(f"{what}: expected {errname(want)} ({want}), got {got}")
+    return ret
+
+
+def oserror_errno(fn, *args, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    """Run a Python os call and return 0 on success or the errno it raised."""
+    try:
+        fn(*args, **kwargs)
+    except OSError as exc:
+        return exc.errno or -1
+    return 0
+
+
+def set_no_new_privs() -> None:
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise Failure(f"prctl(PR_SET_NO_NEW_PRIVS) failed: {errname(ctypes.get_errno())}")
+
+
+# --- capabilities ------------------------------------------------------------
+
+CAP_SYS_ADMIN = 21
+CAP_SYS_PTRACE = 19
+CAP_BPF = 39
+CAP_PERFMON = 38
+CAP_SETPCAP = 8
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def get_caps() -> tuple[int, int, int]:
+    """Return the (effective, permitted, inheritable) 64-bit capability sets."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    expect_errno(syscall("capget", ctypes.addressof(hdr), ctypes.addressof(data)), 0, "capget")
+    fields = ("effective", "permitted", "inheritable")
+    return tuple(getattr(data[0], f) | (getattr(data[1], f) << 32) for f in fields)  # type: ignore[return-value]
+
+
+def drop_caps(*caps: int) -> None:
+    """Drop capabilities from the effective, permitted and inheritable sets.
+
+    With no argument, drop every capability. The kernel selftests do the same
+    so that CAP_SYS_ADMIN/CAP_SYS_PTRACE do not bypass the checks under test.
+    """
+    eff, prm, inh = get_caps()
+    mask = ~0 if not caps else sum(1 << c for c in caps)
+    eff, prm, inh = eff & ~mask, prm & ~mask, inh & ~mask
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        data[i].effective = (eff >> (32 * i)) & 0xFFFFFFFF
+        data[i].permitted = (prm >> (32 * i)) & 0xFFFFFFFF
+        data[i].inheritable = (inh >> (32 * i)) & 0xFFFFFFFF
+    expect_errno(syscall("capset", ctypes.addressof(hdr), ctypes.addressof(data)), 0, "capset")
+
+
+def has_cap(cap: int) -> bool:
+    return bool(get_caps()[0] & (1 << cap))
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise Skip("needs root (uid 0)")
+
+
+# --- processes ---------------------------------------------------------------
+
+
+def wait_status(pid: int, timeout: float = 20.0) -> int:
+    """waitpid with a deadline; kills the child and fails when it hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise Failure(f"child {pid} did not exit within {timeout:.0f}s")
+        time.sleep(0.005)
+
+
+def in_child(fn, *args) -> int:  # type: ignore[no-untyped-def]
+    """Run fn(*args) in a forked child; return its exit code (fn's int result).
+
+    A Failure or Skip raised in the child is carried back over a pipe and
+    re-raised in the caller with the child's message, so assertions can live
+    on either side of the fork.
+    """
+    rfd, wfd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        code, msg = 0, b""
+        try:
+            res = fn(*args)
+            code = int(res) if isinstance(res, int) else 0
+        except Failure as exc:
+            code, msg = 101, f"F{exc}".encode()
+        except Skip as exc:
+            code, msg = 102, f"S{exc}".encode()
+        except BaseException:  # noqa: BLE001 - the child must never return into the harness
+            code, msg = 103, f"E{traceback.format_exc()}".encode()
+        finally:
+            os.write(wfd, msg[:65000])
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(wfd)
+    try:
+        status = wait_status(pid)
+        msg = os.read(rfd, 65536).decode(errors="replace")
+    finally:
+        os.close(rfd)
+    if os.WIFSIGNALED(status):
+        raise Failure(f"child died of signal {signal.Signals(os.WTERMSIG(status)).name}")
+    code = os.WEXITSTATUS(status)
+    if code == 101 and msg.startswith("F"):
+        raise Failure(f"in child: {msg[1:]}")
+    if code == 102 and msg.startswith("S"):
+        raise Skip(msg[1:])
+    if code == 103 and msg.startswith("E"):
+        raise Failure(f"child raised: {msg[1:].strip().splitlines()[-1]}")
+    return code
+
+
+# --- suites and tests ----------------------------------------------------------
+
+
+class Suite:
+    """A named, ordered list of tests; names are stable (the bisect driver selects by them)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tests: list[tuple[str, object]] = []
+
+    def test(self, fn):  # type: ignore[no-untyped-def]
+        self.tests.append((fn.__name__, fn))
+        return fn
+
+    def add(self, name: str, fn) -> None:  # type: ignore[no-untyped-def]
+        """Register a generated test (e.g. one per variant of a matrix)."""
+        self.tests.append((name, fn))
+
+
+def _run_one(fn) -> dict:  # type: ignore[no-untyped-def]
+    """Run one test in a forked child; the verdict comes back over a pipe."""
+    rfd, wfd = os.pipe()
+    start = time.monotonic()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        os.setpgid(0, 0)
+        test_pid = os.getpid()
+        verdict: dict = {"status": "PASS", "reason": ""}
+        try:
+            fn()
+        except Skip as exc:
+            verdict = {"status": "SKIP", "reason": str(exc)}
+        except Failure as exc:
+            verdict = {"status": "FAIL", "reason": str(exc)}
+        except BaseException as exc:  # noqa: BLE001
+            verdict = {"status": "ERROR", "reason": f"{type(exc).__name__}: {exc}", "log": traceback.format_exc()}
+        try:
+            # A grandchild the test forked that returns out of fn() lands here too: only the test process speaks.
+            if os.getpid() == test_pid:
+                os.write(wfd, json.dumps(verdict).encode())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+    os.close(wfd)
+    chunks = []
+    deadline = start + TEST_TIMEOUT
+    timed_out = False
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select([rfd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(rfd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(rfd)
+    if timed_out:
+        for target in (-pid, pid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _, status = os.waitpid(pid, 0)
+    # Reap the test's stray grandchildren so they cannot outlive it.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    duration = time.monotonic() - start
+    if timed_out:
+        return {"status": "FAIL", "reason": f"timed out after {TEST_TIMEOUT:.0f}s", "duration": duration}
+    if not chunks:
+        how = (
+            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+            if os.WIFSIGNALED(status)
+            else f"exit {os.WEXITSTATUS(status)}"
+        )
+        return {"status": "ERROR", "reason": f"test process died without a verdict ({how})", "duration": duration}
+    try:
+        verdict, _ = json.JSONDecoder().raw_decode(b"".join(chunks).decode(errors="replace"))
+    except ValueError:
+        verdict = {"status": "ERROR", "reason": "the test process sent an unreadable verdict"}
+    verdict["duration"] = duration
+    return verdict
+
+
+def _ktap_escape(text: str) -> str:
+    return " ".join(text.split()).replace("#", "\\#")
+
+
+def _selected(full: str, patterns: list[str]) -> bool:
+    return not patterns or any(p in full for p in patterns)
+
+
+def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Run the selected tests, streaming nested KTAP; return one record per test."""
+    chosen = [(s, [(n, f) for n, f in s.tests if _selected(f"{s.name}.{n}", patterns)]) for s in suites]
+    chosen = [(s, t) for s, t in chosen if t]
+    records: list[dict] = []
+
+    def emit(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    emit("KTAP version 1")
+    emit(f"1..{len(chosen)}")
+    for si, (suite, tests) in enumerate(chosen, 1):
+        emit("    KTAP version 1")
+        emit(f"    # Subtest: {suite.name}")
+        emit(f"    1..{len(tests)}")
+        counts = {"PASS": 0, "FAIL": 0, "SKIP": 0, "ERROR": 0}
+        for ti, (name, fn) in enumerate(tests, 1):
+            rec = _run_one(fn)
+            rec.update(suite=suite.name, name=name)
+            records.append(rec)
+            counts[rec["status"]] += 1
+            reason = _ktap_escape(rec.get("reason", ""))
+            if rec["status"] == "PASS":
+                emit(f"    ok {ti} {name}")
+            elif rec["status"] == "SKIP":
+                emit(f"    ok {ti} {name} # SKIP {reason}")
+            else:
+                for line in rec.get("log", "").splitlines():
+                    emit(f"    # {line}")
+                emit(f"    # {rec['status']}: {reason}")
+                emit(f"    not ok {ti} {name}")
+        failed = counts["FAIL"] + counts["ERROR"]
+        emit(
+            f"    # {suite.name}: pass:{counts['PASS']} fail:{counts['FAIL']} "
+            f"skip:{counts['SKIP']} error:{counts['ERROR']}"
+        )
+        if failed:
+            emit(f"not ok {si} {suite.name}")
+        elif counts["SKIP"] == len(tests):
+            emit(f"ok {si} {suite.name} # SKIP all tests skipped")
+        else:
+            emit(f"ok {si} {suite.name}")
+    return records

@@ -1,0 +1,72 @@
+"""Shared by the guest integration tests: the lab.yaml cells, booted once each per test session.
+
+Builds and images are cached under ~/.cache/kernel-lab, so a warm run only
+boots. Each boot is recorded in a boot log (one line per boot) so that the
+session can prove every cell booted exactly once, with or without xdist.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lab import matrix, pipeline, results, testrun
+from lab.paths import REPO_ROOT
+
+LAB_YAML = REPO_ROOT / "lab.yaml"
+RESULTS_ROOT = Path(os.environ.get("KLAB_TEST_RESULTS", REPO_ROOT / "results" / "pytest"))
+BOOT_LOG = RESULTS_ROOT / "boots.log"
+
+
+def lab_matrix() -> matrix.Matrix:
+    return matrix.load(LAB_YAML)
+
+
+def suite_tests(suites: tuple[str, ...]) -> list[str]:
+    """SUITE.TEST names, statically listed on the host from the same suites/run.py the guest runs."""
+    argv = [sys.executable, str(REPO_ROOT / "suites/run.py"), "--list"]
+    for suite in suites:
+        argv += ["--suite", suite]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.split()
+
+
+def cell_spec(cell: matrix.Cell) -> testrun.CellSpec:
+    """Build (or reuse) the cell's kernel and rootfs; one build at a time (build.py locks the build dir)."""
+    specs = pipeline.matrix_specs(
+        matrix.Matrix(
+            kernels=(cell.kernel,), arches=(cell.arch,), suites=cell.suites, boots=(cell.boot,), rootfs=cell.rootfs
+        )
+    )
+    assert len(specs) == 1, specs
+    return specs[0]
+
+
+def record_boot(cell_id: str) -> None:
+    RESULTS_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(BOOT_LOG, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(f"{cell_id} {os.getpid()}\n")
+
+
+def boots() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if BOOT_LOG.is_file():
+        for line in BOOT_LOG.read_text().splitlines():
+            counts[line.split()[0]] = counts.get(line.split()[0], 0) + 1
+    return counts
+
+
+def run_cell(cell: matrix.Cell) -> results.Cell:
+    spec = cell_spec(cell)
+    record_boot(cell.id)
+    out = testrun.run_cell(spec, RESULTS_ROOT)
+    testrun.write_reports(RESULTS_ROOT / "cells" / cell.id, [out], {"cell": cell.id})
+    return out
+
+
+def load_cell_json(cell_id: str) -> dict[str, object]:
+    return json.loads((RESULTS_ROOT / "cells" / cell_id / "results.json").read_text())

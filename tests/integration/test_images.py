@@ -1,0 +1,85 @@
+"""Real image builds for every arch (minutes when cold; reused from ~/.cache/kernel-lab when present).
+
+The ext4 image is inspected with debugfs and e2fsck: never mounted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import arches, images, proc
+from lab.paths import IMAGES
+
+pytestmark = pytest.mark.kernel
+RECIPE = IMAGES / "debian-bookworm.yaml"
+
+
+def debugfs(image: Path, request: str) -> str:
+    return proc.run(["debugfs", "-R", request, str(image)], timeout=60).output
+
+
+def stat(image: Path, path: str) -> tuple[str, str, str]:
+    """(type, octal mode, fast-link target or '') of `path` in the image."""
+    out = debugfs(image, f"stat {path}")
+    found = re.search(r"Type: (\w+)\s+Mode:\s+(\d+)", out)
+    assert found, f"{path} not in {image}:\n{out}"
+    link = re.search(r'Fast link dest: "([^"]+)"', out)
+    return found.group(1), found.group(2), link.group(1) if link else ""
+
+
+@pytest.fixture(scope="module", params=sorted(arches.ARCHES))
+def built(request: pytest.FixtureRequest) -> tuple[arches.Arch, dict[str, Any]]:
+    arch = arches.get(request.param)
+    if os.geteuid() == 0:
+        images.ensure_binfmt(arch)
+    missing = images.image_prereqs(arch)
+    if missing:
+        pytest.skip(f"cannot build {arch.name} images here: {'; '.join(missing)}")
+    return arch, images.build_image(arch, RECIPE)
+
+
+def test_image_has_klab_init(built: tuple[arches.Arch, dict[str, Any]]) -> None:
+    _, doc = built
+    image = Path(doc["image"])
+    assert stat(image, "/sbin/klab-init")[:2] == ("regular", "0755")
+    assert debugfs(image, "cat /sbin/klab-init").endswith(images.BOOTSTRAP.read_text())
+    for mount_point in images.MOUNT_POINTS:
+        assert stat(image, f"/{mount_point}")[0] == "directory"
+    assert debugfs(image, "cat /etc/hostname").strip().endswith(images.HOSTNAME)
+
+
+def test_image_has_python_for_its_arch(built: tuple[arches.Arch, dict[str, Any]]) -> None:
+    arch, doc = built
+    image = Path(doc["image"])
+    kind, _, target = stat(image, "/usr/bin/python3")
+    if kind == "symlink":
+        kind, mode, _ = stat(image, f"/usr/bin/{target}")
+        assert (kind, mode) == ("regular", "0755")
+    status = debugfs(image, "cat /var/lib/dpkg/status")
+    assert re.search(rf"Package: python3\.\d+-minimal\n(?:.+\n)*?Architecture: {arch.debian_arch}\n", status)
+    assert doc["installed"]["python3"]
+
+
+def test_image_is_a_clean_ext4_without_apt_lists(built: tuple[arches.Arch, dict[str, Any]]) -> None:
+    _, doc = built
+    image = Path(doc["image"])
+    proc.run(["e2fsck", "-fn", str(image)], timeout=120)
+    assert "klab-root" in proc.run(["e2label", str(image)], timeout=30).output
+    lists = debugfs(image, "ls /var/lib/apt/lists")
+    assert "Packages" not in lists and "InRelease" not in lists
+    assert doc["size_bytes"] == image.stat().st_size == images.load_recipe(RECIPE).size_mb << 20
+
+
+def test_second_build_is_a_cache_hit(built: tuple[arches.Arch, dict[str, Any]]) -> None:
+    arch, doc = built
+    start = time.monotonic()
+    again = images.build_image(arch, RECIPE)
+    assert time.monotonic() - start < 2.0
+    assert again == doc
+    assert Path(again["image"]) == images.image_path(images.load_recipe(RECIPE), arch)

@@ -1,0 +1,339 @@
+"""lab.bisect: git bisect run exit codes, how a cell becomes a verdict, retries, and the driver on a toy git tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import bisect
+from lab.bisect import Attempt, Outcome, Verdict
+from lab.console import KernelEvent
+from lab.errors import EXIT_FAILED, EXIT_LAB, EXIT_OK, EXIT_UNTESTABLE, LabError, UserError
+from lab.results import Cell, Status
+from lab.results import TestResult as Result
+
+TEST = "landlock_ptrace.attach_child_to_parent__child_domain"
+OTHER = "landlock_ptrace.attach_parent_to_child__child_domain"
+TESTS_START = 1000  # console offset where the first suite began
+
+
+# --- exit codes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("verdict", "code"),
+    [(Verdict.GOOD, EXIT_OK), (Verdict.BAD, EXIT_FAILED), (Verdict.SKIP, EXIT_UNTESTABLE), (Verdict.ABORT, 129)],
+)
+def test_exit_codes_are_what_git_bisect_run_reads(verdict: Verdict, code: int) -> None:
+    assert verdict.exit_code == code
+
+
+def test_abort_stops_git_bisect_run_and_skip_is_not_bad() -> None:
+    # git bisect run: 125 skips, 1..127 (but 125) is bad, >127 aborts.
+    assert Verdict.ABORT.exit_code > 127 and Verdict.ABORT.exit_code > EXIT_LAB
+    assert Verdict.SKIP.exit_code == 125
+    assert 1 <= Verdict.BAD.exit_code <= 127 and Verdict.BAD.exit_code != 125
+
+
+# --- classify: one cell -> one attempt ------------------------------------------------------------
+
+
+def cell(*tests: tuple[str, Status], events: tuple[KernelEvent, ...] = (), error: str = "") -> Cell:
+    out = Cell(id="x86_64.bisect.abc.run1", arch="x86_64", error=error, kernel_events=list(events))
+    out.tests = [Result(*name.split(".", 1), status, reason="why") for name, status in tests]
+    return out
+
+
+PANIC_AT_BOOT = KernelEvent("panic", 10, "Kernel panic - not syncing: VFS", True)
+PANIC_IN_TEST = KernelEvent("panic", 2000, "Kernel panic - not syncing: Oops", True)
+HANG_AT_BOOT = KernelEvent("boot_timeout", 500, "", True)
+WARN = KernelEvent("warning", 2000, "WARNING: CPU: 0 PID: 1", False)
+
+CLASSIFY: list[tuple[str, Cell, str, int | None, Verdict, bool, str]] = [
+    ("pass", cell((TEST, Status.PASS)), "skip", TESTS_START, Verdict.GOOD, False, "passed"),
+    ("other tests ignored", cell((TEST, Status.PASS), (OTHER, Status.FAIL)), "skip", 1000, Verdict.GOOD, False, ""),
+    ("fail", cell((TEST, Status.FAIL)), "skip", TESTS_START, Verdict.BAD, False, f"{TEST} FAIL"),
+    ("error", cell((TEST, Status.ERROR)), "skip", TESTS_START, Verdict.BAD, False, "ERROR"),
+    ("panic in test", cell((TEST, Status.MISS), events=(PANIC_IN_TEST,)), "skip", 1000, Verdict.BAD, False, "panic"),
+    ("panic at boot", cell((TEST, Status.MISS), events=(PANIC_AT_BOOT,)), "skip", 1000, Verdict.SKIP, True, "boot"),
+    ("boot panic bad", cell((TEST, Status.MISS), events=(PANIC_AT_BOOT,)), "bad", 1000, Verdict.BAD, True, "boot"),
+    ("hang, no suite", cell((TEST, Status.MISS), events=(HANG_AT_BOOT,)), "skip", None, Verdict.SKIP, True, "boot"),
+    ("test skipped", cell((TEST, Status.SKIP)), "skip", TESTS_START, Verdict.SKIP, False, "skipped"),
+    ("lab error", cell((TEST, Status.MISS), error="no qemu"), "skip", None, Verdict.ABORT, False, "lab error"),
+    ("silent miss", cell((TEST, Status.MISS)), "skip", TESTS_START, Verdict.ABORT, False, "never reported"),
+    ("nothing selected", cell((OTHER, Status.PASS)), "skip", TESTS_START, Verdict.ABORT, False, "never reported"),
+    ("warning: no verdict", cell((TEST, Status.PASS), events=(WARN,)), "skip", 1000, Verdict.GOOD, False, ""),
+    ("fail beats lab error", cell((TEST, Status.FAIL), error="powered off"), "skip", 1000, Verdict.BAD, False, ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "the_cell", "boot_failure", "start", "verdict", "boot", "reason"), CLASSIFY, ids=[c[0] for c in CLASSIFY]
+)
+def test_classify(
+    case: str, the_cell: Cell, boot_failure: str, start: int | None, verdict: Verdict, boot: bool, reason: str
+) -> None:
+    attempt = bisect.classify(the_cell, [TEST], boot_failure, start)
+    assert (attempt.verdict, attempt.boot_failure) == (verdict, boot)
+    assert reason in attempt.reason
+
+
+# --- retries --------------------------------------------------------------------------------------
+
+GOOD = Attempt(Verdict.GOOD, "passed")
+BAD = Attempt(Verdict.BAD, "FAIL: expected EPERM")
+SKIP = Attempt(Verdict.SKIP, "skipped: no Landlock")
+BOOT_SKIP = Attempt(Verdict.SKIP, "boot failure", boot_failure=True)
+ABORT = Attempt(Verdict.ABORT, "lab error")
+
+COMBINE: list[tuple[list[Attempt], Verdict, bool]] = [
+    ([GOOD], Verdict.GOOD, False),
+    ([BAD], Verdict.BAD, False),
+    ([BAD, BAD, BAD], Verdict.BAD, False),
+    ([BAD, GOOD], Verdict.GOOD, True),
+    ([BAD, BAD, GOOD], Verdict.GOOD, True),
+    ([SKIP], Verdict.SKIP, False),
+    ([BAD, SKIP], Verdict.SKIP, True),
+    ([BOOT_SKIP, GOOD], Verdict.GOOD, False),
+    ([BAD, ABORT], Verdict.ABORT, False),
+]
+
+
+@pytest.mark.parametrize(("attempts", "verdict", "flaky"), COMBINE)
+def test_combine_bad_only_when_every_run_failed(attempts: list[Attempt], verdict: Verdict, flaky: bool) -> None:
+    outcome = bisect.combine(attempts)
+    assert (outcome.verdict, outcome.flaky) == (verdict, flaky)
+
+
+def test_combine_says_flaky_and_how_often() -> None:
+    assert bisect.combine([BAD, BAD, GOOD]) == Outcome(
+        Verdict.GOOD, "flaky: passed 1 of 3 runs (FAIL: expected EPERM)", True
+    )
+    assert "all 3 runs" in bisect.combine([BAD, BAD, BAD]).reason
+
+
+def scripted(*attempts: Attempt) -> tuple[Callable[[int], Attempt], list[int]]:
+    calls: list[int] = []
+
+    def attempt(i: int) -> Attempt:
+        calls.append(i)
+        return attempts[i]
+
+    return attempt, calls
+
+
+@pytest.mark.parametrize(
+    ("script", "retries", "runs"),
+    [
+        ((GOOD,), 3, 1),  # a pass is final
+        ((BAD, BAD, BAD, BAD), 0, 1),  # no retries asked
+        ((BAD, BAD, BAD, BAD), 3, 4),  # fails every time: 1 + 3 runs
+        ((BAD, GOOD, BAD), 3, 2),  # passes on the first retry: stop
+        ((SKIP,), 3, 1),  # the test's own skip is not retried
+        ((BOOT_SKIP, BOOT_SKIP, GOOD), 2, 3),  # a boot failure may be flaky too
+        ((BAD, ABORT, BAD), 3, 2),  # a lab fault stops at once
+    ],
+)
+def test_run_attempts_retries_only_failures(script: tuple[Attempt, ...], retries: int, runs: int) -> None:
+    attempt, calls = scripted(*script)
+    assert len(bisect.run_attempts(attempt, retries)) == runs
+    assert calls == list(range(runs))
+
+
+# --- the bisect log -------------------------------------------------------------------------------
+
+LOG = """\
+# bad: [bbbb] tip
+# good: [aaaa] base
+git bisect start 'bbbb' 'aaaa'
+# skip: [5555] landlock: Use a named constant
+git bisect skip 5555
+# bad: [3333] landlock: Simplify domain_scope_le()
+git bisect bad 3333
+# good: [2222] landlock: Fix a typo
+git bisect good 2222
+# first bad commit: [3333] landlock: Simplify domain_scope_le()
+"""
+
+
+def test_log_steps_and_culprit() -> None:
+    assert bisect._log_steps(LOG) == [("skip", "5555"), ("bad", "3333"), ("good", "2222")]
+    assert bisect._log_hashes(LOG, "# first bad commit: [") == ["3333"]
+    assert bisect._finished(LOG)
+    assert not bisect._finished(LOG.rsplit("# first", 1)[0])
+
+
+# --- the driver on a toy git tree (a shell-free fake step instead of a kernel) ---------------------
+
+# Commit i writes v=i; r (the "regression") appears in commit 3; b is broken in commit 5 and fixed in 6.
+FAKE_STEP = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    log = Path(os.environ["FAKE_STEP_LOG"])
+    v = Path("v").read_text().strip()
+    with log.open("a") as f:
+        f.write(v + "\\n")
+    if os.environ.get("FAKE_STEP_ABORT_AT_CALL") == str(len(log.read_text().split())):
+        sys.exit(129)
+    if os.environ.get("FAKE_STEP_SIGTERM_AT") == v:
+        os.kill(int(os.environ["FAKE_STEP_DRIVER"]), 15)
+        sys.exit(129)
+    if Path("b").read_text().strip() == "broken":
+        sys.exit(125)
+    sys.exit(1 if Path("r").exists() else 0)
+    """
+)
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="T", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="T")
+    env["GIT_COMMITTER_EMAIL"] = "t@example.org"
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> dict[str, Any]:
+    repo = tmp_path / "tree"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "work")
+    (repo / "v").write_text("0\n")
+    (repo / "b").write_text("ok\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    shas = [_git(repo, "rev-parse", "HEAD").strip()]
+    for i in range(1, 11):
+        (repo / "v").write_text(f"{i}\n")
+        if i == 3:
+            (repo / "r").write_text("regression\n")
+        if i in (5, 6):
+            (repo / "b").write_text("broken\n" if i == 5 else "ok\n")
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", f"change {i}")
+        shas.append(_git(repo, "rev-parse", "HEAD").strip())
+    script = tmp_path / "fake_step.py"
+    script.write_text(FAKE_STEP)
+    return {"repo": repo, "shas": shas, "argv": [sys.executable, str(script)], "calls": tmp_path / "calls.txt"}
+
+
+def fake_judge(settings: bisect.Settings, work: Path, phase: str) -> dict[str, Any]:
+    """Endpoints without a kernel: the same rule as the fake step."""
+    repo = Path(settings.src)
+    info = bisect.commit_info(repo, "HEAD")
+    verdict = Verdict.BAD if (repo / "r").exists() else Verdict.GOOD
+    record = {"phase": phase, **info, "verdict": verdict.value, "exit": verdict.exit_code, "reason": "", "dir": ""}
+    bisect._append_record(work, record)
+    return record
+
+
+def settings_for(toy: dict[str, Any]) -> bisect.Settings:
+    shas = toy["shas"]
+    return bisect.Settings(str(toy["repo"]), shas[0], shas[-1], "x86_64", [TEST], ["landlock_ptrace"], ["base"])
+
+
+def calls(toy: dict[str, Any]) -> list[int]:
+    path: Path = toy["calls"]
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def assert_restored(repo: Path) -> None:
+    assert _git(repo, "symbolic-ref", "--short", "HEAD").strip() == "work"
+    assert _git(repo, "status", "--porcelain") == ""
+    assert subprocess.run(["git", "-C", str(repo), "bisect", "log"], capture_output=True).returncode != 0
+
+
+def test_drive_finds_culprit_skips_broken_build_and_restores_tree(
+    toy: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_STEP_LOG", str(toy["calls"]))
+    work = tmp_path / "work"
+    report = bisect.drive(settings_for(toy), work, toy["argv"], judge=fake_judge)
+    assert report.culprit is not None and report.culprit["commit"] == toy["shas"][3]
+    assert report.culprit["subject"] == "change 3" and report.culprit["author"] == "T <t@example.org>"
+    verdicts = {toy["shas"].index(s["commit"]): s["verdict"] for s in report.bisect_steps()}
+    assert verdicts.get(5) == "skip"  # the broken build was stepped on and skipped, not blamed
+    assert len(report.bisect_steps()) <= report.max_steps == 6
+    assert [s["phase"] for s in report.steps[:2]] == ["good", "bad"]
+    assert (work / "bisect.log").read_text().count("# first bad commit") == 1
+    assert json.loads((work / "bisect.json").read_text())["culprit"]["commit"] == toy["shas"][3]
+    assert_restored(toy["repo"])
+    assert "first bad commit: " + toy["shas"][3] in bisect.render(report)
+
+
+def test_lab_abort_restores_tree_and_rerun_resumes(
+    toy: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_STEP_LOG", str(toy["calls"]))
+    monkeypatch.setenv("FAKE_STEP_ABORT_AT_CALL", "3")  # the lab "fails" on the third step
+    work = tmp_path / "work"
+    with pytest.raises(LabError, match="git bisect run exited"):
+        bisect.drive(settings_for(toy), work, toy["argv"], judge=fake_judge)
+    assert_restored(toy["repo"])
+    before = calls(toy)
+    assert len(before) == 3 and before[0] == 5  # the midpoint is the broken build
+    assert "git bisect skip" in (work / "bisect.log").read_text()
+
+    monkeypatch.delenv("FAKE_STEP_ABORT_AT_CALL")
+    settings = settings_for(toy)
+    settings.endpoints = bisect.load_settings(work / bisect.STATE).endpoints
+    report = bisect.drive(settings, work, toy["argv"], judge=fake_judge)
+    assert report.culprit is not None and report.culprit["commit"] == toy["shas"][3]
+    after = calls(toy)[3:]
+    assert after[0] == before[2] and not set(after) & set(before[:2])  # resumed at the aborted step, no rework
+    assert [json.loads(line)["phase"] for line in (work / "steps.jsonl").read_text().splitlines()] == ["good", "bad"]
+    assert_restored(toy["repo"])
+
+
+def test_sigterm_mid_bisect_restores_tree(toy: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_STEP_LOG", str(toy["calls"]))
+    monkeypatch.setenv("FAKE_STEP_SIGTERM_AT", "3")
+    monkeypatch.setenv("FAKE_STEP_DRIVER", str(os.getpid()))
+    with pytest.raises(KeyboardInterrupt):
+        bisect.drive(settings_for(toy), tmp_path / "work", toy["argv"], judge=fake_judge)
+    assert_restored(toy["repo"])
+    assert "git bisect skip" in (tmp_path / "work" / "bisect.log").read_text()
+
+
+def test_endpoint_that_does_not_fail_stops_with_a_clear_message(toy: dict[str, Any], tmp_path: Path) -> None:
+    settings = settings_for(toy)
+    settings.bad = toy["shas"][2]  # before the regression: passes
+    with pytest.raises(UserError, match=r"--bad [0-9a-f]{12} passes: nothing to bisect"):
+        bisect.drive(settings, tmp_path / "work", ["false"], judge=fake_judge)
+    assert_restored(toy["repo"])
+
+
+def test_refuses_a_dirty_tree_and_a_foreign_bisect(toy: dict[str, Any], tmp_path: Path) -> None:
+    repo: Path = toy["repo"]
+    (repo / "v").write_text("edited\n")
+    with pytest.raises(UserError, match="uncommitted changes"):
+        bisect.drive(settings_for(toy), tmp_path / "work", ["false"], judge=fake_judge)
+    assert (repo / "v").read_text() == "edited\n"
+    _git(repo, "checkout", "v")
+    _git(repo, "bisect", "start")
+    with pytest.raises(UserError, match="already in progress"):
+        bisect.drive(settings_for(toy), tmp_path / "work2", ["false"], judge=fake_judge)
+    _git(repo, "bisect", "reset")
+
+
+def test_cli_flags_parse(tmp_path: Path) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bisect.register_cli(parser.add_subparsers(dest="command"))
+    argv = ["bisect", "--src", "t", "--good", "v1", "--bad", "v2", "--arch", "x86_64", "--test", TEST]
+    args = parser.parse_args([*argv, "--fragments", "base", "landlock", "--retries", "2", "--boot-failure", "bad"])
+    assert (args.fragments, args.retries, args.boot_failure, args.func) == (
+        ["base", "landlock"],
+        2,
+        "bad",
+        bisect.cmd_bisect,
+    )
+    assert parser.parse_args(argv).boot_failure == "skip"

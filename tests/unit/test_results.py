@@ -1,0 +1,284 @@
+"""lab.results: where results come from, MISS and kernel_splats, verdicts, results.json round trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit._results_data import (
+    PLANNED,
+    RESULTS,
+    cells,
+    event,
+    golden,
+    guest_json,
+    normalise_json,
+    panic_events,
+    splat_events,
+    text,
+)
+
+from lab import console, ktap, results
+from lab.console import KernelEvent
+from lab.errors import LabError, UserError
+from lab.results import SPLATS, Cell, Status, Verdict
+
+Brief = tuple[str, str, Status, str]  # suite, name, status, reason
+
+FROM_GUEST: list[Brief] = [
+    ("fsdemo", "open_allowed", Status.PASS, ""),
+    ("fsdemo", "open_denied", Status.FAIL, "open(/etc/passwd) errno: expected 1, got 13"),
+    ("fsdemo", "needs_abi_9", Status.SKIP, "Landlock ABI 9 needed, kernel has 6 # of 9"),
+    ("fsdemo", "helper_crashes", Status.ERROR, "KeyError: 'missing'"),
+    ("ptracedemo", "attach_parent", Status.PASS, ""),
+    ("ptracedemo", "attach_child", Status.PASS, ""),
+    ("ptracedemo", "traceme", Status.PASS, ""),
+]
+WARNING = "warning: WARNING: CPU: 0 PID: 123 at security/landlock/fs.c:100 hook_file_open+0x12/0x30"
+PANIC_MISS = "never reported: kernel panic"
+BUG = "bug: BUG: kernel NULL pointer dereference, address: 0000000000000008 (+1 more)"
+
+
+def brief(tests: list[results.TestResult]) -> list[Brief]:
+    return [(t.suite, t.name, t.status, t.reason) for t in tests]
+
+
+def case_json_clean() -> tuple[list[results.TestResult], list[Brief]]:
+    return results.collect(PLANNED, guest_json(), None, text("console-splat.log"), []), FROM_GUEST
+
+
+def case_json_splat() -> tuple[list[results.TestResult], list[Brief]]:
+    console_text = text("console-splat.log")
+    got = results.collect(PLANNED, guest_json(), None, console_text, splat_events(console_text))
+    return got, [*FROM_GUEST, ("ptracedemo", SPLATS, Status.FAIL, WARNING)]
+
+
+def case_boot_warning() -> tuple[list[results.TestResult], list[Brief]]:
+    console_text = text("console-boot-warning.log")
+    got = results.collect(PLANNED, guest_json(), None, console_text, [event(console_text, "WARNING: CPU", "warning")])
+    return got, FROM_GUEST  # before any suite: the cell's business, no kernel_splats
+
+
+def case_ktap_only() -> tuple[list[results.TestResult], list[Brief]]:
+    return results.collect(PLANNED, None, text("guest-mixed.ktap"), "", []), FROM_GUEST
+
+
+def case_ktap_panic() -> tuple[list[results.TestResult], list[Brief]]:
+    console_text = text("console-panic.log")
+    got = results.collect(PLANNED, None, text("guest-truncated.ktap"), console_text, panic_events(console_text))
+    want = FROM_GUEST[:5] + [
+        ("ptracedemo", "attach_child", Status.MISS, PANIC_MISS),
+        ("ptracedemo", "traceme", Status.MISS, PANIC_MISS),
+        ("ptracedemo", SPLATS, Status.FAIL, BUG),
+    ]
+    return got, want
+
+
+def case_nothing_came_back() -> tuple[list[results.TestResult], list[Brief]]:
+    timeout = KernelEvent("boot_timeout", 0, "", True)
+    got = results.collect(PLANNED, None, None, "", [timeout])
+    return got, [(s, n, Status.MISS, "never reported: kernel boot timeout") for s, n in PLANNED]
+
+
+def case_unplanned_gaps() -> tuple[list[results.TestResult], list[Brief]]:
+    got = results.collect([], None, text("guest-truncated.ktap"), "", [])
+    gaps = [("ptracedemo", "#2", Status.MISS, "never reported"), ("ptracedemo", "#3", Status.MISS, "never reported")]
+    return got, FROM_GUEST[:5] + gaps
+
+
+def case_unplanned_extra() -> tuple[list[results.TestResult], list[Brief]]:
+    planned = [("ptracedemo", "traceme"), ("seccomp", "strict")]
+    got = results.collect(planned, guest_json(), None, "", [])
+    want = [FROM_GUEST[6], ("seccomp", "strict", Status.MISS, "never reported"), *FROM_GUEST[:6]]
+    return got, want
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        case_json_clean,
+        case_json_splat,
+        case_boot_warning,
+        case_ktap_only,
+        case_ktap_panic,
+        case_nothing_came_back,
+        case_unplanned_gaps,
+        case_unplanned_extra,
+    ],
+)
+def test_collect(case: Any) -> None:
+    got, want = case()
+    assert brief(got) == want
+
+
+def test_collect_keeps_guest_durations_and_logs() -> None:
+    got = results.collect(PLANNED, guest_json(), None, "", [])
+    assert all(t.duration > 0 for t in got)
+    assert got[3].log.startswith("Traceback (most recent call last):")
+
+
+def test_ktap_logs_lose_only_the_verdict_line() -> None:
+    got = results.from_ktap(ktap.parse(text("guest-mixed.ktap")))
+    assert got[3].log.splitlines()[-1] == "KeyError: 'missing'"
+    assert got[1].log == ""
+
+
+def test_splat_result_carries_every_excerpt() -> None:
+    console_text = text("console-panic.log")
+    splat = results.collect(PLANNED, None, text("guest-truncated.ktap"), console_text, panic_events(console_text))[-1]
+    assert splat.name == SPLATS
+    assert "BUG: kernel NULL pointer dereference" in splat.log and "Oops: 0000 [#1]" in splat.log
+    assert "Kernel panic" not in splat.log.split("Oops: 0000")[0]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "ktap_name", "json_doc", "splat_reason", "miss_reason"),
+    [
+        ("console-splat.log", None, True, "warning: WARNING: CPU: 0 PID: 123 at security/landlock/fs.c:100", None),
+        ("console-panic.log", "guest-truncated.ktap", False, "bug: BUG: kernel NULL pointer dereference", PANIC_MISS),
+        ("console-boot-warning.log", None, True, None, None),
+    ],
+)
+def test_collect_with_the_real_console_scan(
+    fixture: str, ktap_name: str | None, json_doc: bool, splat_reason: str | None, miss_reason: str | None
+) -> None:
+    """lab.console.scan over the recordings, straight into collect: the two modules agree on offsets."""
+    console_text = text(fixture)
+    events = console.scan(console_text)
+    assert events
+    got = results.collect(
+        PLANNED, guest_json() if json_doc else None, text(ktap_name) if ktap_name else None, console_text, events
+    )
+    splats = [t for t in got if t.name == SPLATS]
+    if splat_reason is None:
+        assert splats == []
+    else:
+        assert [t.suite for t in splats] == ["ptracedemo"] and splats[0].reason.startswith(splat_reason)
+    misses = {t.reason for t in got if t.status is Status.MISS}
+    assert misses == ({miss_reason} if miss_reason else set())
+
+
+def test_events_by_suite() -> None:
+    console_text = text("console-boot-warning.log")
+    boot = event(console_text, "WARNING: CPU", "warning")
+    late = event(console_text, "reboot: Power down", "warning")
+    assert results.events_by_suite(console_text, [boot, late]) == {"": [boot, late]}
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({}, "no 'tests' list"),
+        ({"tests": [{"suite": "s", "name": "n", "status": "WEIRD"}]}, "unknown status 'WEIRD'"),
+        ({"tests": [{"suite": "s", "status": "PASS"}]}, "'name' must be str"),
+        ({"tests": [{"suite": "s", "name": "n", "status": "PASS", "duration": "1s"}]}, "'duration' must be float"),
+        ({"tests": ["not an object"]}, "expected an object"),
+    ],
+)
+def test_malformed_guest_json_is_a_lab_error(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(LabError, match=message):
+        results.collect(PLANNED, doc, None, "", [])
+
+
+@pytest.mark.parametrize(
+    ("statuses", "events", "error", "verdict"),
+    [
+        ([Status.PASS, Status.SKIP], [], "", Verdict.PASS),
+        ([Status.PASS, Status.FAIL], [], "", Verdict.FAIL),
+        ([Status.ERROR], [], "", Verdict.FAIL),
+        ([Status.MISS], [], "", Verdict.FAIL),
+        ([Status.PASS], [KernelEvent("warning", 10, "WARNING: CPU: 0 PID: 1", False)], "", Verdict.FAIL),
+        ([Status.MISS], [], "QEMU died", Verdict.LAB_ERROR),
+        ([Status.MISS], [KernelEvent("panic", 10, "Kernel panic", True)], "console hung up", Verdict.FAIL),
+        ([Status.FAIL, Status.MISS], [], "QEMU died", Verdict.FAIL),
+    ],
+)
+def test_verdict(statuses: list[Status], events: list[KernelEvent], error: str, verdict: Verdict) -> None:
+    cell = Cell("c", "x86_64", kernel_events=events, error=error)
+    cell.tests = [results.TestResult("s", f"t{i}", s) for i, s in enumerate(statuses)]
+    assert cell.verdict() is verdict
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "code"),
+    [
+        ([], 0),
+        ([Verdict.PASS], 0),
+        ([Verdict.PASS, Verdict.FAIL], 1),
+        ([Verdict.LAB_ERROR, Verdict.PASS], 128),
+        ([Verdict.LAB_ERROR, Verdict.FAIL], 1),
+    ],
+)
+def test_exit_status(verdicts: list[Verdict], code: int) -> None:
+    made = {
+        Verdict.PASS: Cell("p", "x86_64", tests=[results.TestResult("s", "t", Status.PASS)]),
+        Verdict.FAIL: Cell("f", "x86_64", tests=[results.TestResult("s", "t", Status.FAIL)]),
+        Verdict.LAB_ERROR: Cell("l", "x86_64", error="no QEMU", tests=[results.TestResult("s", "t", Status.MISS)]),
+    }
+    assert results.exit_status([made[v] for v in verdicts]) == code
+
+
+def test_exit_status_of_the_fixture_cells() -> None:
+    assert [c.verdict() for c in cells()] == [Verdict.FAIL, Verdict.FAIL, Verdict.LAB_ERROR]
+    assert results.exit_status(cells()) == 1
+
+
+META = {"argv": ["klab", "test-kernel", "--arches", "x86_64 arm64"], "klab_version": "0.1.0", "started": "fixed"}
+
+
+def test_results_json_matches_golden(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    results.write_json(path, cells(), META)
+    got = json.dumps(normalise_json(json.loads(path.read_text())), indent=2, sort_keys=True) + "\n"
+    assert got == golden("results.golden.json", got)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
+
+
+def test_results_json_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    results.write_json(path, cells(), META)
+    assert results.load_json(path) == cells()
+
+
+def test_merge(tmp_path: Path) -> None:
+    first, second = cells()[:2], cells()[2:]
+    results.write_json(tmp_path / "a.json", first, META)
+    results.write_json(tmp_path / "b.json", second, META)
+    assert results.merge([tmp_path / "a.json", tmp_path / "b.json"]) == cells()
+    with pytest.raises(UserError, match="'x86_64.6.1.default' is in both"):
+        results.merge([tmp_path / "b.json", tmp_path / "b.json"])
+
+
+def golden_doc() -> dict[str, Any]:
+    doc = json.loads((RESULTS / "results.golden.json").read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _broken(change: Any) -> dict[str, Any]:
+    doc = golden_doc()
+    change(doc)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (None, "cannot read results"),
+        ("[]", "not a kernel-lab results file"),
+        (_broken(lambda d: d.update(format="other/1")), "format must be"),
+        (_broken(lambda d: d["tests"][0].update(cell="nowhere")), r"tests\[0\]: unknown cell 'nowhere'"),
+        (_broken(lambda d: d["tests"][2].update(status="passed")), r"tests\[2\]: unknown status 'passed'"),
+        (_broken(lambda d: d["cells"][1].update(durations={"boot": "slow"})), r"cells\[1\]: durations"),
+        (_broken(lambda d: d["cells"][0]["kernel_events"][0].pop("fatal")), r"cells\[0\]: 'fatal' must be bool"),
+        (_broken(lambda d: d["cells"][0].pop("id")), r"cells\[0\]: 'id' must be str"),
+    ],
+)
+def test_load_json_rejects_bad_files(tmp_path: Path, doc: Any, message: str) -> None:
+    path = tmp_path / "results.json"
+    if doc is not None:
+        path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    with pytest.raises(UserError, match=message):
+        results.load_json(path)
