@@ -12,6 +12,7 @@ from pathlib import Path
 from lab import (
     arches,
     build,
+    export,
     images,
     kconfig,
     manifest,
@@ -333,6 +334,7 @@ def parser() -> argparse.ArgumentParser:
     tk.set_defaults(func=cmd_test_kernel)
 
     images.register_cli(sub)
+    export.register_cli(sub)
     return p
 
 
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"klab: kernel failure ({exc.kind}): {exc}", file=sys.stderr)
         if exc.excerpt:
             print(exc.excerpt, file=sys.stderr)
+        if exc.console_log:
+            print(f"klab: console log: {exc.console_log}", file=sys.stderr)
         return exc.exit_code
     except LabBaseError as exc:
         print(f"klab: error: {exc}", file=sys.stderr)

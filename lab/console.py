@@ -35,7 +35,7 @@ KERNEL_EVENTS: tuple[Event, ...] = (
         "lockdep", r"WARNING: (?:possible (?:circular|recursive) locking|inconsistent lock state|suspicious RCU usage)"
     ),
     Event("softlockup", r"watchdog: BUG: soft lockup"),
-    Event("hardlockup", r"Watchdog detected hard LOCKUP"),
+    Event("hardlockup", r"(?:NMI )?watchdog: Watchdog detected hard LOCKUP"),
     Event("rcu_stall", r"rcu: INFO: rcu_\w+ (?:self-)?detected stall"),
     Event("hung_task", r"INFO: task \S+ blocked for more than \d+ seconds"),
     Event("oops", r"Oops(?::| -) "),
@@ -89,6 +89,20 @@ def excerpt(text: str, offset: int, lines: int = EXCERPT_LINES) -> str:
     return "\n".join(text[start:].splitlines()[:lines])
 
 
+def normalize(text: str) -> str:
+    """Console text as the guest meant it: the pty turns each \r\n into \r\r\n."""
+    return text.replace("\r\r\n", "\n").replace("\r\n", "\n")
+
+
+def read(path: Path) -> str:
+    """A recorded console log, normalized; empty when there is none."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            return normalize(f.read())
+    except OSError:
+        return ""
+
+
 def reached_init(text: str) -> bool:
     return INIT_STARTED in text
 
@@ -123,7 +137,7 @@ class Watcher:
         patterns = [
             re.compile(re.escape(marker)),
             re.compile(fatal_pattern()),
-            re.compile(re.escape(INIT_FATAL) + ".*"),
+            re.compile(re.escape(INIT_FATAL) + r"[^\r\n]*[\r\n]"),
             pexpect.EOF,
             pexpect.TIMEOUT,
         ]
@@ -144,7 +158,4 @@ class Watcher:
         return Outcome("eof" if index == 3 else "timeout")
 
     def text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read(self.log_path)

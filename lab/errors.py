@@ -58,3 +58,4 @@ class KernelFailure(LabBaseError):
         super().__init__(message)
         self.kind = kind
         self.excerpt = excerpt
+        self.console_log: Path | None = None

@@ -129,8 +129,10 @@ def qemu_argv(plan: BootPlan) -> list[str]:
     if plan.rootfs == HOST_ROOTFS:
         argv += _share("root", Path("/"), readonly=True)
     else:
-        # snapshot=on: the cached image is never modified by a run.
-        argv += ["-drive", f"file={plan.rootfs},format=raw,if=virtio,snapshot=on"]
+        # snapshot=on: the cached image is never modified by a run. An explicit device placed
+        # before the shares takes the first virtio slot, so the guest sees it as /dev/vda.
+        argv += ["-drive", f"file={plan.rootfs},format=raw,if=none,id=rootdisk,snapshot=on"]
+        argv += ["-device", "virtio-blk-pci,drive=rootdisk"]
     argv += _share("klab", plan.klab_dir, readonly=True)
     argv += _share("results", plan.results_dir, readonly=False)
     if plan.agent:

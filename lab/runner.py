@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -83,6 +85,16 @@ def _is_native(arch: Arch) -> bool:
     return is_native(arch)
 
 
+@contextlib.contextmanager
+def _console_on_failure(log: Path) -> Iterator[None]:
+    """Kernel failures carry the console log's path, so the user can read the whole boot."""
+    try:
+        yield
+    except KernelFailure as exc:
+        exc.console_log = log
+        raise
+
+
 def run_command(
     plan: BootPlan, command: str, timeout: float = COMMAND_TIMEOUT, stream: IO[str] | None = None
 ) -> RunResult:
@@ -94,7 +106,7 @@ def run_command(
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     ctl = prepare_control(plan, "run", command)
     start = time.monotonic()
-    with Machine(plan) as vm:
+    with _console_on_failure(plan.console_log), Machine(plan) as vm:
         if stream is not None:
             assert vm.child is not None and vm._logf is not None
             vm.child.logfile_read = _Tee(vm._logf, stream)
@@ -104,7 +116,7 @@ def run_command(
             raise vm.failure(outcome, "while the command ran")
         # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
         vm.wait_for_exit(plan.scaled(15))
-    text = plan.console_log.read_text(errors="replace")
+    text = console.read(plan.console_log)
     events = console.scan(text)
     status_file = ctl / "exit-status"
     if not status_file.is_file():

@@ -110,11 +110,11 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
         cell.error = "" if exc.kind else str(exc)
         if exc.kind in ("boot_timeout", "timeout", "died"):
             # No kernel report to point at: record the hang as the cell's event.
-            text = _read(console_log)
+            text = console.read(console_log)
             events.append(console.KernelEvent(exc.kind, len(text), exc.excerpt, True))
     except LabBaseError as exc:
         cell.error = str(exc)
-    text = _read(console_log)
+    text = console.read(console_log)
     events = console.scan(text) + events
     guest_json = _guest_json(share / "guest.json")
     ktap_text = _read(share / "guest.ktap") or None

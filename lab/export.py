@@ -1,0 +1,253 @@
+"""The lab outside one machine: CI pipelines (`klab ci`) and LAVA (`klab lava`).
+
+Both CI files in ci/ take their cells from `klab ci matrix`, which reads
+lab.yaml, so a kernel or arch added there reaches GitHub Actions and GitLab CI
+without editing either. A CI cell is one (kernel, arch): it builds that kernel
+once and runs every boot of the matrix for it (`klab ci run`); the merge job
+joins the cells' results.json (`klab ci merge`). LAVA jobs and their results
+are in lab.lava; this module wires them to the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import arches, build, images, lava, manifest, matrix, pipeline, results, testrun
+from lab.errors import UserError
+from lab.paths import REPO_ROOT
+
+DEFAULT_MATRIX = REPO_ROOT / "lab.yaml"
+# The GitLab pipeline's stages; the generated child pipeline repeats them (jobs it includes name them).
+GITLAB_STAGES = ("matrix", "test", "merge")
+GITLAB_CI_FILE = "ci/gitlab-ci.yml"
+
+
+# --- CI matrix ------------------------------------------------------------------------------------
+
+
+def ci_cells(mtx: matrix.Matrix) -> list[dict[str, str]]:
+    """One CI job per (kernel, arch): it builds that kernel once and runs all its boots."""
+    out: dict[str, dict[str, str]] = {}
+    for cell in mtx.cells():
+        name = f"{cell.arch}.{cell.kernel.name}"
+        entry = out.setdefault(
+            name,
+            {"name": name, "kernel": cell.kernel.name, "source": cell.kernel.source, "arch": cell.arch, "cells": ""},
+        )
+        entry["cells"] = " ".join(filter(None, [entry["cells"], cell.id]))
+    return list(out.values())
+
+
+def github_matrix(mtx: matrix.Matrix) -> str:
+    """`strategy.matrix` for GitHub Actions: one line of JSON, for $GITHUB_OUTPUT."""
+    return json.dumps({"include": ci_cells(mtx)}, separators=(",", ":"))
+
+
+def gitlab_child(mtx: matrix.Matrix) -> str:
+    """A GitLab child pipeline: one job per cell extending `.klab-cell`, then the merge (from ci/gitlab-ci.yml)."""
+    doc: dict[str, Any] = {"include": [{"local": GITLAB_CI_FILE}], "stages": list(GITLAB_STAGES)}
+    names = []
+    for entry in ci_cells(mtx):
+        job = f"cell {entry['name']}"
+        names.append(job)
+        doc[job] = {
+            "extends": ".klab-cell",
+            "stage": "test",
+            "variables": {"KLAB_CELL": entry["name"], "KLAB_KERNEL": entry["kernel"], "KLAB_ARCH": entry["arch"]},
+        }
+    doc["merge"] = {
+        "extends": ".klab-merge",
+        "stage": "merge",
+        "needs": [{"job": job, "artifacts": True} for job in names],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+# --- CI cell and merge ----------------------------------------------------------------------------
+
+
+def run_ci_cell(mtx: matrix.Matrix, kernel: str, arch: str, results_dir: Path, jobs: int, accel: str) -> int:
+    """Build one kernel for one arch, run all its boots, write the reports; the exit status of results."""
+    chosen = [k for k in mtx.kernels if k.name == kernel]
+    if not chosen:
+        names = ", ".join(k.name for k in mtx.kernels)
+        raise UserError(f"{mtx.source_file}: no kernel named {kernel!r}; choose one of: {names}")
+    start = time.time()
+    specs = pipeline.matrix_specs(replace(mtx, kernels=tuple(chosen)), arch_names=(arch,), accel=accel)
+    cells = testrun.run_cells(specs, results_dir, jobs)
+    meta = {"argv": sys.argv, "started": start, "wall_seconds": round(time.time() - start, 2), "jobs": jobs}
+    testrun.write_reports(results_dir, cells, meta)
+    return results.exit_status(cells)
+
+
+def merge_results(paths: list[Path], out: Path, expected: list[tuple[str, str]]) -> list[results.Cell]:
+    """Join the cells' results; a cell the matrix promised that never came back is a lab error, not a pass."""
+    cells = results.merge(paths)
+    seen = {cell.id for cell in cells}
+    for cell_id, arch in expected:
+        if cell_id not in seen:
+            cells.append(results.Cell(id=cell_id, arch=arch, error="no results.json came back from its CI job"))
+    out.mkdir(parents=True, exist_ok=True)
+    testrun.write_reports(out, cells, {"argv": sys.argv, "merged_from": [str(p) for p in paths]})
+    return cells
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def cmd_ci_matrix(args: argparse.Namespace) -> int:
+    mtx = matrix.load(Path(args.matrix))
+    print(github_matrix(mtx) if args.format == "github" else gitlab_child(mtx), end="\n")
+    return 0
+
+
+def cmd_ci_run(args: argparse.Namespace) -> int:
+    mtx = matrix.load(Path(args.matrix))
+    return run_ci_cell(mtx, args.kernel, arches.get(args.arch).name, Path(args.results), args.jobs, args.accel)
+
+
+def cmd_ci_merge(args: argparse.Namespace) -> int:
+    expected = [(c.id, c.arch) for c in matrix.load(Path(args.matrix)).cells()] if args.matrix else []
+    cells = merge_results([Path(p) for p in args.results_json], Path(args.out), expected)
+    print((Path(args.out) / "summary.txt").read_text(), end="")
+    return results.exit_status(cells)
+
+
+def _lava_kernel(args: argparse.Namespace, arch: arches.Arch) -> tuple[Path, str]:
+    """(kernel image, kernel release) from --kernel or the build dir's build.json."""
+    if args.kernel:
+        return Path(args.kernel), ""
+    doc = manifest.read(Path(args.build) / build.MANIFEST)
+    if doc is None:
+        raise UserError(f"{args.build} has no build.json: not a finished klab build dir (run `klab build` first)")
+    if doc["arch"] != arch.name:
+        raise UserError(f"{args.build} is an {doc['arch']} build, not {arch.name}; pass --arch {doc['arch']}")
+    return Path(doc["artifacts"]["image"]), str(doc.get("kernelrelease", ""))
+
+
+def cmd_lava_job(args: argparse.Namespace) -> int:
+    arch = arches.get(args.arch)
+    for suite in args.suite:
+        matrix.check_suite(suite)
+    kernel, release = _lava_kernel(args, arch)
+    image = (
+        Path(args.rootfs)
+        if args.rootfs
+        else Path(images.build_image(arch, images.find_recipe(images.DEFAULT_RECIPE))["image"])
+    )
+    req = lava.JobRequest(
+        arch, kernel, image, tuple(args.suite), tuple(args.patterns), release, args.append, args.url_base
+    )
+    cell = args.cell or f"{arch.name}.{'.'.join(release.split('.')[:2]) or kernel.stem}.lava"
+    artifacts = lava.write_job(req, Path(args.out), cell)
+    print(
+        f"klab: artifacts in {artifacts}; run locally: lava-run --job-id 1 --output-dir DIR "
+        f"--device DEVICE.yaml {args.out} > DIR/{lava.LOG_NAME} 2>&1",
+        file=sys.stderr,
+    )
+    print(args.out)
+    return 0
+
+
+def cmd_lava_device(args: argparse.Namespace) -> int:
+    Path(args.out).write_text(yaml.safe_dump(lava.device_dict(arches.get(args.arch), kvm=args.kvm), sort_keys=False))
+    print(args.out)
+    return 0
+
+
+def cmd_lava_results(args: argparse.Namespace) -> int:
+    source = Path(args.lava_results)
+    job_file = Path(args.job) if args.job else (source / "job.yaml" if source.is_dir() else None)
+    meta = _job_metadata(job_file)
+    suites = tuple(meta.get("klab.suites", "").split())
+    planned = testrun.planned_tests(suites, tuple(meta.get("klab.patterns", "").split())) if suites else []
+    run = lava.read_lava_results(source)
+    cell_id = args.cell or meta.get("klab.cell") or "lava"
+    cell = lava.to_cell(
+        run, cell_id, args.arch or meta.get("klab.arch", ""), planned, meta.get("klab.kernel_release", "")
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if run.console:
+        (out / f"console-{cell_id}.log").write_text(run.console)
+        cell.console_log = str(out / f"console-{cell_id}.log")
+    testrun.write_reports(out, [cell], {"argv": sys.argv, "lava_results": str(source)})
+    print((out / "summary.txt").read_text(), end="")
+    return results.exit_status([cell])
+
+
+def _job_metadata(path: Path | None) -> dict[str, str]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not a LAVA job definition: {exc}") from exc
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `klab ci ...` and `klab lava ...`; lab.cli calls this."""
+    ci = subparsers.add_parser("ci", help="CI pipelines: the cell matrix, one cell, merging results")
+    sub = ci.add_subparsers(dest="ci_command", required=True)
+    p = sub.add_parser(
+        "matrix", help="print the CI cells from the matrix file (GitHub JSON or a GitLab child pipeline)"
+    )
+    p.add_argument("--matrix", default=str(DEFAULT_MATRIX), help="matrix file (default: lab.yaml)")
+    p.add_argument("--format", default="github", choices=("github", "gitlab"))
+    p.set_defaults(func=cmd_ci_matrix)
+    p = sub.add_parser("run", help="one CI cell: build one kernel for one arch and run all its boots")
+    p.add_argument("--matrix", default=str(DEFAULT_MATRIX), help="matrix file (default: lab.yaml)")
+    p.add_argument("--kernel", required=True, help="kernel name from the matrix, e.g. 6.12")
+    p.add_argument("--arch", required=True, help="x86_64 or arm64")
+    p.add_argument("--results", required=True, help="results directory")
+    p.add_argument("-n", "--jobs", type=int, default=1, help="guests to run at once")
+    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p.set_defaults(func=cmd_ci_run)
+    p = sub.add_parser("merge", help="merge the cells' results.json into one results.json, junit.xml, summary")
+    p.add_argument("results_json", nargs="*", help="results.json files, one per cell job (none: every cell is missing)")
+    p.add_argument("--out", required=True, help="directory for the merged reports")
+    p.add_argument("--matrix", help="matrix file: its cells with no results become lab errors")
+    p.set_defaults(func=cmd_ci_merge)
+    _register_lava(subparsers)
+
+
+def _register_lava(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    lv = subparsers.add_parser("lava", help="LAVA: job definitions, a local device dictionary, results back")
+    sub = lv.add_subparsers(dest="lava_command", required=True)
+    p = sub.add_parser("job", help="write a LAVA job (qemu device type) and its artifacts for one kernel")
+    p.add_argument("--arch", required=True, help="x86_64 or arm64")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--build", type=Path, help="a klab build dir (reads its build.json)")
+    which.add_argument("--kernel", type=Path, help="any kernel image (bzImage / Image)")
+    p.add_argument("--suite", action="append", required=True, help="suite to run (repeatable)")
+    p.add_argument("-k", dest="patterns", action="append", default=[], help="only tests whose SUITE.TEST contains this")
+    p.add_argument("--rootfs", help="the lab's ext4 guest image (default: build or reuse debian-bookworm)")
+    p.add_argument("--append", default="", help="extra kernel command line")
+    p.add_argument("--url-base", default="", help="URL the artifacts will be served from (default: file:// paths)")
+    p.add_argument("--cell", help="cell id for the results (default: ARCH.KERNEL.lava)")
+    p.add_argument("--out", required=True, help="job file to write; artifacts go to <stem>-artifacts/ beside it")
+    p.set_defaults(func=cmd_lava_job)
+    p = sub.add_parser("device", help="write a qemu device dictionary for `lava-run --device` on this host")
+    p.add_argument("--arch", required=True, help="x86_64 or arm64")
+    p.add_argument("--kvm", action="store_true", help="use KVM (only where a guest really boots with it)")
+    p.add_argument("--out", required=True, help="device dictionary file to write")
+    p.set_defaults(func=cmd_lava_device)
+    p = sub.add_parser("results", help="turn a LAVA job's results into results.json, junit.xml and a summary")
+    p.add_argument(
+        "--lava-results", required=True, help=f"lava-run's log, a dir holding {lava.LOG_NAME}, or a results export"
+    )
+    p.add_argument("--out", required=True, help="results directory")
+    p.add_argument("--job", help="the job definition (its metadata names the cell and the planned tests)")
+    p.add_argument("--cell", help="cell id (default: from the job's metadata)")
+    p.add_argument("--arch", help="arch (default: from the job's metadata)")
+    p.set_defaults(func=cmd_lava_results)

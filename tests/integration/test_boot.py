@@ -1,0 +1,141 @@
+"""Real boots under QEMU of the kernels the build tests make: both arches, image and host rootfs.
+
+Checks exit status propagation, the session API (many commands, stdout and
+stderr apart, deadlines, file copy both ways), SSH, crash reporting, bad
+input, and that no QEMU outlives a run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab import accel, arches, images, kconfig, pipeline, qemu, runner, session, source
+from lab.errors import KernelFailure
+from lab.paths import REPO_ROOT
+
+pytestmark = pytest.mark.kernel
+
+
+def _kernel(arch: str) -> Path:
+    doc = pipeline.build_kernel(source.fetch("6.12"), arches.get(arch), kconfig.DEFAULT_FRAGMENTS)
+    return Path(doc["artifacts"]["image"])
+
+
+def _image(arch: str) -> str:
+    return str(images.build_image(arches.get(arch), images.find_recipe(images.DEFAULT_RECIPE))["image"])
+
+
+def klab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )
+
+
+def _no_qemu_left(marker: str) -> None:
+    out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
+    assert marker not in out, out
+
+
+@pytest.mark.parametrize(
+    ("arch", "rootfs"),
+    [("x86_64", "host"), ("x86_64", "image"), ("arm64", "image")],
+)
+def test_run_propagates_exit_status_and_output(arch: str, rootfs: str) -> None:
+    kernel = _kernel(arch)
+    if rootfs == "image":
+        _image(arch)
+    script = "uname -m; cat /sys/kernel/security/lsm; echo; test -e /sys/kernel/btf/vmlinux && echo btf; exit 7"
+    run = klab("run", "--arch", arch, "--kernel", str(kernel), "--rootfs", rootfs, "--", "sh", "-c", script)
+    assert run.returncode == 7, run.stderr[-3000:]
+    assert arches.get(arch).machine in run.stdout
+    assert "capability,landlock,yama,bpf" in run.stdout
+    assert "btf" in run.stdout
+    assert "klab: exit 7" in run.stderr
+    _no_qemu_left(str(kernel))
+
+
+def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None:
+    arch = arches.get("x86_64")
+    plan = runner.make_plan(arch, _kernel("x86_64"), agent=True, workdir=tmp_path / "vm", results_dir=tmp_path / "r")
+    src = tmp_path / "in.bin"
+    src.write_bytes(bytes(range(256)) * 64)
+    with session.AgentSession(plan) as sess:
+        first = sess.run(["sh", "-c", "echo out; echo err >&2; exit 4"])
+        assert (first.exit_status, first.stdout, first.stderr) == (4, "out\n", "err\n")
+        assert sess.run("cat /proc/sys/kernel/yama/ptrace_scope").stdout.strip() in ("0", "1")
+        slow = sess.run(["sleep", "60"], timeout=2)
+        assert slow.exit_status == 124  # timeout(1) killed it in the guest
+        sess.put(src, "/tmp/copied.bin")
+        assert sess.run(["sha256sum", "/tmp/copied.bin"]).stdout.split()[0] == _sha256(src)
+        sess.get("/tmp/copied.bin", tmp_path / "back.bin")
+        assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+        for i in range(5):
+            assert sess.run(["echo", str(i)]).stdout == f"{i}\n"
+    _no_qemu_left(str(plan.workdir))
+
+
+def test_ssh_session_on_the_image(tmp_path: Path) -> None:
+    arch = arches.get("x86_64")
+    plan = runner.make_plan(
+        arch, _kernel("x86_64"), rootfs=_image("x86_64"), ssh_port=qemu.free_port(), workdir=tmp_path / "vm"
+    )
+    with session.SSHSession(plan) as sess:
+        result = sess.run("id -u; echo to-stderr >&2; exit 5")
+        assert (result.exit_status, result.stdout, result.stderr) == (5, "0\n", "to-stderr\n")
+        src = tmp_path / "f.txt"
+        src.write_text("over sftp\n")
+        sess.put(src, "/tmp/f.txt")
+        assert sess.run("cat /tmp/f.txt").stdout == "over sftp\n"
+        sess.get("/tmp/f.txt", tmp_path / "g.txt")
+        assert (tmp_path / "g.txt").read_text() == "over sftp\n"
+    _no_qemu_left(str(plan.workdir))
+
+
+def test_forced_panic_is_a_kernel_failure_with_the_panic_text() -> None:
+    run = klab("run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    assert run.returncode == 1
+    assert "kernel failure (panic)" in run.stderr
+    assert "Kernel panic - not syncing: sysrq triggered crash" in run.stderr
+    assert "klab: console log: " in run.stderr
+
+
+def test_forced_panic_through_the_api(tmp_path: Path) -> None:
+    plan = runner.make_plan(arches.get("arm64"), _kernel("arm64"), rootfs=_image("arm64"), workdir=tmp_path)
+    with pytest.raises(KernelFailure) as info:
+        runner.run_command(plan, "echo c > /proc/sysrq-trigger")
+    assert info.value.kind == "panic"
+    assert "sysrq triggered crash" in info.value.excerpt
+
+
+def test_wrong_arch_kernel_is_refused() -> None:
+    run = klab("run", "--arch", "arm64", "--kernel", str(_kernel("x86_64")), "--", "true")
+    assert run.returncode == 2
+    assert "is not a arm64 kernel image" in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_missing_kernel_is_refused(tmp_path: Path) -> None:
+    run = klab("run", "--arch", "x86_64", "--kernel", str(tmp_path / "nope"), "--", "true")
+    assert run.returncode == 2 and "does not exist" in run.stderr
+
+
+def test_kvm_probe_decides_and_kvm_demand_is_checked() -> None:
+    arch = arches.get("x86_64")
+    works, why = accel.probe_kvm(arch)
+    assert why
+    probe = klab("probe")
+    assert probe.returncode == 0 and "x86_64 accelerator" in probe.stdout
+    forced = klab("run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--accel", "kvm", "--", "true")
+    if works:
+        assert forced.returncode == 0
+    else:
+        assert forced.returncode == 2 and "--accel kvm, but KVM does not work here" in forced.stderr
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

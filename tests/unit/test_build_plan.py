@@ -1,0 +1,124 @@
+"""Build planning: make command lines, cache keys, and refusing bad input before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab import arches, build, kconfig, source
+from lab.errors import UserError
+
+
+def _tree(tmp_path: Path, name: str = "linux") -> Path:
+    root = tmp_path / name
+    (root / "scripts/kconfig").mkdir(parents=True, exist_ok=True)
+    (root / "Kconfig").write_text("")
+    (root / "scripts/kconfig/merge_config.sh").write_text("")
+    (root / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\n")
+    return root
+
+
+def _request(tmp_path: Path, arch: str = "arm64", frags: tuple[str, ...] = ("base",), **kw: object) -> build.BuildRequest:
+    src = source.resolve(_tree(tmp_path))
+    fragments = tuple(kconfig.load_fragments(frags, f"arch/{arches.get(arch).name}"))
+    return build.BuildRequest(src, arches.get(arch), fragments, jobs=2, **kw)  # type: ignore[arg-type]
+
+
+def test_make_argv_cross_compiles_arm64(tmp_path: Path) -> None:
+    req = _request(tmp_path)
+    argv = build.make_argv(req, Path("/b"), "Image")
+    assert argv[:5] == ["make", "-C", str(req.source.path), "O=/b", "ARCH=arm64"]
+    assert "CROSS_COMPILE=aarch64-linux-gnu-" in argv
+    assert argv[-2:] == ["-j2", "Image"]
+
+
+def test_make_argv_native_x86_has_no_cross_prefix(tmp_path: Path) -> None:
+    argv = build.make_argv(_request(tmp_path, "x86_64"), Path("/b"), "bzImage")
+    assert not any(a.startswith("CROSS_COMPILE=") for a in argv)
+
+
+def test_make_argv_llvm(tmp_path: Path) -> None:
+    argv = build.make_argv(_request(tmp_path, llvm=True), Path("/b"))
+    assert "LLVM=1" in argv and not any(a.startswith("CROSS_COMPILE=") for a in argv)
+
+
+def test_key_depends_on_arch_fragments_and_source(tmp_path: Path) -> None:
+    base = _request(tmp_path)
+    assert base.key == _request(tmp_path).key
+    assert base.key != _request(tmp_path, "x86_64").key
+    assert base.key != _request(tmp_path, frags=("base", "landlock")).key
+    other = build.BuildRequest(source.resolve(_tree(tmp_path, "other")), base.arch, base.fragments)
+    assert other.key != base.key
+    assert base.directory().name.startswith("arm64-linux-")
+
+
+def test_debian_tree_identity_comes_from_its_package(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / ".klab-source.json").write_text(json.dumps({"package": "linux-source-6.12", "version": "6.12.117-1"}))
+    src = source.resolve(root)
+    assert src.identity == "debian:linux-source-6.12:6.12.117-1"
+    assert source.kernelversion(root) == "6.12.117"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "notkernel").mkdir() or p / "notkernel", "is not a kernel source tree"),
+    ],
+)
+def test_bad_source_dirs(tmp_path: Path, setup, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserError, match=message):
+        source.resolve(setup(tmp_path))
+
+
+def test_in_tree_build_is_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / ".config").write_text("CONFIG_A=y\n")
+    with pytest.raises(UserError, match="mrproper"):
+        source.resolve(root)
+
+
+def test_missing_cross_compiler_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    req = _request(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match="not found: install the Debian package"):
+        build.preflight(req)
+
+
+def test_missing_pahole_when_btf_requested(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    req = _request(tmp_path, "x86_64", frags=("base", "bpf-lsm"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("make", "flex", "bison", "bc", "gcc"):
+        (bindir / tool).write_text("#!/bin/sh\n")
+        (bindir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    with pytest.raises(UserError, match="pahole not found: install the Debian package dwarves"):
+        build.preflight(req)
+
+
+def test_unknown_arch() -> None:
+    with pytest.raises(UserError, match="unknown arch 'arm'; choose one of: arm64, x86_64"):
+        arches.get("arm")
+    assert arches.get("aarch64").name == "arm64"
+    assert arches.get("amd64").name == "x86_64"
+
+
+def test_arch_table_is_complete() -> None:
+    for arch in arches.ARCHES.values():
+        for name, value in vars(arch).items():
+            assert value not in ("", None, ()), f"{arch.name}.{name} is empty"
+
+
+def test_source_fingerprint_sees_touches(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    first = build.source_fingerprint(root)
+    assert build.source_fingerprint(root) == first
+    (root / "Kconfig").touch()
+    import os
+
+    os.utime(root / "Kconfig", ns=(1, 1))
+    assert build.source_fingerprint(root) != first

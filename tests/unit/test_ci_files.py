@@ -1,0 +1,161 @@
+"""The CI files in ci/ are valid for their CI and only call what exists: make targets and klab commands.
+
+Every `make TARGET` must be a Makefile target, and every `klab ...` line must
+parse with lab.cli.parser() (CI expressions and shell variables stand in as
+placeholder words), so renaming a command or an option breaks this test, not CI.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab import cli, export, matrix
+from lab.paths import REPO_ROOT
+
+GITHUB = REPO_ROOT / "ci" / "github-actions.yml"
+GITLAB = REPO_ROOT / "ci" / "gitlab-ci.yml"
+
+# GitLab keywords (docs.gitlab.com/ee/ci/yaml): a typo'd key is silently a job or an error there.
+GITLAB_JOB_KEYS = {
+    "after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dependencies",
+    "environment", "extends", "id_tokens", "image", "inherit", "interruptible", "needs", "parallel",
+    "release", "resource_group", "retry", "rules", "script", "secrets", "services", "stage", "tags",
+    "timeout", "trigger", "variables", "when",
+}  # fmt: skip
+GITLAB_GLOBAL_KEYS = {"default", "include", "stages", "variables", "workflow"}
+GITHUB_JOB_KEYS = {
+    "name", "needs", "runs-on", "container", "services", "outputs", "env", "steps", "strategy", "if",
+    "timeout-minutes", "permissions", "environment", "concurrency", "defaults", "continue-on-error",
+}  # fmt: skip
+GITHUB_STEP_KEYS = {"name", "id", "if", "uses", "run", "with", "env", "shell", "working-directory", "continue-on-error"}
+GITHUB_STEP_KEYS |= {"timeout-minutes"}
+
+_KLAB = re.compile(r"(?:\.venv/bin/|^|\s)klab\s+([^\n|;&>)]*)")
+# `make` as a command (line start, after && ; or `then`), not as a package name in an apt-get line.
+_MAKE = re.compile(r"(?:^|&&|;|\bthen)\s*make((?:[ \t]+[a-z][\w-]*)+)", re.MULTILINE)
+_EXPR = re.compile(r"\$\{\{[^}]*\}\}|\"\$\{?\w+\}?\"|\$\{?\w+\}?")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    doc = yaml.load(path.read_text(), Loader=yaml.BaseLoader)  # BaseLoader: GitHub's `on:` stays a string key
+    assert isinstance(doc, dict), path
+    return doc
+
+
+def _shell_texts(node: Any) -> list[str]:
+    """Every run:/script: string in a workflow, wherever it sits."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("run", "script", "before_script", "after_script"):
+                out += [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+            else:
+                out += _shell_texts(value)
+    elif isinstance(node, list):
+        for item in node:
+            out += _shell_texts(item)
+    return out
+
+
+def _klab_commands(text: str) -> list[list[str]]:
+    commands = []
+    for match in _KLAB.finditer(text):
+        words = shlex.split(_EXPR.sub("X", match.group(1)).replace("'", ""), comments=True)
+        commands.append([w for w in words if w != "\\"])
+    return commands
+
+
+def _makefile_targets() -> set[str]:
+    text = (REPO_ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, re.MULTILINE))
+
+
+def _all_texts() -> list[tuple[str, str]]:
+    return [(path.name, text) for path in (GITHUB, GITLAB) for text in _shell_texts(_load(path))]
+
+
+def test_github_workflow_schema() -> None:
+    doc = _load(GITHUB)
+    assert {"name", "on", "jobs"} <= set(doc)
+    jobs = doc["jobs"]
+    assert set(jobs) == {"matrix", "cell", "merge"}
+    for name, job in jobs.items():
+        assert set(job) <= GITHUB_JOB_KEYS, (name, set(job) - GITHUB_JOB_KEYS)
+        assert job["runs-on"] and job["steps"], name
+        for step in job["steps"]:
+            assert set(step) <= GITHUB_STEP_KEYS, (name, step)
+            assert ("uses" in step) != ("run" in step), (name, step)
+    cell = jobs["cell"]
+    assert cell["needs"] == "matrix"
+    assert cell["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.cells) }}"
+    assert cell["strategy"]["fail-fast"] == "false"
+    assert "always()" in jobs["merge"]["if"] and jobs["merge"]["needs"] == ["matrix", "cell"]
+
+
+def test_github_keeps_reports_even_on_failure() -> None:
+    steps = _load(GITHUB)["jobs"]["cell"]["steps"]
+    by_use = {s.get("uses", "").split("@")[0]: s for s in steps if "uses" in s}
+    for action in ("actions/upload-artifact", "mikepenz/action-junit-report", "actions/cache/save"):
+        assert by_use[action].get("if") == "always()", action
+    assert "actions/cache/restore" in by_use
+    assert any("udev" in s.get("run", "") and "kvm" in s.get("run", "") for s in steps)
+    assert any("GITHUB_STEP_SUMMARY" in s.get("run", "") and s.get("if") == "always()" for s in steps)
+    paths = by_use["actions/upload-artifact"]["with"]["path"]
+    for name in ("results.json", "junit.xml", "console-*.log"):
+        assert name in paths
+
+
+def test_gitlab_schema() -> None:
+    doc = _load(GITLAB)
+    assert doc["stages"] == list(export.GITLAB_STAGES)
+    for name, job in doc.items():
+        if name in GITLAB_GLOBAL_KEYS:
+            continue
+        assert isinstance(job, dict), name
+        assert set(job) <= GITLAB_JOB_KEYS, (name, set(job) - GITLAB_JOB_KEYS)
+        if not name.startswith("."):
+            assert job["stage"] in doc["stages"], name
+            assert "script" in job or "trigger" in job or "script" in doc.get(job.get("extends", ""), {}), name
+    cell = doc[".klab-cell"]
+    assert cell["artifacts"]["when"] == "always" and "junit" in cell["artifacts"]["reports"]
+    assert cell["cache"]["paths"] == [".klab-cache/"]
+    assert doc["cells"]["trigger"]["include"] == [{"artifact": "cells.yml", "job": "matrix"}]
+
+
+def test_gitlab_child_pipeline_resolves_against_the_file_it_includes() -> None:
+    parent = _load(GITLAB)
+    child = yaml.safe_load(export.gitlab_child(matrix.load(REPO_ROOT / "lab.yaml")))
+    assert child["include"] == [{"local": "ci/gitlab-ci.yml"}]
+    assert child["stages"] == parent["stages"]
+    for name, job in child.items():
+        if name in GITLAB_GLOBAL_KEYS:
+            continue
+        assert set(job) <= GITLAB_JOB_KEYS, name
+        assert job["extends"] in parent and job["stage"] in parent["stages"], name
+    # The parent's own jobs must stay out of the child that includes them.
+    for name in ("matrix", "cells"):
+        assert parent[name]["rules"][0] == {"if": '$CI_PIPELINE_SOURCE == "parent_pipeline"', "when": "never"}
+
+
+def test_every_make_target_exists() -> None:
+    targets = _makefile_targets()
+    used = {(f, t) for f, text in _all_texts() for m in _MAKE.finditer(text) for t in m.group(1).split()}
+    assert {t for _, t in used} >= {"setup", "setup-python"}
+    assert not {(f, t) for f, t in used if t not in targets}, sorted(targets)
+
+
+def test_every_klab_command_parses() -> None:
+    commands = [(f, argv) for f, text in _all_texts() for argv in _klab_commands(text)]
+    assert {tuple(argv[:2]) for _, argv in commands} >= {("ci", "matrix"), ("ci", "run"), ("ci", "merge")}
+    parser = cli.parser()
+    for where, argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{where}: `klab {shlex.join(argv)}` does not parse with lab.cli.parser()")

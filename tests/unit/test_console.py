@@ -1,0 +1,125 @@
+"""Console classification on consoles recorded from real boots, replayed through the real pexpect watcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from lab import console
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CONSOLES = DATA / "console"
+
+
+@pytest.mark.parametrize(
+    ("log", "reached_init", "first_fatal"),
+    [
+        ("x86_64-ok.log", True, None),
+        ("x86_64-panic-sysrq.log", True, "panic"),
+        ("x86_64-no-rootfs.log", False, "panic"),
+        ("x86_64-init-hang.log", False, None),
+    ],
+)
+def test_scan_recorded_consoles(log: str, reached_init: bool, first_fatal: str | None) -> None:
+    text = console.read(CONSOLES / log)
+    assert console.reached_init(text) is reached_init
+    fatal = [e for e in console.scan(text) if e.fatal]
+    assert (fatal[0].kind if fatal else None) == first_fatal
+
+
+def test_panic_excerpt_names_the_cause() -> None:
+    text = console.read(CONSOLES / "x86_64-panic-sysrq.log")
+    event = next(e for e in console.scan(text) if e.fatal)
+    assert event.title == "Kernel panic - not syncing: sysrq triggered crash"
+    assert "Call Trace:" in event.excerpt
+
+
+def test_root_mount_failure_is_a_panic_before_init() -> None:
+    text = console.read(CONSOLES / "x86_64-no-rootfs.log")
+    event = next(e for e in console.scan(text) if e.fatal)
+    assert "VFS: Unable to mount root fs" in event.title
+    assert text.index(event.excerpt.splitlines()[0]) > text.index("VFS: Cannot open root device")
+
+
+@pytest.mark.parametrize(
+    ("line", "kind", "fatal"),
+    [
+        ("[   42.1] WARNING: CPU: 1 PID: 77 at security/landlock/fs.c:100 hook_file_open+0x12/0x30", "warning", False),
+        ("[   42.1] BUG: KASAN: slab-use-after-free in landlock_put_ruleset+0x20/0x40", "kasan", False),
+        ("[   42.1] BUG: kernel NULL pointer dereference, address: 0000000000000008", "bug", False),
+        ("[   42.1] Oops: general protection fault, probably for non-canonical address", "oops", False),
+        ("[   42.1] UBSAN: shift-out-of-bounds in kernel/bpf/verifier.c:1234:5", "ubsan", False),
+        ("[   42.1] WARNING: possible circular locking dependency detected", "lockdep", False),
+        ("[   42.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [python3:99]", "softlockup", False),
+        ("[   42.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", "rcu_stall", False),
+        ("[   42.1] INFO: task python3:88 blocked for more than 120 seconds.", "hung_task", False),
+        ("[   42.1] Kernel panic - not syncing: Fatal exception", "panic", True),
+        ("[   42.1] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1", "hardlockup", False),
+    ],
+)
+def test_event_table(line: str, kind: str, fatal: bool) -> None:
+    events = console.scan(f"[    1.0] booting\n{line}\n[   42.2] next line\n")
+    assert [(e.kind, e.fatal) for e in events] == [(kind, fatal)]
+    assert events[0].excerpt.startswith(line)
+
+
+def test_ordinary_lines_are_not_events() -> None:
+    text = "[ 1.0] landlock: Up and running.\n[ 2.0] WARNING is a word\nok 3 warning_test\n"
+    assert console.scan(text) == []
+
+
+def _replay(path: Path, then_sleep: float = 0.0) -> pexpect.spawn:
+    script = f"cat {path}; sleep {then_sleep}"
+    return pexpect.spawn("sh", ["-c", script], encoding="utf-8", codec_errors="replace", searchwindowsize=8192)
+
+
+@pytest.mark.parametrize(
+    ("log", "marker", "reason", "kind"),
+    [
+        ("x86_64-ok.log", console.INIT_STARTED, "marker", None),
+        ("x86_64-ok.log", console.COMMAND_EXITED, "marker", None),
+        # The crash comes after init: waiting for init sees init, waiting for the command sees the panic.
+        ("x86_64-panic-sysrq.log", console.INIT_STARTED, "marker", None),
+        ("x86_64-panic-sysrq.log", console.COMMAND_EXITED, "fatal", "panic"),
+        ("x86_64-no-rootfs.log", console.INIT_STARTED, "fatal", "panic"),
+    ],
+)
+def test_watcher_replays_real_consoles(tmp_path: Path, log: str, marker: str, reason: str, kind: str | None) -> None:
+    child = _replay(CONSOLES / log, then_sleep=5)
+    record = tmp_path / "console.log"
+    with open(record, "w") as f:
+        child.logfile_read = f
+        outcome = console.Watcher(child, record).wait(marker, timeout=20)
+    child.close(force=True)
+    assert outcome.reason == reason
+    assert (outcome.event.kind if outcome.event else None) == kind
+
+
+def test_watcher_times_out_on_a_silent_hang(tmp_path: Path) -> None:
+    child = _replay(CONSOLES / "x86_64-init-hang.log", then_sleep=30)
+    record = tmp_path / "console.log"
+    with open(record, "w") as f:
+        child.logfile_read = f
+        outcome = console.Watcher(child, record).wait(console.INIT_STARTED, timeout=2)
+    child.close(force=True)
+    assert outcome.reason == "timeout"
+    assert not console.reached_init(console.read(record))
+
+
+def test_lab_init_failure_is_told_apart(tmp_path: Path) -> None:
+    log = tmp_path / "in.log"
+    log.write_text("[ 1.0] booting\nklab-init: FATAL: cannot mount the klab share\n")
+    child = _replay(log, then_sleep=5)
+    record = tmp_path / "console.log"
+    with open(record, "w") as f:
+        child.logfile_read = f
+        outcome = console.Watcher(child, record).wait(console.INIT_STARTED, timeout=20)
+    child.close(force=True)
+    assert outcome.reason == "lab"
+    assert console.init_fatal(console.read(record)) == "klab-init: FATAL: cannot mount the klab share"
+
+
+def test_normalize_pty_line_endings() -> None:
+    assert console.normalize("a\r\r\nb\r\nc\n") == "a\nb\nc\n"

@@ -1,0 +1,56 @@
+"""The matrix file: cells, and errors that name the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab import matrix
+from lab.errors import UserError
+from lab.paths import REPO_ROOT
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repo_lab_yaml_cells() -> None:
+    mtx = matrix.load(REPO_ROOT / "lab.yaml")
+    ids = [c.id for c in mtx.cells()]
+    assert ids == ["x86_64.6.12.default", "x86_64.6.12.nobpf", "arm64.6.12.default", "arm64.6.12.nobpf"]
+    nobpf = next(c for c in mtx.cells() if c.boot.name == "nobpf")
+    assert nobpf.suites == ("bpf_lsm",) and "bpf" not in nobpf.boot.append.split("lsm=")[1].split(",")
+    assert nobpf.boot.expect_fail == ("bpf_lsm.canary_counts_file_open",)
+
+
+def test_unknown_key_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'kernels:\n  - name: "6.12"\n    source: debian:6.12\n    fragmnts: [base]\n')
+    with pytest.raises(UserError, match=r"lab.yaml:4: unknown key 'fragmnts' in kernels\[0\]; expected one of"):
+        matrix.load(path)
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "kernels:\n  - name: [unclosed\n")
+    with pytest.raises(UserError, match=r"lab.yaml:\d+: invalid YAML"):
+        matrix.load(path)
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "kernels:\n  - name: x\n")
+    with pytest.raises(UserError, match=r"lab.yaml:2: kernels\[0\] lacks the required key 'source'"):
+        matrix.load(path)
+
+
+def test_unknown_suite_and_arch(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="unknown suite 'lsm'"):
+        matrix.load(_write(tmp_path, "kernels: [{name: a, source: b}]\nsuites: [lsm]\n"))
+    with pytest.raises(UserError, match="unknown arch 'riscv'"):
+        matrix.load(_write(tmp_path, "kernels: [{name: a, source: b}]\narches: [riscv]\n"))
+
+
+def test_top_level_unknown_key(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"lab.yaml:2: unknown key 'arch' in the matrix"):
+        matrix.load(_write(tmp_path, "kernels: [{name: a, source: b}]\narch: [x86_64]\n"))

@@ -1,0 +1,133 @@
+"""Boot plans: QEMU command lines per arch, kernel command lines, image checks, accelerator choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab import accel, arches, qemu
+from lab.accel import Decision
+from lab.errors import UserError
+
+
+def _plan(tmp_path: Path, arch: str, rootfs: str = qemu.HOST_ROOTFS, kvm: bool = False, **kw: object) -> qemu.BootPlan:
+    return qemu.BootPlan(
+        arch=arches.get(arch),
+        kernel=tmp_path / "Image",
+        accel=Decision("kvm" if kvm else "tcg", "test"),
+        rootfs=rootfs,
+        results_dir=tmp_path / "results",
+        workdir=tmp_path,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("arch", "binary", "machine", "cpu", "console"),
+    [
+        ("x86_64", "qemu-system-x86_64", "q35,accel=tcg", "max", "console=ttyS0"),
+        ("arm64", "qemu-system-aarch64", "virt,gic-version=3,accel=tcg", "max,pauth-impdef=on", "console=ttyAMA0"),
+    ],
+)
+def test_argv_per_arch(tmp_path: Path, arch: str, binary: str, machine: str, cpu: str, console: str) -> None:
+    argv = qemu.qemu_argv(_plan(tmp_path, arch, rootfs=str(tmp_path / "root.ext4")))
+    assert argv[0] == binary
+    assert argv[argv.index("-M") + 1] == machine
+    assert argv[argv.index("-cpu") + 1] == cpu
+    assert "-no-reboot" in argv and "-nodefaults" in argv
+    append = argv[argv.index("-append") + 1]
+    assert console in append and "panic=-1" in append and "oops=panic" in append
+    assert "root=/dev/vda" in append and "init=/sbin/klab-init" in append
+    assert f"file={tmp_path / 'root.ext4'},format=raw,if=none,id=rootdisk,snapshot=on" in argv
+    assert argv.index("virtio-blk-pci,drive=rootdisk") < argv.index("virtio-9p-pci,fsdev=klab,mount_tag=klab")
+    assert "virtio-9p-pci,fsdev=klab,mount_tag=klab" in argv
+    assert "virtio-9p-pci,fsdev=results,mount_tag=results" in argv
+
+
+def test_kvm_uses_host_cpu(tmp_path: Path) -> None:
+    argv = qemu.qemu_argv(_plan(tmp_path, "x86_64", kvm=True))
+    assert argv[argv.index("-cpu") + 1] == "host"
+    assert "accel=kvm" in argv[argv.index("-M") + 1]
+
+
+def test_host_rootfs_is_read_only_9p_with_the_lab_init(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "x86_64")
+    argv = qemu.qemu_argv(plan)
+    assert "local,id=root,path=/,security_model=none,multidevs=remap,readonly=on" in argv
+    cmdline = qemu.kernel_cmdline(plan)
+    assert "root=root rootfstype=9p" in cmdline and " ro " in cmdline
+    assert f"init={plan.klab_dir / 'lab/guest/init'}" in cmdline
+
+
+def test_ssh_forwards_loopback_only(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "x86_64", ssh_port=2222)
+    argv = qemu.qemu_argv(plan)
+    assert "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22" in argv
+    assert "ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off" in qemu.kernel_cmdline(plan)
+
+
+def test_agent_channel_is_virtio_serial(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "arm64", agent=True)
+    argv = qemu.qemu_argv(plan)
+    assert f"socket,id=agent,path={plan.agent_socket},server=on,wait=off" in argv
+    assert "virtserialport,chardev=agent,name=klab" in argv
+
+
+def test_user_append_comes_last(tmp_path: Path) -> None:
+    cmdline = qemu.kernel_cmdline(_plan(tmp_path, "x86_64", append="lsm=landlock,yama"))
+    assert cmdline.endswith("lsm=landlock,yama")
+
+
+def test_deadlines_stretch_under_tcg(tmp_path: Path) -> None:
+    assert _plan(tmp_path, "arm64").boot_timeout > _plan(tmp_path, "x86_64").boot_timeout
+    assert _plan(tmp_path, "x86_64", kvm=True).boot_timeout == qemu.BOOT_TIMEOUT_KVM
+    assert _plan(tmp_path, "x86_64").scaled(10) == 10 * qemu.TCG_FACTOR
+
+
+def _image(tmp_path: Path, offset: int, magic: bytes) -> Path:
+    data = bytearray(4096)
+    data[offset : offset + len(magic)] = magic
+    path = tmp_path / "kernel"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_kernel_image_arch_is_checked(tmp_path: Path) -> None:
+    x86 = arches.get("x86_64")
+    arm = arches.get("arm64")
+    bz = _image(tmp_path, *x86.image_magic)
+    qemu.check_kernel_image(x86, bz)
+    with pytest.raises(UserError, match="is not a arm64 kernel image"):
+        qemu.check_kernel_image(arm, bz)
+    with pytest.raises(UserError, match="does not exist"):
+        qemu.check_kernel_image(x86, tmp_path / "nope")
+
+
+def test_accel_tcg_requested_skips_the_probe() -> None:
+    assert accel.decide(arches.get("x86_64"), "tcg").accel == "tcg"
+
+
+def test_accel_unknown_value() -> None:
+    with pytest.raises(UserError, match="unknown accelerator 'hvf'"):
+        accel.decide(arches.get("x86_64"), "hvf")
+
+
+def test_foreign_arch_is_never_kvm() -> None:
+    works, why = accel.probe_kvm(arches.get("arm64"))
+    assert not works and "TCG" in why
+
+
+def test_kvm_requested_but_broken_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "probe_kvm", lambda arch: (False, "a KVM test guest did not finish within 3s"))
+    monkeypatch.setattr(accel, "qemu_version", lambda arch: "QEMU emulator version 7.2.22")
+    with pytest.raises(UserError, match="--accel kvm, but KVM does not work here"):
+        accel.decide(arches.get("x86_64"), "kvm")
+    decision = accel.decide(arches.get("x86_64"), "auto")
+    assert decision.accel == "tcg" and "cached" in decision.why
+
+
+def test_probe_boot_sector_is_a_valid_mbr() -> None:
+    sector = accel._x86_boot_sector()
+    assert len(sector) == 512 and sector[-2:] == b"\x55\xaa"
