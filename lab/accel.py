@@ -128,6 +128,11 @@ def decide(arch: Arch, requested: str = "auto", use_cache: bool = True) -> Decis
         return Decision("kvm", why)
     if requested == "kvm":
         raise UserError(f"--accel kvm, but KVM does not work here: {why}; use --accel tcg or auto")
-    if is_native(arch):
+    if is_native(arch) and arch.name not in _warned:
+        _warned.add(arch.name)
         print(f"klab: warning: KVM not usable ({why}); using TCG, which is much slower", file=sys.stderr)
     return Decision("tcg", why)
+
+
+# One warning per arch and process, however many guests it starts.
+_warned: set[str] = set()

@@ -96,7 +96,9 @@ def test_ssh_session_on_the_image(tmp_path: Path) -> None:
 
 
 def test_forced_panic_is_a_kernel_failure_with_the_panic_text() -> None:
-    run = klab("run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
+    run = klab(
+        "run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--", "sh", "-c", "echo c > /proc/sysrq-trigger"
+    )
     assert run.returncode == 1
     assert "kernel failure (panic)" in run.stderr
     assert "Kernel panic - not syncing: sysrq triggered crash" in run.stderr

@@ -137,7 +137,11 @@ def test_missing_cross_compiler_exit_2(tmp_path: Path) -> None:
             (bindir / tool).symlink_to(real)
     env = dict(os.environ, PATH=f"{bindir}:{Path(sys.executable).parent}")
     run = subprocess.run(
-        [sys.executable, "-m", "lab", "build", "--arch", "arm64"], capture_output=True, text=True, env=env, cwd=REPO_ROOT
+        [sys.executable, "-m", "lab", "build", "--arch", "arm64"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
     )
     assert run.returncode == 2
     assert "aarch64-linux-gnu-gcc not found: install the Debian package gcc-aarch64-linux-gnu" in run.stderr

@@ -20,7 +20,9 @@ def _tree(tmp_path: Path, name: str = "linux") -> Path:
     return root
 
 
-def _request(tmp_path: Path, arch: str = "arm64", frags: tuple[str, ...] = ("base",), **kw: object) -> build.BuildRequest:
+def _request(
+    tmp_path: Path, arch: str = "arm64", frags: tuple[str, ...] = ("base",), **kw: object
+) -> build.BuildRequest:
     src = source.resolve(_tree(tmp_path))
     fragments = tuple(kconfig.load_fragments(frags, f"arch/{arches.get(arch).name}"))
     return build.BuildRequest(src, arches.get(arch), fragments, jobs=2, **kw)  # type: ignore[arg-type]

@@ -67,7 +67,7 @@ def test_parse_fragment_values_and_unset(tmp_path: Path) -> None:
 @pytest.mark.parametrize("line", ["CONFIG_A", "CONFIG_A=maybe", "A=y", "CONFIG_A= y", 'CONFIG_A="unterminated'])
 def test_malformed_line_names_file_and_line(tmp_path: Path, line: str) -> None:
     path = _frag(tmp_path, "bad", f"# ok\nCONFIG_OK=y\n{line}\n")
-    with pytest.raises(UserError, match=rf"bad.config:3: malformed fragment line"):
+    with pytest.raises(UserError, match=r"bad.config:3: malformed fragment line"):
         kconfig.parse_fragment(path)
 
 

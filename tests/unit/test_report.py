@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.unit._results_data import PLANNED, cells, golden, normalise_xml
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from lab import ktap, report
+from tests.unit._results_data import PLANNED, cells, golden, normalise_xml
 
 
 def junit(tmp_path: Path) -> tuple[Path, str]:

@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from lab import console, ktap, results
+from lab.console import KernelEvent
+from lab.errors import LabError, UserError
+from lab.results import SPLATS, Cell, Status, Verdict
 from tests.unit._results_data import (
     PLANNED,
     RESULTS,
@@ -19,11 +24,6 @@ from tests.unit._results_data import (
     splat_events,
     text,
 )
-
-from lab import console, ktap, results
-from lab.console import KernelEvent
-from lab.errors import LabError, UserError
-from lab.results import SPLATS, Cell, Status, Verdict
 
 Brief = tuple[str, str, Status, str]  # suite, name, status, reason
 
