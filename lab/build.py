@@ -20,7 +20,7 @@ from pathlib import Path
 from lab import kconfig, manifest, proc
 from lab.arches import Arch, cross_prefix
 from lab.errors import BuildError, ConfigMismatch, UserError
-from lab.paths import cache_dir
+from lab.paths import cache_dir, cache_root
 from lab.source import Source, digest
 
 BUILD_TIMEOUT = 3 * 3600.0
@@ -74,6 +74,9 @@ def build_env() -> dict[str, str]:
         CCACHE_COMPILERCHECK="content",
         # Hit across build dirs too (a new fragment set is a new dir); debug info paths may then point elsewhere.
         CCACHE_NOHASHDIR="true",
+        # Paths under the cache become relative to the build dir, so two trees laid out alike under the
+        # cache (a source tree and a git copy of it for bisecting) share compiler results.
+        CCACHE_BASEDIR=str(cache_root()),
         # Fixed build identity: reproducible images and ccache hits on init/version.c.
         KBUILD_BUILD_USER="klab",
         KBUILD_BUILD_HOST="kernel-lab",

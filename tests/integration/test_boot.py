@@ -141,3 +141,21 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_interactive_shell_on_the_console() -> None:
+    import pexpect
+
+    argv = ["-m", "lab", "shell", "--arch", "x86_64", "--kernel", str(_kernel("x86_64"))]
+    child = pexpect.spawn(sys.executable, argv, cwd=str(REPO_ROOT), encoding="utf-8", timeout=180)
+    try:
+        child.expect("init started")
+        child.expect("# ")
+        child.sendline("echo $((6*7)); tty")
+        child.expect("42")
+        child.expect("/dev/ttyS0")
+        child.sendline("exit")
+        child.expect(pexpect.EOF, timeout=60)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0

@@ -37,7 +37,8 @@ def _make_class(cell_id: str) -> type:
     names = guest_cells.suite_tests(cell.suites)
 
     @pytest.fixture(scope="class", autouse=True)
-    def booted(self) -> None:  # type: ignore[no-untyped-def]
+    @classmethod
+    def booted(cls) -> None:  # type: ignore[no-untyped-def]
         if cell_id not in _RUNS:
             _RUNS[cell_id] = guest_cells.run_cell(cell)
 

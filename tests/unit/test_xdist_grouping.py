@@ -17,7 +17,8 @@ LOG = {log!r}
 
 def _make(name):
     @pytest.fixture(scope="class", autouse=True)
-    def booted(self):
+    @classmethod
+    def booted(cls):
         with open(LOG, "a") as f:
             f.write(f"{{name}} {{os.getpid()}}\\n")
 
