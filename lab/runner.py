@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from lab import accel, console
-from lab.arches import Arch
+from lab.arches import Arch, is_native
 from lab.errors import KernelFailure, LabError, UserError
 from lab.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
 
@@ -58,8 +57,8 @@ def make_plan(
     agent: bool = False,
 ) -> BootPlan:
     """Validate boot inputs (nothing runs before this passes) and pick the accelerator."""
-    if rootfs == HOST_ROOTFS and not _is_native(arch):
-        raise UserError(f"--rootfs host shares this {sys.platform} host's / and needs a {arch.name} host; use an image")
+    if rootfs == HOST_ROOTFS and not is_native(arch):
+        raise UserError(f"--rootfs host shares this host's / and needs a {arch.name} host; use --rootfs image")
     if rootfs != HOST_ROOTFS and not Path(rootfs).is_file():
         raise UserError(f"rootfs image {rootfs} does not exist; build it with `klab image build --arch {arch.name}`")
     decision = accel.decide(arch, accel_request)
@@ -77,12 +76,6 @@ def make_plan(
         ssh_port=ssh_port,
         agent=agent,
     )
-
-
-def _is_native(arch: Arch) -> bool:
-    from lab.arches import is_native
-
-    return is_native(arch)
 
 
 @contextlib.contextmanager

@@ -8,13 +8,13 @@ so running it on a developer's host does not disturb anything else.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.host_suites import assert_clean, run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "suites" / "run.py"
@@ -39,39 +39,14 @@ def _host_gate() -> str:
     return ""
 
 
-def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(RUN), "--suite", "bpf_lsm", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.mark.host
 def test_bpf_lsm_suite_on_host(tmp_path: Path) -> None:
     gate = _host_gate()
     if gate:
         pytest.skip(gate)
-    listed = _run("--list", timeout=60)
-    assert listed.returncode == 0, listed.stderr
-    names = [line for line in listed.stdout.splitlines() if line.strip()]
-    assert names and all(n.startswith("bpf_lsm.") for n in names), listed.stdout
-
-    out = tmp_path / "bpf_lsm.json"
-    proc = _run("--json", str(out), timeout=300)
-    doc = json.loads(out.read_text())
-    tests = doc["tests"]
-    bad = [f"{t['name']}: {t['status']}: {t.get('reason', '')}" for t in tests if t["status"] in ("FAIL", "ERROR")]
-    assert not bad, "\n".join(bad) + "\n" + proc.stdout[-4000:]
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert len(tests) == len(names), f"ran {len(tests)} tests, --list names {len(names)}"
-    assert {f"{t['suite']}.{t['name']}" for t in tests} == set(names)
-    unexplained = [t["name"] for t in tests if t["status"] == "SKIP" and not t.get("reason", "").strip()]
-    assert not unexplained, f"SKIPs without a reason: {unexplained}"
-    by_name = {t["name"]: t for t in tests}
+    run = run_suite("bpf_lsm", tmp_path, timeout=300)
+    assert_clean(run)
+    by_name = run.tests
     canary = by_name["canary_counts_file_open"]
     if canary["status"] == "SKIP":
         # Only a local policy refusing every BTF-attached program may skip the canary.

@@ -7,13 +7,13 @@ the development host is a cheap end-to-end check of the suite itself.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.host_suites import assert_clean, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "suites" / "run.py"
@@ -42,31 +42,4 @@ def _skip_unless_usable() -> None:
 @pytest.mark.host
 def test_landlock_suite_passes_on_host(tmp_path: Path) -> None:
     _skip_unless_usable()
-    listed = subprocess.run(
-        [sys.executable, str(RUN), "--suite", "landlock", "--list"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split()
-    assert listed, "run.py --list printed no landlock tests"
-    assert all(name.startswith("landlock.") for name in listed)
-
-    out = tmp_path / "landlock.json"
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--suite", "landlock", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    doc = json.loads(out.read_text())
-    tests = doc["tests"]
-    bad = [f"{t['name']}: {t['status']}: {t.get('reason', '')}" for t in tests if t["status"] in ("FAIL", "ERROR")]
-    assert not bad, "landlock tests failed on this host:\n" + "\n".join(bad) + f"\n\nKTAP:\n{proc.stdout[-4000:]}"
-    assert proc.returncode == 0, f"run.py exited {proc.returncode}\n{proc.stderr[-2000:]}"
-    assert len(tests) == len(listed), f"ran {len(tests)} tests, --list shows {len(listed)}"
-    assert sorted(f"{t['suite']}.{t['name']}" for t in tests) == sorted(listed)
-    unexplained = [t["name"] for t in tests if t["status"] == "SKIP" and not t.get("reason", "").strip()]
-    assert not unexplained, f"SKIPs without a reason: {unexplained}"
-    assert "KTAP version 1" in proc.stdout.splitlines()[0]
+    assert_clean(run_suite("landlock", tmp_path))

@@ -6,13 +6,14 @@ is active, and traces its own helper processes) and an active Landlock.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.host_suites import assert_clean, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = REPO / "suites" / "run.py"
@@ -39,27 +40,7 @@ def test_landlock_ptrace_suite_on_host(tmp_path: Path) -> None:
     if abi < 1:
         pytest.skip(f"Landlock is not available on this host (ABI query gave {abi})")
 
-    listed = subprocess.run(
-        [sys.executable, str(RUN), "--suite", SUITE, "--list"], capture_output=True, text=True, check=True, cwd=REPO
-    ).stdout.split()
-    assert listed, "--list printed no test"
-    assert all(name.startswith(f"{SUITE}.") for name in listed)
-
-    report = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--suite", SUITE, "--json", str(report)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert report.exists(), f"no JSON report (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    tests = json.loads(report.read_text())["tests"]
-
-    bad = [f"{t['name']}: {t['status']}: {t['reason']}" for t in tests if t["status"] in ("FAIL", "ERROR")]
-    assert not bad, "\n".join(bad)
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert [f"{t['suite']}.{t['name']}" for t in tests] == listed, "the run and --list disagree"
-    unexplained = [t["name"] for t in tests if t["status"] == "SKIP" and not t["reason"].strip()]
-    assert not unexplained, f"SKIP without a reason: {unexplained}"
+    run = run_suite(SUITE, tmp_path)
+    assert_clean(run)
+    tests = list(run.tests.values())
     assert any(t["status"] == "PASS" for t in tests), "nothing passed"

@@ -9,13 +9,13 @@ and a kernel with seccomp filter mode.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.host_suites import assert_clean, run_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "suites" / "run.py"
@@ -45,42 +45,17 @@ def _host_gate() -> str:
     return ""
 
 
-def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(RUN), "--suite", "seccomp", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.mark.host
 def test_seccomp_suite_on_host(tmp_path: Path) -> None:
     gate = _host_gate()
     if gate:
         pytest.skip(gate)
-    listed = _run("--list", timeout=60)
-    assert listed.returncode == 0, listed.stderr
-    names = [line for line in listed.stdout.splitlines() if line.strip()]
-    assert names and all(n.startswith("seccomp.") for n in names), listed.stdout
-
-    out = tmp_path / "seccomp.json"
-    proc = _run("--json", str(out), timeout=300)
-    doc = json.loads(out.read_text())
-    tests = doc["tests"]
-    by_name = {t["name"]: t for t in tests}
+    run = run_suite("seccomp", tmp_path, timeout=300)
+    by_name = run.tests
     probe = by_name["install_allowed_with_cap_sys_admin_without_nnp"]
     if probe["status"] == "SKIP" and "CONFIG_SECCOMP_FILTER" in probe["reason"]:
         pytest.skip(f"host kernel lacks seccomp filter mode: {probe['reason']}")
-    bad = [f"{t['name']}: {t['status']}: {t.get('reason', '')}" for t in tests if t["status"] in ("FAIL", "ERROR")]
-    assert not bad, "\n".join(bad) + "\n" + proc.stdout[-4000:]
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert len(tests) == len(names), f"ran {len(tests)} tests, --list names {len(names)}"
-    assert {f"{t['suite']}.{t['name']}" for t in tests} == set(names)
-    unexplained = [t["name"] for t in tests if t["status"] == "SKIP" and not t.get("reason", "").strip()]
-    assert not unexplained, f"SKIPs without a reason: {unexplained}"
+    assert_clean(run)
     # The core of the suite runs on any kernel with filter mode: only gated extras may skip.
     core = ("errno_returned_exactly", "trap_siginfo", "filter_chain_instruction_limit")
     assert all(by_name[n]["status"] == "PASS" for n in core), {n: by_name[n] for n in core}
