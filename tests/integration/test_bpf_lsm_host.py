@@ -16,8 +16,6 @@ import pytest
 
 from tests.integration.host_suites import assert_clean, run_suite
 
-ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / "suites" / "run.py"
 LSM_LIST = Path("/sys/kernel/security/lsm")
 BTF = Path("/sys/kernel/btf/vmlinux")
 

@@ -15,8 +15,6 @@ import pytest
 
 from tests.integration.host_suites import assert_clean, run_suite
 
-REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / "suites" / "run.py"
 _NR_LANDLOCK_CREATE_RULESET = 444  # same number on x86_64 and aarch64
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 

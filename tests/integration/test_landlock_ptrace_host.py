@@ -16,7 +16,6 @@ import pytest
 from tests.integration.host_suites import assert_clean, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / "suites" / "run.py"
 SUITE = "landlock_ptrace"
 
 _ABI_PROBE = "import sys; sys.path.insert(0, sys.argv[1]); import _landlock; print(_landlock.abi_version())"

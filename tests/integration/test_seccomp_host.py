@@ -17,9 +17,6 @@ import pytest
 
 from tests.integration.host_suites import assert_clean, run_suite
 
-ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / "suites" / "run.py"
-
 
 def _seccomp_status() -> str | None:
     """The Seccomp field of our own /proc status (None: kernel without CONFIG_SECCOMP)."""
