@@ -9,6 +9,8 @@ tests of a cell. conftest.py checks at the end that no cell booted twice.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lab import results
@@ -17,6 +19,7 @@ from tests.integration import guest_cells
 pytestmark = pytest.mark.kernel
 
 _CELLS = {cell.id: cell for cell in guest_cells.lab_matrix().cells()}
+_NEEDS_ABI = re.compile(r"needs Landlock ABI (\d+), kernel has (\d+)")
 _RUNS: dict[str, results.Cell] = {}
 
 
@@ -53,15 +56,32 @@ def _make_class(cell_id: str) -> type:
         assert not run.kernel_events, [f"{e.kind}: {e.excerpt.splitlines()[0]}" for e in run.kernel_events]
         assert run.accel in ("kvm", "tcg") and run.accel_reason
 
-    return type(
-        f"TestCell_{cell_id.replace('.', '_').replace('-', '_')}",
-        (),
-        {
-            "booted": booted,
-            "test_in_guest": test_in_guest,
-            "test_cell_clean": test_cell_clean,
-        },
-    )
+    def test_skips_are_explained(self) -> None:  # type: ignore[no-untyped-def]
+        """Every skip has the reason the kernel explains: a Landlock ABI above the guest's, or bpf missing from lsm=."""
+        for test in _RUNS[cell_id].tests:
+            if test.status is not results.Status.SKIP:
+                continue
+            if test.suite.startswith("landlock"):
+                match = _NEEDS_ABI.fullmatch(test.reason)
+                assert match and int(match.group(1)) > int(match.group(2)), (test.full_name, test.reason)
+            elif "lsm=" in cell.boot.append and test.suite == "bpf_lsm":
+                assert test.reason.startswith("bpf is not an active LSM"), (test.full_name, test.reason)
+            else:
+                raise AssertionError(f"unexpected skip {test.full_name}: {test.reason}")
+
+    def test_canary_catches_missing_bpf(self) -> None:  # type: ignore[no-untyped-def]
+        """With bpf missing from lsm=, programs attach but never run: the canary must have failed, loudly."""
+        canary = next(t for t in _RUNS[cell_id].tests if t.full_name == "bpf_lsm.canary_counts_file_open")
+        if "lsm=" in cell.boot.append:
+            assert canary.reason.startswith("failed as expected: bpf is not in the active LSM list"), canary.reason
+        else:
+            assert canary.status is results.Status.PASS and not canary.reason
+
+    members = {"booted": booted, "test_in_guest": test_in_guest, "test_cell_clean": test_cell_clean}
+    members["test_skips_are_explained"] = test_skips_are_explained
+    if "bpf_lsm" in cell.suites:
+        members["test_canary_catches_missing_bpf"] = test_canary_catches_missing_bpf
+    return type(f"TestCell_{cell_id.replace('.', '_').replace('-', '_')}", (), members)
 
 
 for _cell_id in _CELLS:
