@@ -65,7 +65,10 @@ test-kernel:
 		$(foreach s,$(SUITES),--suite $(s)) -n $(JOBS)
 
 bisect:
-	$(KLAB) bisect --src $(KERNEL_SRC) --good $(GOOD) --bad $(BAD) --arch $(or $(ARCH),x86_64) --test $(TEST)
+	@[ -n "$(KERNEL_SRC)" ] && [ -n "$(GOOD)" ] && [ -n "$(BAD)" ] && [ -n "$(TEST)" ] || \
+	  { echo "usage: make bisect KERNEL_SRC=GIT_TREE GOOD=REV BAD=REV TEST=SUITE.TEST [ARCH=x86_64] [RETRIES=N]"; exit 2; }
+	$(KLAB) bisect --src $(KERNEL_SRC) --good $(GOOD) --bad $(BAD) --arch $(or $(ARCH),x86_64) --test $(TEST) \
+		$(if $(RETRIES),--retries $(RETRIES))
 
 bench:
 	$(PY) bench/build.py

@@ -287,7 +287,7 @@ def _build_and_test(settings: Settings, step_dir: Path, record: dict[str, Any]) 
     except (BuildError, ConfigMismatch) as exc:
         durations["build"] = round(time.monotonic() - t0, 1)
         record["build_log"] = _keep_build_log(getattr(exc, "log", None), step_dir)
-        return Outcome(Verdict.SKIP, f"untestable: {str(exc).splitlines()[0]}")
+        return Outcome(Verdict.SKIP, f"untestable: {_build_failure(exc)}")
     durations["build"] = round(time.monotonic() - t0, 1)
     record["build_dir"] = str(Path(doc["artifacts"]["image"]).parent)
     record["build_log"] = _keep_build_log(Path(doc["artifacts"]["log"]), step_dir)
@@ -318,6 +318,15 @@ def _build_and_test(settings: Settings, step_dir: Path, record: dict[str, Any]) 
     record["consoles"] = [c.console_log for c in cells]
     record["attempts"] = [{"verdict": a.verdict.value, "reason": a.reason} for a in attempts]
     return combine(attempts)
+
+
+def _build_failure(exc: BuildError | ConfigMismatch) -> str:
+    """One line: the compiler's first error when there is one, not the whole make command."""
+    if isinstance(exc, ConfigMismatch):
+        return f"config: {str(exc).splitlines()[0]}"
+    text = exc.log.read_text(errors="replace") if exc.log and exc.log.is_file() else exc.tail
+    error = next((line.strip() for line in text.splitlines() if " error: " in line), "")
+    return f"build failed: {error}" if error else f"build failed: {str(exc).splitlines()[0]}"
 
 
 def _keep_build_log(log: Path | None, step_dir: Path) -> str:

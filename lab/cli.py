@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lab import (
     arches,
+    bisect,
     build,
     export,
     images,
@@ -334,6 +335,7 @@ def parser() -> argparse.ArgumentParser:
     tk.set_defaults(func=cmd_test_kernel)
 
     images.register_cli(sub)
+    bisect.register_cli(sub)
     export.register_cli(sub)
     return p
 

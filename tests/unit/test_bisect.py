@@ -16,7 +16,16 @@ import pytest
 from lab import bisect
 from lab.bisect import Attempt, Outcome, Verdict
 from lab.console import KernelEvent
-from lab.errors import EXIT_FAILED, EXIT_LAB, EXIT_OK, EXIT_UNTESTABLE, LabError, UserError
+from lab.errors import (
+    EXIT_FAILED,
+    EXIT_LAB,
+    EXIT_OK,
+    EXIT_UNTESTABLE,
+    BuildError,
+    ConfigMismatch,
+    LabError,
+    UserError,
+)
 from lab.results import Cell, Status
 from lab.results import TestResult as Result
 
@@ -146,6 +155,18 @@ def test_run_attempts_retries_only_failures(script: tuple[Attempt, ...], retries
     attempt, calls = scripted(*script)
     assert len(bisect.run_attempts(attempt, retries)) == runs
     assert calls == list(range(runs))
+
+
+def test_build_failure_reason_is_the_compiler_error(tmp_path: Path) -> None:
+    log = tmp_path / "build.log"
+    log.write_text("  CC      security/landlock/fs.o\nsyscalls.c:249:34: error: 'X' undeclared\nmake: *** Error 2\n")
+    reason = bisect._build_failure(BuildError("kernel build failed: make -C ... exited 2", log, "make: *** Error 2"))
+    assert reason == "build failed: syscalls.c:249:34: error: 'X' undeclared"
+    assert bisect._build_failure(BuildError("kernel build failed: make exited 2")) == (
+        "build failed: kernel build failed: make exited 2"
+    )
+    mismatch = ConfigMismatch("1 requested option(s) did not land in .config:\n  CONFIG_BPF_LSM=y ...")
+    assert bisect._build_failure(mismatch) == "config: 1 requested option(s) did not land in .config:"
 
 
 # --- the bisect log -------------------------------------------------------------------------------
