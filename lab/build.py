@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lab import kconfig, manifest, proc
 from lab.arches import Arch, cross_prefix
-from lab.errors import BuildError, ConfigMismatch, UserError
+from lab.errors import BuildError, ConfigMismatch, LabBaseError, UserError
 from lab.paths import cache_dir, cache_root
 from lab.source import Source, digest
 
@@ -126,6 +126,20 @@ def configure(req: BuildRequest, bdir: Path, log: Path) -> Path:
     return config
 
 
+def configure_dir(req: BuildRequest, bdir: Path, log: Path) -> Path:
+    """`configure` in `bdir`, created if needed; a new dir whose config fails is removed, not left half-made."""
+    fresh = not bdir.exists()
+    bdir.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    (bdir / MANIFEST).unlink(missing_ok=True)  # a dir being reconfigured or rebuilt must not look finished
+    try:
+        return configure(req, bdir, log)
+    except LabBaseError:
+        if fresh:
+            shutil.rmtree(bdir, ignore_errors=True)
+        raise
+
+
 def _runner(log: Path, env: dict[str, str]) -> Callable[[list[str], Path | None], None]:
     def run(argv: list[str], cwd: Path | None) -> None:
         try:
@@ -181,18 +195,9 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
     if current:
         current["up_to_date"] = True
         return current
-    fresh = not bdir.exists()
-    bdir.mkdir(parents=True, exist_ok=True)
     log = bdir / "build.log"
-    log.write_text("")
-    (bdir / MANIFEST).unlink(missing_ok=True)  # a failed build must not look finished
     t0 = time.monotonic()
-    try:
-        config = configure(req, bdir, log)
-    except (ConfigMismatch, UserError):
-        if fresh:
-            shutil.rmtree(bdir, ignore_errors=True)
-        raise
+    config = configure_dir(req, bdir, log)
     t1 = time.monotonic()
     argv = make_argv(req, bdir, req.arch.image_target)
     try:

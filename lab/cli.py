@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,16 +66,7 @@ def cmd_source_fetch(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     req = build_request(args)
     build.preflight(req)
-    bdir = req.directory()
-    fresh = not bdir.exists()
-    bdir.mkdir(parents=True, exist_ok=True)
-    try:
-        config = build.configure(req, bdir, bdir / "config.log")
-    except LabBaseError:
-        if fresh:
-            shutil.rmtree(bdir, ignore_errors=True)
-        raise
-    print(config)
+    print(build.configure_dir(req, req.directory(), req.directory() / "config.log"))
     return 0
 
 
