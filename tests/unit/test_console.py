@@ -70,9 +70,16 @@ def test_ordinary_lines_are_not_events() -> None:
     assert console.scan(text) == []
 
 
-def _replay(path: Path, then_sleep: float = 0.0) -> pexpect.spawn:
-    script = f"cat {path}; sleep {then_sleep}"
-    return pexpect.spawn("sh", ["-c", script], encoding="utf-8", codec_errors="replace", searchwindowsize=8192)
+def _watch(tmp_path: Path, log: Path, marker: str, timeout: float, then_sleep: float) -> tuple[console.Outcome, str]:
+    """Replay a recorded console through a real pexpect child and the real Watcher; (outcome, recorded text)."""
+    script = f"cat {log}; sleep {then_sleep}"
+    child = pexpect.spawn("sh", ["-c", script], encoding="utf-8", codec_errors="replace", searchwindowsize=8192)
+    record = tmp_path / "console.log"
+    with open(record, "w") as f:
+        child.logfile_read = f
+        outcome = console.Watcher(child, record).wait(marker, timeout=timeout)
+    child.close(force=True)
+    return outcome, console.read(record)
 
 
 @pytest.mark.parametrize(
@@ -87,38 +94,23 @@ def _replay(path: Path, then_sleep: float = 0.0) -> pexpect.spawn:
     ],
 )
 def test_watcher_replays_real_consoles(tmp_path: Path, log: str, marker: str, reason: str, kind: str | None) -> None:
-    child = _replay(CONSOLES / log, then_sleep=5)
-    record = tmp_path / "console.log"
-    with open(record, "w") as f:
-        child.logfile_read = f
-        outcome = console.Watcher(child, record).wait(marker, timeout=20)
-    child.close(force=True)
+    outcome, _ = _watch(tmp_path, CONSOLES / log, marker, timeout=20, then_sleep=5)
     assert outcome.reason == reason
     assert (outcome.event.kind if outcome.event else None) == kind
 
 
 def test_watcher_times_out_on_a_silent_hang(tmp_path: Path) -> None:
-    child = _replay(CONSOLES / "x86_64-init-hang.log", then_sleep=30)
-    record = tmp_path / "console.log"
-    with open(record, "w") as f:
-        child.logfile_read = f
-        outcome = console.Watcher(child, record).wait(console.INIT_STARTED, timeout=2)
-    child.close(force=True)
+    outcome, text = _watch(tmp_path, CONSOLES / "x86_64-init-hang.log", console.INIT_STARTED, timeout=2, then_sleep=30)
     assert outcome.reason == "timeout"
-    assert not console.reached_init(console.read(record))
+    assert not console.reached_init(text)
 
 
 def test_lab_init_failure_is_told_apart(tmp_path: Path) -> None:
     log = tmp_path / "in.log"
     log.write_text("[ 1.0] booting\nklab-init: FATAL: cannot mount the klab share\n")
-    child = _replay(log, then_sleep=5)
-    record = tmp_path / "console.log"
-    with open(record, "w") as f:
-        child.logfile_read = f
-        outcome = console.Watcher(child, record).wait(console.INIT_STARTED, timeout=20)
-    child.close(force=True)
+    outcome, text = _watch(tmp_path, log, console.INIT_STARTED, timeout=20, then_sleep=5)
     assert outcome.reason == "lab"
-    assert console.init_fatal(console.read(record)) == "klab-init: FATAL: cannot mount the klab share"
+    assert console.init_fatal(text) == "klab-init: FATAL: cannot mount the klab share"
 
 
 def test_normalize_pty_line_endings() -> None:
