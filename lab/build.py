@@ -150,29 +150,52 @@ def _runner(log: Path, env: dict[str, str]) -> Callable[[list[str], Path | None]
     return run
 
 
-def source_fingerprint(path: Path) -> str:
-    """Hash of every file's path, size and mtime: detects edits without running make."""
-    h = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the tree looks like now: every file (is a rebuild needed?) and the Kconfig files (a reconfigure?)."""
+
+    files: str
+    kconfig: str
+
+
+def source_fingerprint(path: Path) -> Fingerprint:
+    """Hashes of each file's path, size and mtime, in one walk: detects edits without running make."""
+    files, kconf = hashlib.sha256(), hashlib.sha256()
+    for root, dirs, names in os.walk(path):
         dirs[:] = sorted(d for d in dirs if d != ".git")
-        for name in sorted(files):
+        for name in sorted(names):
             try:
                 st = os.lstat(os.path.join(root, name))
             except FileNotFoundError:
                 continue
-            h.update(f"{root}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+            line = f"{root}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+            files.update(line)
+            if name.startswith("Kconfig") or (name == "Makefile" and root == str(path)):
+                kconf.update(line)
+    return Fingerprint(files.hexdigest(), kconf.hexdigest())
 
 
-def _is_up_to_date(req: BuildRequest, bdir: Path, fingerprint: str) -> dict | None:
-    previous = manifest.read(bdir / MANIFEST)
-    if not previous:
+def _previous(req: BuildRequest, bdir: Path) -> dict:
+    """The last finished build of this dir for this request, or {}."""
+    previous = manifest.read(bdir / MANIFEST) or {}
+    return previous if previous.get("key") == req.key else {}
+
+
+def _is_up_to_date(req: BuildRequest, bdir: Path, previous: dict, fingerprint: Fingerprint) -> bool:
+    source = previous.get("source", {})
+    return source.get("fingerprint") == fingerprint.files and (bdir / req.arch.image_path).is_file()
+
+
+def _config_is_current(bdir: Path, previous: dict, fingerprint: Fingerprint) -> Path | None:
+    """The .config of the last build when no Kconfig file changed since: no need to configure again.
+
+    Fragments are part of the build dir's key, so only the tree's Kconfig files
+    (and its top Makefile, which sets the version) can change the outcome.
+    """
+    config = bdir / ".config"
+    if previous.get("source", {}).get("kconfig_fingerprint") != fingerprint.kconfig or not config.is_file():
         return None
-    if previous.get("source", {}).get("fingerprint") != fingerprint:
-        return None
-    if previous.get("key") != req.key or not (bdir / req.arch.image_path).is_file():
-        return None
-    return previous
+    return config if hashlib.sha256(config.read_bytes()).hexdigest() == previous.get("config_sha256") else None
 
 
 def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> dict:
@@ -191,13 +214,18 @@ def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> d
 
 def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None] | None) -> dict:
     fingerprint = source_fingerprint(req.source.path)
-    current = _is_up_to_date(req, bdir, fingerprint)
-    if current:
-        current["up_to_date"] = True
-        return current
+    previous = _previous(req, bdir)
+    if previous and _is_up_to_date(req, bdir, previous, fingerprint):
+        previous["up_to_date"] = True
+        return previous
     log = bdir / "build.log"
     t0 = time.monotonic()
-    config = configure_dir(req, bdir, log)
+    config = _config_is_current(bdir, previous, fingerprint)
+    if config is None:
+        config = configure_dir(req, bdir, log)
+    else:
+        log.write_text(f"# .config kept: no Kconfig file changed since the last build ({config})\n")
+        (bdir / MANIFEST).unlink(missing_ok=True)  # a rebuild in progress must not look finished
     t1 = time.monotonic()
     argv = make_argv(req, bdir, req.arch.image_target)
     try:
@@ -213,7 +241,8 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
             "path": str(req.source.path),
             "identity": req.source.identity,
             "describe": req.source.describe,
-            "fingerprint": fingerprint,
+            "fingerprint": fingerprint.files,
+            "kconfig_fingerprint": fingerprint.kconfig,
         },
         "kernelrelease": (bdir / "include/config/kernel.release").read_text().strip(),
         "fragments": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in req.fragments],

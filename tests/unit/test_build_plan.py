@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -117,10 +118,13 @@ def test_arch_table_is_complete() -> None:
 
 def test_source_fingerprint_sees_touches(tmp_path: Path) -> None:
     root = _tree(tmp_path)
+    (root / "security").mkdir()
+    (root / "security/task.c").write_text("int x;\n")
     first = build.source_fingerprint(root)
     assert build.source_fingerprint(root) == first
-    (root / "Kconfig").touch()
-    import os
-
+    os.utime(root / "security/task.c", ns=(1, 1))
+    touched_c = build.source_fingerprint(root)
+    assert touched_c.files != first.files and touched_c.kconfig == first.kconfig  # rebuild, no reconfigure
     os.utime(root / "Kconfig", ns=(1, 1))
-    assert build.source_fingerprint(root) != first
+    touched_kconfig = build.source_fingerprint(root)
+    assert touched_kconfig.kconfig != touched_c.kconfig  # Kconfig edits reconfigure
