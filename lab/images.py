@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from lab import arches, manifest, proc
+from lab import arches, manifest, proc, yamlfile
 from lab.arches import Arch
 from lab.errors import LabError, UserError
 from lab.paths import IMAGES, REPO_ROOT, cache_dir
@@ -94,18 +94,7 @@ _OPTIONAL = ("components", "mirror", "exclude")
 
 def load_recipe(path: Path) -> Recipe:
     """Parse and validate a recipe; every problem is one UserError naming the file, line and fix."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read image recipe: {exc.strerror}") from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        line = f":{exc.problem_mark.line + 1}" if exc.problem_mark else ""
-        raise UserError(f"{path}{line}: invalid YAML ({exc.problem}); fix the syntax") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({exc}); fix the syntax") from exc
+    node, doc = yamlfile.load(path, "image recipe")
     if not isinstance(doc, dict) or not isinstance(node, yaml.MappingNode):
         raise UserError(f"{path}: an image recipe must be a mapping of keys ({', '.join(_FIELDS)})")
     lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lab import arches
+from lab import arches, yamlfile
 from lab.errors import UserError
 from lab.kconfig import DEFAULT_FRAGMENTS
 from lab.paths import SUITES
@@ -105,17 +105,7 @@ def _items(node: yaml.Node, key: str) -> list[yaml.Node]:
 
 def load(path: Path) -> Matrix:
     """Parse and validate a matrix file; every problem is a UserError with file:line."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read matrix {path}: {exc.strerror}") from exc
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    root, data = yamlfile.load(path, "matrix")
     if root is None:
         raise UserError(f"{path}: empty matrix file; it needs at least `kernels:`")
     _check_keys(root, "top", path, "the matrix")

@@ -7,7 +7,6 @@ suites) -> one guest boot running suites/run.py -> the guest's JSON and KTAP
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import subprocess
@@ -116,7 +115,7 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
         cell.error = str(exc)
     text = console.read(console_log)
     events = console.scan(text) + events
-    guest_json = _guest_json(share / "guest.json")
+    guest_json = manifest.read(share / "guest.json")
     ktap_text = _read(share / "guest.ktap") or None
     cell.kernel_events = events
     cell.tests = _apply_expectations(results.collect(planned, guest_json, ktap_text, text, events), spec.expect_fail)
@@ -162,14 +161,6 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
-
-
-def _guest_json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def run_cells(specs: list[CellSpec], results_dir: Path, jobs: int = 1) -> list[results.Cell]:
