@@ -53,7 +53,8 @@ def test_test_kernel_matrix_writes_every_report(tmp_path: Path) -> None:
         expected = everything if cell_id.endswith("default") else planned("bpf_lsm")
         assert names == sorted(expected), cell_id
         assert all(t["status"] in ("PASS", "SKIP") for t in tests)
-        assert all(t["duration"] > 0 for t in tests if t["status"] == "PASS")
+        # Durations come from the guest's clock; under TCG it may fall back to jiffies, so a fast test can read 0.
+        assert all(t["duration"] >= 0 for t in tests) and sum(t["duration"] for t in tests) > 0
     x86_build = manifest.read(Path(klab("build", "--arch", "x86_64").stdout.strip()) / "build.json")
     assert x86_build is not None
     assert cells["x86_64.6.12.default"]["config_sha256"] == x86_build["config_sha256"]
