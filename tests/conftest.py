@@ -1,4 +1,10 @@
-"""Session checks for the guest tests: each cell boots exactly once, even across xdist workers."""
+"""Session checks for the guest tests: each cell boots exactly once, even across xdist workers.
+
+This is the root conftest on purpose: pytest loads it before the session
+starts (on the xdist controller too), so the boot log is cleared before any
+worker boots a cell and checked after all of them finished. A conftest deeper
+in tests/ would be loaded only during collection, too late for both.
+"""
 
 from __future__ import annotations
 
