@@ -87,7 +87,7 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
     share.mkdir(parents=True)
     cell = _empty_cell(spec)
     start = time.monotonic()
-    events: list[console.KernelEvent] = []
+    hang: KernelFailure | None = None
     console_log = share / "console.log"
     try:
         plan = make_plan(
@@ -107,14 +107,14 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
         cell.durations["boot"] = round(run.boot_seconds, 2)
     except KernelFailure as exc:
         cell.error = "" if exc.kind else str(exc)
-        if exc.kind in ("boot_timeout", "timeout", "died"):
-            # No kernel report to point at: record the hang as the cell's event.
-            text = console.read(console_log)
-            events.append(console.KernelEvent(exc.kind, len(text), exc.excerpt, True))
+        hang = exc if exc.kind in ("boot_timeout", "timeout", "died") else None
     except LabBaseError as exc:
         cell.error = str(exc)
     text = console.read(console_log)
-    events = console.scan(text) + events
+    events = console.scan(text)
+    if hang is not None:
+        # No kernel report to point at: record the hang, at the end of the console, as the cell's event.
+        events.append(console.KernelEvent(hang.kind, len(text), hang.excerpt, True))
     guest_json = manifest.read(share / "guest.json")
     ktap_text = _read(share / "guest.ktap") or None
     cell.kernel_events = events

@@ -10,8 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from lab import matrix, pipeline, results, testrun
@@ -28,10 +26,7 @@ def lab_matrix() -> matrix.Matrix:
 
 def suite_tests(suites: tuple[str, ...]) -> list[str]:
     """SUITE.TEST names, statically listed on the host from the same suites/run.py the guest runs."""
-    argv = [sys.executable, str(REPO_ROOT / "suites/run.py"), "--list"]
-    for suite in suites:
-        argv += ["--suite", suite]
-    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    return [f"{suite}.{name}" for suite, name in testrun.planned_tests(suites)]
 
 
 def cell_spec(cell: matrix.Cell) -> testrun.CellSpec:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from lab import ktap, manifest
+from lab import ktap, manifest, testrun
 from lab.paths import REPO_ROOT
 
 pytestmark = pytest.mark.kernel
@@ -23,10 +23,7 @@ def klab(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
 
 
 def planned(*suites: str) -> list[str]:
-    argv = [sys.executable, str(REPO_ROOT / "suites/run.py"), "--list"]
-    for suite in suites:
-        argv += ["--suite", suite]
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    return [f"{suite}.{name}" for suite, name in testrun.planned_tests(suites)]
 
 
 def test_test_kernel_matrix_writes_every_report(tmp_path: Path) -> None:
