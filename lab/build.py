@@ -26,6 +26,7 @@ from lab.source import Source, digest
 BUILD_TIMEOUT = 3 * 3600.0
 CONFIG_TIMEOUT = 600.0
 MANIFEST = "build.json"
+CONFIG_STAMP = "config.json"  # what the .config was made from; outlives a failed compile
 
 
 @dataclass(frozen=True)
@@ -186,16 +187,25 @@ def _is_up_to_date(req: BuildRequest, bdir: Path, previous: dict, fingerprint: F
     return source.get("fingerprint") == fingerprint.files and (bdir / req.arch.image_path).is_file()
 
 
-def _config_is_current(bdir: Path, previous: dict, fingerprint: Fingerprint) -> Path | None:
-    """The .config of the last build when no Kconfig file changed since: no need to configure again.
+def _config_is_current(req: BuildRequest, bdir: Path, fingerprint: Fingerprint) -> Path | None:
+    """The .config of the last configure when no Kconfig file changed since: no need to configure again.
 
     Fragments are part of the build dir's key, so only the tree's Kconfig files
-    (and its top Makefile, which sets the version) can change the outcome.
+    (and its top Makefile, which sets the version) can change the outcome. The
+    stamp is separate from build.json so that a commit that fails to compile
+    (a bisect step) does not cost the next one a reconfigure.
     """
     config = bdir / ".config"
-    if previous.get("source", {}).get("kconfig_fingerprint") != fingerprint.kconfig or not config.is_file():
+    stamp = manifest.read(bdir / CONFIG_STAMP) or {}
+    if stamp.get("key") != req.key or stamp.get("kconfig_fingerprint") != fingerprint.kconfig or not config.is_file():
         return None
-    return config if hashlib.sha256(config.read_bytes()).hexdigest() == previous.get("config_sha256") else None
+    return config if hashlib.sha256(config.read_bytes()).hexdigest() == stamp.get("config_sha256") else None
+
+
+def _stamp_config(req: BuildRequest, config: Path, fingerprint: Fingerprint) -> None:
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    doc = {"key": req.key, "kconfig_fingerprint": fingerprint.kconfig, "config_sha256": digest}
+    manifest.write(config.parent / CONFIG_STAMP, doc)
 
 
 def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> dict:
@@ -220,11 +230,12 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
         return previous
     log = bdir / "build.log"
     t0 = time.monotonic()
-    config = _config_is_current(bdir, previous, fingerprint)
+    config = _config_is_current(req, bdir, fingerprint)
     if config is None:
         config = configure_dir(req, bdir, log)
+        _stamp_config(req, config, fingerprint)
     else:
-        log.write_text(f"# .config kept: no Kconfig file changed since the last build ({config})\n")
+        log.write_text(f"# .config kept: no Kconfig file changed since the last configure ({config})\n")
         (bdir / MANIFEST).unlink(missing_ok=True)  # a rebuild in progress must not look finished
     t1 = time.monotonic()
     argv = make_argv(req, bdir, req.arch.image_target)

@@ -128,3 +128,23 @@ def test_source_fingerprint_sees_touches(tmp_path: Path) -> None:
     os.utime(root / "Kconfig", ns=(1, 1))
     touched_kconfig = build.source_fingerprint(root)
     assert touched_kconfig.kconfig != touched_c.kconfig  # Kconfig edits reconfigure
+
+
+def test_config_is_kept_until_kconfig_or_config_changes(tmp_path: Path) -> None:
+    req = _request(tmp_path, "x86_64")
+    bdir = tmp_path / "out"
+    bdir.mkdir()
+    config = bdir / ".config"
+    config.write_text("CONFIG_SECURITY_LANDLOCK=y\n")
+    fingerprint = build.source_fingerprint(req.source.path)
+    assert build._config_is_current(req, bdir, fingerprint) is None  # never configured here
+    build._stamp_config(req, config, fingerprint)
+    # A failed compile removes build.json but not the stamp: the next commit keeps the .config.
+    (bdir / build.MANIFEST).unlink(missing_ok=True)
+    assert build._config_is_current(req, bdir, fingerprint) == config
+    other = _request(tmp_path, "x86_64", frags=("base", "landlock"))
+    assert build._config_is_current(other, bdir, fingerprint) is None  # another request's stamp
+    os.utime(req.source.path / "Kconfig", ns=(1, 1))
+    assert build._config_is_current(req, bdir, build.source_fingerprint(req.source.path)) is None
+    config.write_text("CONFIG_SECURITY_LANDLOCK=n\n")  # edited by hand: configure again
+    assert build._config_is_current(req, bdir, fingerprint) is None
