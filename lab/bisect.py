@@ -149,9 +149,10 @@ class Settings:
     rootfs: str = "auto"
     accel: str = "auto"
     endpoints: dict[str, str] = field(default_factory=dict)  # hash -> verdict, proven before the bisect
+    build_dir: str = ""  # default: the lab's cache, keyed by tree and fragments
 
     def same_bisect(self, other: Settings) -> bool:
-        keys = ("src", "good", "bad", "arch", "tests", "fragments", "retries", "boot_failure", "rootfs")
+        keys = ("src", "good", "bad", "arch", "tests", "fragments", "retries", "boot_failure", "rootfs", "build_dir")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
 
@@ -283,7 +284,8 @@ def _build_and_test(settings: Settings, step_dir: Path, record: dict[str, Any]) 
     durations = record["durations"]
     t0 = time.monotonic()
     try:
-        doc = pipeline.build_kernel(Path(settings.src), arch, tuple(settings.fragments))
+        build_dir = Path(settings.build_dir) if settings.build_dir else None
+        doc = pipeline.build_kernel(Path(settings.src), arch, tuple(settings.fragments), build_dir=build_dir)
     except (BuildError, ConfigMismatch) as exc:
         durations["build"] = round(time.monotonic() - t0, 1)
         record["build_log"] = _keep_build_log(getattr(exc, "log", None), step_dir)
@@ -399,7 +401,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     arch = arches.get(args.arch)
     names = args.fragments or list(kconfig.DEFAULT_FRAGMENTS)
     fragments = kconfig.load_fragments(names, f"arch/{arch.name}")
-    build.preflight(build.BuildRequest(src, arch, tuple(fragments)))
+    build.preflight(build.BuildRequest(src, arch, tuple(fragments), build_dir=args.build_dir))
     suites: list[str] = []
     for name in args.test:
         found = testrun.planned_tests((), (name,))
@@ -413,7 +415,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UserError(f"--good {args.good} must be an ancestor of --bad {args.bad}")
     return Settings(
         str(repo), good, bad, arch.name, list(args.test), suites, list(names), args.retries, args.boot_failure,
-        args.rootfs, args.accel,
+        args.rootfs, args.accel, build_dir=str(args.build_dir.resolve()) if args.build_dir else "",
     )  # fmt: skip
 
 
@@ -631,6 +633,7 @@ def register_cli(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("--rootfs", default="auto", help="host, image, or an ext4 image path (default: auto)")
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p.add_argument("--build-dir", type=Path, help="build every commit here (default: the lab's cache)")
     p.add_argument("--results", help="work dir (default: resume a matching results/bisect-*, else a new one)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming a matching unfinished bisect")
     p.set_defaults(func=cmd_bisect)

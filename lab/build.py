@@ -76,8 +76,13 @@ def build_env() -> dict[str, str]:
         # Hit across build dirs too (a new fragment set is a new dir); debug info paths may then point elsewhere.
         CCACHE_NOHASHDIR="true",
         # Paths under the cache become relative to the build dir, so two trees laid out alike under the
-        # cache (a source tree and a git copy of it for bisecting) share compiler results.
+        # cache (the same relative path from build dir to tree, as for cache/build/X and cache/src/linux-6.12
+        # against a bisect's cache/bisect-scenario/build/x86_64 and cache/bisect-scenario/src/linux-6.12)
+        # share compiler results.
         CCACHE_BASEDIR=str(cache_root()),
+        # Kbuild passes -fmacro-prefix-map=<absolute srctree>/= so that __FILE__ is relative: the option
+        # changes nothing in the object, but its absolute path would keep two trees from sharing.
+        CCACHE_IGNOREOPTIONS="-fmacro-prefix-map=*",
         # Fixed build identity: reproducible images and ccache hits on init/version.c.
         KBUILD_BUILD_USER="klab",
         KBUILD_BUILD_HOST="kernel-lab",

@@ -89,6 +89,17 @@ def excerpt(text: str, offset: int, lines: int = EXCERPT_LINES) -> str:
     return "\n".join(text[start:].splitlines()[:lines])
 
 
+def tail(text: str, lines: int = EXCERPT_LINES) -> str:
+    """The last `lines` lines the guest printed: where a hang or a silent death shows.
+
+    The console log's first line is the QEMU command (`# qemu-system-...`), not guest output.
+    """
+    said = text.splitlines()
+    if said and said[0].startswith("# "):
+        said = said[1:]
+    return "\n".join(said[-lines:])
+
+
 def normalize(text: str) -> str:
     """Console text as the guest meant it: the pty turns each \r\n into \r\r\n."""
     return text.replace("\r\r\n", "\n").replace("\r\n", "\n")

@@ -24,9 +24,12 @@ def source_path(kernel: matrix.Kernel) -> Path:
     return Path(kernel.source)
 
 
-def build_kernel(src: Path, arch: Arch, fragments: tuple[str, ...], log=sys.stderr) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def build_kernel(  # type: ignore[no-untyped-def]
+    src: Path, arch: Arch, fragments: tuple[str, ...], log=sys.stderr, build_dir: Path | None = None
+) -> dict[str, Any]:
     """Build (or find up to date) one kernel; returns its build.json."""
-    req = build.BuildRequest(source.resolve(src), arch, tuple(kconfig.load_fragments(fragments, f"arch/{arch.name}")))
+    loaded = tuple(kconfig.load_fragments(fragments, f"arch/{arch.name}"))
+    req = build.BuildRequest(source.resolve(src), arch, loaded, build_dir=build_dir)
     kconfig.merged_request(req.fragments)
     start = time.monotonic()
     doc = build.build(req, progress=build.progress_printer(arch.name))

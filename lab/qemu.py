@@ -242,13 +242,13 @@ class Machine:
             return KernelFailure(f"kernel {outcome.event.kind} {when}", outcome.event.kind, outcome.event.excerpt)
         if outcome.reason == "timeout":
             phase = "boot_timeout" if not console.reached_init(text) else "timeout"
-            what = "no output at all" if len(text.splitlines()) <= 1 else "the console went quiet"
-            return KernelFailure(f"{phase} {when}: {what}", phase, console.excerpt(text, max(0, len(text) - 3000)))
+            what = "no output at all" if not console.tail(text).strip() else "the console went quiet"
+            return KernelFailure(f"{phase} {when}: {what}", phase, console.tail(text))
         if outcome.reason == "eof":
             events = [e for e in console.scan(text) if e.fatal]
             if events:
                 return KernelFailure(f"kernel {events[0].kind} {when}", events[0].kind, events[0].excerpt)
-            return KernelFailure(f"guest stopped {when}", "died", console.excerpt(text, max(0, len(text) - 3000)))
+            return KernelFailure(f"guest stopped {when}", "died", console.tail(text))
         return KernelFailure(f"unexpected console state {when}", outcome.reason)
 
     def close(self) -> None:

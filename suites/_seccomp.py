@@ -12,7 +12,6 @@ import os
 import select
 import signal
 import struct
-import time
 
 import _klab
 from _klab import Failure, Skip, errname, libc
@@ -568,24 +567,10 @@ def spawn_traced(fn, *args, before_stop=None) -> tuple[int, int]:  # type: ignor
             code = 1
         os._exit(code)
     os.close(wfd)
-    status = _wait_stop(pid)
+    status = _klab.wait_status(pid)
     if not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP):
         raise Failure(f"traced child: expected its initial SIGSTOP, got {describe_status(status)}")
     return pid, rfd
-
-
-def _wait_stop(pid: int, timeout: float = 20.0) -> int:
-    """waitpid for a stop or exit of a traced child, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise Failure(f"traced child {pid} neither stopped nor exited within {timeout:.0f}s")
-        time.sleep(0.002)
 
 
 def serve_tracee(pid: int, rfd: int, on_seccomp) -> tuple[int, bytes, list[int]]:  # type: ignore[no-untyped-def]
@@ -597,7 +582,7 @@ def serve_tracee(pid: int, rfd: int, on_seccomp) -> tuple[int, bytes, list[int]]
     _klab.expect_errno(ptrace(PTRACE_CONT, pid, 0, 0), 0, "PTRACE_CONT")
     messages: list[int] = []
     while True:
-        status = _wait_stop(pid)
+        status = _klab.wait_status(pid)
         if not os.WIFSTOPPED(status):
             break
         sig = os.WSTOPSIG(status)

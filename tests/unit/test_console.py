@@ -115,3 +115,12 @@ def test_lab_init_failure_is_told_apart(tmp_path: Path) -> None:
 
 def test_normalize_pty_line_endings() -> None:
     assert console.normalize("a\r\r\nb\r\nc\n") == "a\nb\nc\n"
+
+
+def test_tail_is_the_guests_last_words_without_the_qemu_command() -> None:
+    hang = console.read(CONSOLES / "x86_64-init-hang.log")
+    text = "# qemu-system-x86_64 -kernel bzImage\n" + hang
+    got = console.tail(text, lines=3).splitlines()
+    assert got == hang.splitlines()[-3:]
+    assert got[-1].endswith("on the kernel command line")
+    assert console.tail("# qemu-system-x86_64 -kernel bzImage\n") == ""  # silence: nothing but the command
