@@ -358,3 +358,12 @@ def test_cli_flags_parse(tmp_path: Path) -> None:
         bisect.cmd_bisect,
     )
     assert parser.parse_args(argv).boot_failure == "skip"
+    assert parser.parse_args([*argv, "--build-dir", "out"]).build_dir == Path("out")
+
+
+def test_a_bisect_in_another_build_dir_is_another_bisect(toy: dict[str, Any]) -> None:
+    """Resuming must not mix build dirs: the kept .config and objects belong to one of them."""
+    first, second = settings_for(toy), settings_for(toy)
+    assert first.same_bisect(second)
+    second.build_dir = "/elsewhere"
+    assert not first.same_bisect(second)
