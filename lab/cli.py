@@ -73,11 +73,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     req = build_request(args)
     print(f"$ {' '.join(build.make_argv(req, req.directory(), req.arch.image_target))}", file=sys.stderr)
-    doc = build.build(req, progress=build.progress_printer(req.arch.name))
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
-    state = "up to date" if doc.get("up_to_date") else f"built in {doc['durations']['build']:.0f}s"
-    print(f"{doc['kernelrelease']} {req.arch.name}: {state}", file=sys.stderr)
+    pipeline.run_build(req)
     print(req.directory())
     return 0
 

@@ -31,10 +31,17 @@ def build_kernel(  # type: ignore[no-untyped-def]
     loaded = tuple(kconfig.load_fragments(fragments, f"arch/{arch.name}"))
     req = build.BuildRequest(source.resolve(src), arch, loaded, build_dir=build_dir)
     kconfig.merged_request(req.fragments)
+    return run_build(req, log)
+
+
+def run_build(req: build.BuildRequest, log=sys.stderr) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """build.build with a progress line while it runs and one line at the end: up to date, or built in N s."""
     start = time.monotonic()
-    doc = build.build(req, progress=build.progress_printer(arch.name))
+    doc = build.build(req, progress=build.progress_printer(req.arch.name))
+    if not doc.get("up_to_date") and sys.stderr.isatty():
+        sys.stderr.write("\n")  # end the progress line
     state = "up to date" if doc.get("up_to_date") else f"built in {time.monotonic() - start:.0f}s"
-    print(f"klab: {arch.name} {doc['kernelrelease']}: {state} ({req.directory()})", file=log)
+    print(f"klab: {req.arch.name} {doc['kernelrelease']}: {state} ({req.directory()})", file=log)
     return doc
 
 
