@@ -7,7 +7,6 @@ dirties every object).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 from lab import kconfig, manifest, proc
 from lab.arches import Arch, cross_prefix
 from lab.errors import BuildError, ConfigMismatch, LabBaseError, UserError
-from lab.paths import cache_dir, cache_root
+from lab.paths import cache_dir, cache_root, exclusive
 from lab.source import Source, digest
 
 BUILD_TIMEOUT = 3 * 3600.0
@@ -221,9 +220,7 @@ def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> d
     """
     preflight(req)
     bdir = req.directory()
-    bdir.parent.mkdir(parents=True, exist_ok=True)
-    with open(bdir.with_name(bdir.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(bdir):
         return _build_locked(req, bdir, progress)
 
 

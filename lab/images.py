@@ -26,7 +26,7 @@ import yaml
 from lab import arches, manifest, proc, yamlfile
 from lab.arches import Arch
 from lab.errors import LabError, UserError
-from lab.paths import IMAGES, REPO_ROOT, cache_dir
+from lab.paths import IMAGES, REPO_ROOT, cache_dir, exclusive
 
 # Bump when the build steps below change what ends up in an image.
 BUILDER_VERSION = "2"
@@ -337,6 +337,12 @@ def build_image(arch: Arch, recipe_path: Path, progress: Callable[[str], None] |
     cached = cached_image(recipe, arch)
     if cached:
         return cached
+    with exclusive(image_dir(recipe, arch)):
+        # A parallel worker may have built it while we waited.
+        return cached_image(recipe, arch) or _build_image(recipe, arch, progress)
+
+
+def _build_image(recipe: Recipe, arch: Arch, progress: Callable[[str], None] | None) -> dict[str, Any]:
     if os.geteuid() == 0:
         ensure_binfmt(arch)
     missing = image_prereqs(arch)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lab import proc
 from lab.errors import LabError, UserError
-from lab.paths import cache_dir
+from lab.paths import cache_dir, exclusive
 
 # The versions Debian 12 (bookworm-security) carries as linux-source-X.
 KNOWN_VERSIONS = ("6.12", "6.1")
@@ -38,10 +38,20 @@ def fetch(version: str = DEFAULT_VERSION) -> Path:
     """
     if version not in KNOWN_VERSIONS:
         raise UserError(f"unknown source version {version!r}; choose one of: {', '.join(KNOWN_VERSIONS)}")
-    root = cache_dir("src")
-    final = root / f"linux-{version}"
-    if (final / "Makefile").is_file() and (final / ".klab-source.json").is_file():
-        return final
+    final = cache_dir("src") / f"linux-{version}"
+    if not _fetched(final):
+        with exclusive(final):
+            if not _fetched(final):  # a parallel worker may have fetched it while we waited
+                _download_and_unpack(version, final)
+    return final
+
+
+def _fetched(tree: Path) -> bool:
+    return (tree / "Makefile").is_file() and (tree / ".klab-source.json").is_file()
+
+
+def _download_and_unpack(version: str, final: Path) -> None:
+    root = final.parent
     if shutil.which("apt-get") is None:
         raise LabError("apt-get not found: `klab source fetch` needs a Debian system; pass --src DIR instead")
     package = f"linux-source-{version}"
@@ -64,9 +74,8 @@ def fetch(version: str = DEFAULT_VERSION) -> Path:
         tree = tmpdir / "tree" / f"linux-source-{version}"
         (tree / ".klab-source.json").write_text(json.dumps({"package": package, "version": pkg_version}) + "\n")
         if final.exists():
-            shutil.rmtree(final)
+            shutil.rmtree(final)  # an unfinished tree from a killed run; nobody else can be using it
         tree.rename(final)
-    return final
 
 
 def resolve(path: Path) -> Source:
