@@ -337,17 +337,17 @@ def build_image(arch: Arch, recipe_path: Path, progress: Callable[[str], None] |
     cached = cached_image(recipe, arch)
     if cached:
         return cached
+    if os.geteuid() == 0:
+        ensure_binfmt(arch)
+    missing = image_prereqs(arch)
+    if missing:
+        raise UserError(f"cannot build {recipe.name} for {arch.name}; missing: " + "; ".join(missing))
     with exclusive(image_dir(recipe, arch)):
         # A parallel worker may have built it while we waited.
         return cached_image(recipe, arch) or _build_image(recipe, arch, progress)
 
 
 def _build_image(recipe: Recipe, arch: Arch, progress: Callable[[str], None] | None) -> dict[str, Any]:
-    if os.geteuid() == 0:
-        ensure_binfmt(arch)
-    missing = image_prereqs(arch)
-    if missing:
-        raise UserError(f"cannot build {recipe.name} for {arch.name}; missing: " + "; ".join(missing))
     final = image_dir(recipe, arch)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -72,6 +72,8 @@ def test_parallel_image_builds_build_once(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(images, "cached_image", lambda recipe, arch: {"image": "cached"} if built else None)
     monkeypatch.setattr(images, "_build_image", slow_build)
+    monkeypatch.setattr(images, "ensure_binfmt", lambda arch: None)  # host set-up is not what this test is about
+    monkeypatch.setattr(images, "image_prereqs", lambda arch: [])
     recipe = images.find_recipe(images.DEFAULT_RECIPE)
     got: list[str] = []
     threads = [
