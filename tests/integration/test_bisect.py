@@ -162,7 +162,7 @@ def ensure_scenario() -> Scenario:
     It and its build dir sit at the same depth under the cache as Debian's tree and the lab's build
     dirs, so ccache serves the bisect's first build from the objects of `make test-kernel`'s.
     """
-    repo = cache_dir("bisect-scenario") / "src" / "linux-6.12"
+    repo = cache_dir("bisect-scenario", "src") / "linux-6.12"
     found = _intact(repo) if repo.is_dir() else None
     if found:
         return found
