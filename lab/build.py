@@ -203,12 +203,11 @@ def _config_is_current(req: BuildRequest, bdir: Path, fingerprint: Fingerprint) 
     stamp = manifest.read(bdir / CONFIG_STAMP) or {}
     if stamp.get("key") != req.key or stamp.get("kconfig_fingerprint") != fingerprint.kconfig or not config.is_file():
         return None
-    return config if hashlib.sha256(config.read_bytes()).hexdigest() == stamp.get("config_sha256") else None
+    return config if manifest.sha256(config) == stamp.get("config_sha256") else None
 
 
 def _stamp_config(req: BuildRequest, config: Path, fingerprint: Fingerprint) -> None:
-    digest = hashlib.sha256(config.read_bytes()).hexdigest()
-    doc = {"key": req.key, "kconfig_fingerprint": fingerprint.kconfig, "config_sha256": digest}
+    doc = {"key": req.key, "kconfig_fingerprint": fingerprint.kconfig, "config_sha256": manifest.sha256(config)}
     manifest.write(config.parent / CONFIG_STAMP, doc)
 
 
@@ -259,7 +258,7 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
         },
         "kernelrelease": (bdir / "include/config/kernel.release").read_text().strip(),
         "fragments": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in req.fragments],
-        "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(),
+        "config_sha256": manifest.sha256(config),
         "toolchain": toolchain_versions(req),
         "durations": {"config": round(t1 - t0, 2), "build": round(t2 - t1, 2)},
         "artifacts": {

@@ -308,14 +308,6 @@ def installed_packages(rootfs: Path) -> dict[str, str]:
     return dict(sorted(packages.items()))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _mmdebstrap_version() -> str:
     try:
         return proc.run(["mmdebstrap", "--version"], timeout=30).output.strip()
@@ -423,7 +415,7 @@ def _build_in(
         "key": image_key(recipe, arch),
         "builder_version": BUILDER_VERSION,
         "image": str(final / image.name),
-        "sha256": _sha256(image),
+        "sha256": manifest.sha256(image),
         "size_bytes": image.stat().st_size,
         "allocated_bytes": image.stat().st_blocks * 512,
         "label": LABEL,

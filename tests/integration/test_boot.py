@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, arches, images, kconfig, pipeline, qemu, runner, session, source
+from lab import accel, arches, images, kconfig, manifest, pipeline, qemu, runner, session, source
 from lab.errors import KernelFailure
 from lab.paths import REPO_ROOT
 
@@ -70,7 +70,7 @@ def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None
         slow = sess.run(["sleep", "60"], timeout=2)
         assert slow.exit_status == 124  # timeout(1) killed it in the guest
         sess.put(src, "/tmp/copied.bin")
-        assert sess.run(["sha256sum", "/tmp/copied.bin"]).stdout.split()[0] == _sha256(src)
+        assert sess.run(["sha256sum", "/tmp/copied.bin"]).stdout.split()[0] == manifest.sha256(src)
         sess.get("/tmp/copied.bin", tmp_path / "back.bin")
         assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
         for i in range(5):
@@ -135,12 +135,6 @@ def test_kvm_probe_decides_and_kvm_demand_is_checked() -> None:
         assert forced.returncode == 0
     else:
         assert forced.returncode == 2 and "--accel kvm, but KVM does not work here" in forced.stderr
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_interactive_shell_on_the_console() -> None:
