@@ -56,6 +56,7 @@ INIT_FATAL = "klab-init: FATAL: "
 # Printed when the command of a run has exited: the rest is the guest ending.
 COMMAND_EXITED = "klab-init: command exited"
 EXCERPT_LINES = 30
+COMMAND_MARK = "# "  # starts a console log's first line: the QEMU command (qemu.Machine writes it), not guest output
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,9 @@ def excerpt(text: str, offset: int, lines: int = EXCERPT_LINES) -> str:
 
 
 def tail(text: str, lines: int = EXCERPT_LINES) -> str:
-    """The last `lines` lines the guest printed: where a hang or a silent death shows.
-
-    The console log's first line is the QEMU command (`# qemu-system-...`), not guest output.
-    """
+    """The last `lines` lines the guest printed: where a hang or a silent death shows."""
     said = text.splitlines()
-    if said and said[0].startswith("# "):
+    if said and said[0].startswith(COMMAND_MARK):
         said = said[1:]
     return "\n".join(said[-lines:])
 

@@ -195,7 +195,7 @@ class Machine:
         if shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
         self._logf = open(self.plan.console_log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
-        self._logf.write(f"# {shlex.join(self.argv)}\n")
+        self._logf.write(f"{console.COMMAND_MARK}{shlex.join(self.argv)}\n")
         self._logf.flush()
         self.started = time.monotonic()
         self.child = pexpect.spawn(
