@@ -192,7 +192,7 @@ def _append_record(work: Path, record: dict[str, Any]) -> None:
 
 def git(repo: Path, *args: str, check: bool = True) -> proc.Result:
     try:
-        return proc.run(["git", "-C", str(repo), *args], timeout=GIT_TIMEOUT, check=check)
+        return proc.run(["git", "-C", str(repo), *args], deadline=proc.Deadline.after(GIT_TIMEOUT), check=check)
     except proc.CommandFailed as exc:
         raise LabError(f"{exc}: {exc.tail.strip()}") from exc
 
@@ -519,7 +519,7 @@ def _bisect_run(repo: Path, work: Path, argv: list[str]) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     run = proc.run(
         ["git", "-C", str(repo), "bisect", "run", *argv],
-        timeout=RUN_TIMEOUT,
+        deadline=proc.Deadline.after(RUN_TIMEOUT),
         log=work / "bisect-run.log",
         env=env,
         check=False,

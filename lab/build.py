@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import kconfig, manifest, proc
+from lab import kconfig, kexplain, manifest, proc
 from lab.arches import Arch, cross_prefix
 from lab.errors import BuildError, ConfigMismatch, LabBaseError, UserError
 from lab.paths import cache_dir, cache_root, exclusive
-from lab.source import Source, digest
+from lab.source import Source, digest, kernelversion
 
 BUILD_TIMEOUT = 3 * 3600.0
 CONFIG_TIMEOUT = 600.0
@@ -106,25 +106,47 @@ def preflight(req: BuildRequest) -> None:
             raise UserError(f"{tool} not found: install the Debian package {package} (or run `make setup`)")
 
 
-def configure(req: BuildRequest, bdir: Path, log: Path) -> Path:
-    """tinyconfig + merge_config.sh + olddefconfig, then prove every option landed.
+def request_for(req: BuildRequest) -> kconfig.Request:
+    """What the fragments ask of this tree: version conditions applied, optional options looked up in its Kconfig."""
+    major, minor, *_ = (int(x) for x in kernelversion(req.source.path).split("."))
+    index: list[kexplain.KconfigIndex] = []
 
-    An unchanged .config keeps its old mtime, so make does not rerun syncconfig
-    and a no-change rebuild stays a no-op.
+    def defined(option: str) -> bool:
+        if not index:
+            index.append(kexplain.KconfigIndex(req.source.path, req.arch.srcarch))
+        return index[0].defines(option)
+
+    return kconfig.resolve(req.fragments, (major, minor), defined)
+
+
+def configure(req: BuildRequest, bdir: Path, log: Path) -> Path:
+    """tinyconfig + merge_config.sh + olddefconfig, then prove every option that applies landed.
+
+    merge_config.sh sees each fragment as it applies to this tree (written
+    under .klab-fragments/), so an option gone from this kernel is never asked
+    for. An unchanged .config keeps its old mtime, so make does not rerun
+    syncconfig and a no-change rebuild stays a no-op.
     """
     config = bdir / ".config"
     old = (config.read_bytes(), config.stat().st_mtime_ns) if config.is_file() else None
+    request = request_for(req)
+    applied = bdir / ".klab-fragments"
+    applied.mkdir(exist_ok=True)
+    paths = []
+    for i, frag in enumerate(req.fragments):
+        path = applied / f"{i:02d}-{frag.name.replace('/', '-')}.config"
+        path.write_text(kconfig.applicable_text(frag, request))
+        paths.append(str(path))
     env = build_env()
     base = make_argv(req, bdir)
-    run = _runner(log, env)
+    run = _runner(log, env, proc.Deadline.after(CONFIG_TIMEOUT))
     run([*base, "tinyconfig"], None)
     merge = str(req.source.path / "scripts/kconfig/merge_config.sh")
-    run([merge, "-m", "-O", str(bdir), str(config), *(str(f.path) for f in req.fragments)], bdir)
+    run([merge, "-m", "-O", str(bdir), str(config), *paths], bdir)
     run([*base, "olddefconfig"], None)
     if old is not None and config.read_bytes() == old[0]:
         os.utime(config, ns=(old[1], old[1]))
-    requested = kconfig.merged_request(req.fragments)
-    misses = kconfig.validate(requested, kconfig.read_config(config), req.source.path, req.arch.srcarch)
+    misses = kexplain.validate(request.wanted, kconfig.read_config(config), req.source.path, req.arch.srcarch)
     if misses:
         detail = "\n".join("  " + m.describe() for m in misses)
         raise ConfigMismatch(f"{len(misses)} requested option(s) did not land in {config}:\n{detail}")
@@ -145,10 +167,10 @@ def configure_dir(req: BuildRequest, bdir: Path, log: Path) -> Path:
         raise
 
 
-def _runner(log: Path, env: dict[str, str]) -> Callable[[list[str], Path | None], None]:
+def _runner(log: Path, env: dict[str, str], deadline: proc.Deadline) -> Callable[[list[str], Path | None], None]:
     def run(argv: list[str], cwd: Path | None) -> None:
         try:
-            proc.run(argv, timeout=CONFIG_TIMEOUT, log=log, env=env, cwd=cwd)
+            proc.run(argv, deadline=deadline, log=log, env=env, cwd=cwd)
         except proc.CommandFailed as exc:
             raise BuildError(f"configuration step failed: {exc}", log, exc.tail) from exc
 
@@ -241,7 +263,7 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
     t1 = time.monotonic()
     argv = make_argv(req, bdir, req.arch.image_target)
     try:
-        proc.run(argv, timeout=BUILD_TIMEOUT, log=log, env=build_env(), on_line=progress)
+        proc.run(argv, deadline=proc.Deadline.after(BUILD_TIMEOUT), log=log, env=build_env(), on_line=progress)
     except proc.CommandFailed as exc:
         raise BuildError(f"kernel build failed: {exc}", log, exc.tail) from exc
     t2 = time.monotonic()
@@ -258,6 +280,7 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
         },
         "kernelrelease": (bdir / "include/config/kernel.release").read_text().strip(),
         "fragments": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in req.fragments],
+        "not_applicable": request_for(req).not_applicable,
         "config_sha256": manifest.sha256(config),
         "toolchain": toolchain_versions(req),
         "durations": {"config": round(t1 - t0, 2), "build": round(t2 - t1, 2)},
@@ -286,7 +309,7 @@ def toolchain_versions(req: BuildRequest) -> dict[str, str]:
     versions = {}
     for name, argv in tools.items():
         try:
-            versions[name] = proc.run(argv, timeout=30).output.splitlines()[0].strip()
+            versions[name] = proc.run(argv, deadline=proc.Deadline.after(30)).output.splitlines()[0].strip()
         except (proc.CommandFailed, IndexError):
             versions[name] = "unknown"
     return versions

@@ -12,6 +12,7 @@ from lab import (
     arches,
     bisect,
     build,
+    debian,
     export,
     images,
     kconfig,
@@ -59,6 +60,11 @@ def build_request(args: argparse.Namespace) -> build.BuildRequest:
 
 
 def cmd_source_fetch(args: argparse.Namespace) -> int:
+    if args.list:
+        for offer in debian.Archive().kernel_sources():
+            version = offer.package.removeprefix("linux-source-")
+            print(f"{version:<6} {offer.package} {offer.version} ({offer.suite})")
+        return 0
     print(source.fetch(args.version))
     return 0
 
@@ -276,7 +282,10 @@ def parser() -> argparse.ArgumentParser:
 
     src = sub.add_parser("source", help="kernel source trees").add_subparsers(dest="source_command", required=True)
     fetch = src.add_parser("fetch", help="download and unpack Debian's linux-source-X; print its path")
-    fetch.add_argument("--version", default=source.DEFAULT_VERSION, choices=source.KNOWN_VERSIONS)
+    fetch.add_argument(
+        "--version", default=source.DEFAULT_VERSION, help="MAJOR.MINOR of linux-source-X.Y (default: %(default)s)"
+    )
+    fetch.add_argument("--list", action="store_true", help="print the linux-source versions the archive offers")
     fetch.set_defaults(func=cmd_source_fetch)
 
     cfg = sub.add_parser("config", help="make and validate the .config from fragments")

@@ -226,7 +226,7 @@ def ensure_binfmt(arch: Arch) -> None:
         raise UserError(f"{_qemu_static(arch)} is missing: apt-get install qemu-user-static")
     if not (BINFMT_DIR / "register").exists():
         try:
-            proc.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], timeout=30)
+            proc.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], deadline=proc.Deadline.after(30))
         except proc.CommandFailed as exc:
             raise LabError(f"cannot mount binfmt_misc ({exc.tail.strip()}): is this a privileged container?") from exc
     if _binfmt_status(arch) is not None:
@@ -293,7 +293,11 @@ def _inside(rootfs: Path, relpath: str) -> Path:
 def check_python(rootfs: Path, log: Path, kept_log: Path) -> None:
     """The suites need the guest's python3: run it in the chroot (through qemu-user when foreign)."""
     try:
-        proc.run(["chroot", str(rootfs), "/usr/bin/python3", "-c", "import json, ctypes, socket"], timeout=120, log=log)
+        proc.run(
+            ["chroot", str(rootfs), "/usr/bin/python3", "-c", "import json, ctypes, socket"],
+            deadline=proc.Deadline.after(120),
+            log=log,
+        )
     except proc.CommandFailed as exc:
         raise LabError(f"python3 does not run in the new image: {exc}; log: {kept_log}") from exc
 
@@ -310,7 +314,7 @@ def installed_packages(rootfs: Path) -> dict[str, str]:
 
 def _mmdebstrap_version() -> str:
     try:
-        return proc.run(["mmdebstrap", "--version"], timeout=30).output.strip()
+        return proc.run(["mmdebstrap", "--version"], deadline=proc.Deadline.after(30)).output.strip()
     except proc.CommandFailed:
         return "unknown"
 
@@ -375,7 +379,7 @@ def _remove_tree(path: Path) -> None:
     with open("/proc/self/mounts") as f:
         mounts = [line.split()[1] for line in f if line.split()[1].startswith(prefix)]
     for mountpoint in sorted(mounts, key=len, reverse=True):
-        proc.run(["umount", "--lazy", mountpoint], timeout=60, check=False)
+        proc.run(["umount", "--lazy", mountpoint], deadline=proc.Deadline.after(60), check=False)
     with open("/proc/self/mounts") as f:
         if any(line.split()[1].startswith(prefix) for line in f):
             raise LabError(f"{path} still has mounts under it; unmount them, then remove it")
@@ -390,7 +394,7 @@ def _build_in(
     argv = mmdebstrap_argv(recipe, arch, rootfs)
     t0 = time.monotonic()
     try:
-        proc.run(argv, timeout=BOOTSTRAP_TIMEOUT, log=log, on_line=progress)
+        proc.run(argv, deadline=proc.Deadline.after(BOOTSTRAP_TIMEOUT), log=log, on_line=progress)
     except proc.CommandFailed as exc:
         raise LabError(f"mmdebstrap failed: {exc}; log: {_failed_log(final)}") from exc
     t1 = time.monotonic()
@@ -399,7 +403,7 @@ def _build_in(
     packages = installed_packages(rootfs)
     mke2fs = mke2fs_argv(rootfs, image, recipe.size_mb)
     try:
-        proc.run(mke2fs, timeout=TOOL_TIMEOUT, log=log)
+        proc.run(mke2fs, deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
     except proc.CommandFailed as exc:
         raise UserError(
             f"{recipe.path}: mke2fs failed ({(exc.tail.strip().splitlines() or ['?'])[-1]}); "

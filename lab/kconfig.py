@@ -1,16 +1,28 @@
-"""Kconfig fragments: parse, merge with conflict detection, prove they landed.
+"""Kconfig fragments: parse, resolve for a tree, merge with conflict detection, prove they landed.
 
 kconfiglib cannot parse modern kernels, so `.config` generation is left to the
 kernel's own tools (merge_config.sh, olddefconfig) and this module only reads
-text: fragments, the final `.config`, and the `depends on` lines of the tree's
-Kconfig files, to say *why* an option did not land.
+text: fragments and the final `.config`. Why an option did not land is
+`lab.kexplain`'s job.
+
+Fragments are the kernel's own format plus one kind of comment that
+merge_config.sh ignores: a `# klab:` line right above an option says where
+the option applies, because options come and go between kernel versions:
+
+    # klab: kernel >= 6.2          requested on 6.2 and newer only
+    # klab: kernel < 7.0, >= 6.1   both bounds
+    # klab: optional               requested where this tree's Kconfig defines it;
+                                   elsewhere reported as "not in this kernel"
+
+Everything that applies must land; what does not apply is listed in the
+build's report, never silently dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,40 +35,103 @@ DEFAULT_FRAGMENTS = ("base", "bpf-lsm", "landlock", "yama", "seccomp")
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 _VALUE = re.compile(r'^(y|m|n|-?\d+|0x[0-9a-fA-F]+|"(?:[^"\\]|\\.)*")$')
+_DIRECTIVE = re.compile(r"^#\s*klab:\s*(.*?)\s*$")
+_BOUND = re.compile(r"^(?:kernel\s*)?(>=|<)\s*(\d+)\.(\d+)$")
+
+Version = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Where one option applies: a kernel version range, or only where the tree defines it."""
+
+    since: Version | None = None  # inclusive
+    before: Version | None = None  # exclusive
+    optional: bool = False
+
+    def excludes(self, version: Version) -> str:
+        """Why this option does not apply to `version` ('' when it does)."""
+        if self.since and version < self.since:
+            return f"only for kernel >= {self.since[0]}.{self.since[1]}"
+        if self.before and version >= self.before:
+            return f"only for kernel < {self.before[0]}.{self.before[1]}"
+        return ""
 
 
 @dataclass(frozen=True)
 class Fragment:
-    """One fragment file: its options in order, and a hash of its content."""
+    """One fragment file: its options in order, their conditions, and a hash of its content."""
 
     name: str
     path: Path
     options: tuple[tuple[str, str], ...]
     sha256: str
+    conditions: tuple[tuple[str, Condition], ...] = ()
+
+
+def parse_condition(text: str, where: str) -> Condition:
+    """`optional`, or comma-separated `kernel >= X.Y` / `< X.Y` bounds."""
+    if text == "optional":
+        return Condition(optional=True)
+    since = before = None
+    for part in text.split(","):
+        bound = _BOUND.match(part.strip())
+        if not bound:
+            raise UserError(
+                f"{where}: malformed directive 'klab: {text}'; "
+                "expected 'klab: optional' or 'klab: kernel >= X.Y[, < X.Y]'"
+            )
+        version = (int(bound.group(2)), int(bound.group(3)))
+        if bound.group(1) == ">=":
+            since = version
+        else:
+            before = version
+    return Condition(since=since, before=before)
 
 
 def parse_fragment(path: Path, name: str | None = None) -> Fragment:
-    """Parse `CONFIG_X=v` and `# CONFIG_X is not set` lines; anything else is an error."""
+    """Parse `CONFIG_X=v`, `# CONFIG_X is not set` and `# klab:` lines; anything else is an error."""
     text = path.read_text()
     options: dict[str, str] = {}
+    conditions: dict[str, Condition] = {}
+    pending: tuple[Condition, int] | None = None
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not line:
+        directive = _DIRECTIVE.match(line)
+        if directive:
+            pending = (parse_condition(directive.group(1), f"{path}:{lineno}"), lineno)
             continue
-        unset = _UNSET.match(line)
-        if unset:
-            options[unset.group(1)] = "n"
+        option = _option(line, f"{path}:{lineno}", raw)
+        if option is None:
             continue
-        if line.startswith("#"):
-            continue
-        setting = _SET.match(line)
-        if not setting or not _VALUE.match(setting.group(2)):
-            raise UserError(
-                f"{path}:{lineno}: malformed fragment line {raw!r}; "
-                'expected CONFIG_NAME=y|m|n|NUMBER|"string" or "# CONFIG_NAME is not set"'
-            )
-        options[setting.group(1)] = setting.group(2)
-    return Fragment(name or path.stem, path, tuple(options.items()), hashlib.sha256(text.encode()).hexdigest())
+        options[option[0]] = option[1]
+        if pending:
+            conditions[option[0]] = pending[0]
+            pending = None
+    if pending:
+        raise UserError(f"{path}:{pending[1]}: 'klab:' directive with no option after it; put it right above one")
+    return Fragment(
+        name or path.stem,
+        path,
+        tuple(options.items()),
+        hashlib.sha256(text.encode()).hexdigest(),
+        tuple(conditions.items()),
+    )
+
+
+def _option(line: str, where: str, raw: str) -> tuple[str, str] | None:
+    unset = _UNSET.match(line)
+    if unset:
+        return unset.group(1), "n"
+    if not line or line.startswith("#"):
+        return None
+    setting = _SET.match(line)
+    if not setting or not _VALUE.match(setting.group(2)):
+        raise UserError(
+            f"{where}: malformed fragment line {raw!r}; "
+            'expected CONFIG_NAME=y|m|n|NUMBER|"string" or "# CONFIG_NAME is not set"'
+        )
+    return setting.group(1), setting.group(2)
 
 
 def find_fragment(name: str, directory: Path = KCONFIGS) -> Path:
@@ -67,8 +142,14 @@ def find_fragment(name: str, directory: Path = KCONFIGS) -> Path:
     path = directory / f"{name}.config"
     if path.is_file():
         return path
-    known = sorted(str(p.relative_to(directory).with_suffix("")) for p in directory.rglob("*.config"))
-    raise UserError(f"unknown fragment {name!r}; choose one of: {', '.join(known)} (or pass a path to a .config file)")
+    raise UserError(
+        f"unknown fragment {name!r}; choose one of: {', '.join(known_fragments(directory))} "
+        "(or pass a path to a .config file)"
+    )
+
+
+def known_fragments(directory: Path = KCONFIGS) -> list[str]:
+    return sorted(str(p.relative_to(directory).with_suffix("")) for p in directory.rglob("*.config"))
 
 
 def load_fragments(names: Iterable[str], arch_fragment: str) -> list[Fragment]:
@@ -93,6 +174,42 @@ def merged_request(fragments: Iterable[Fragment]) -> dict[str, str]:
     return {option: value for option, (value, _) in wanted.items()}
 
 
+@dataclass(frozen=True)
+class Request:
+    """What the fragments ask of one tree: the options that apply, and those that do not, with why."""
+
+    wanted: dict[str, str]
+    not_applicable: dict[str, str]  # option -> reason ("not in this kernel", "only for kernel >= 6.2")
+
+
+def resolve(fragments: Iterable[Fragment], version: Version, defined: Callable[[str], bool]) -> Request:
+    """Apply every option's condition to a tree of `version` whose Kconfig defines `defined(option)`."""
+    frags = list(fragments)
+    wanted = merged_request(frags)
+    skipped: dict[str, str] = {}
+    for frag in frags:
+        for option, cond in frag.conditions:
+            why = cond.excludes(version)
+            if not why and cond.optional and not defined(option):
+                why = "not in this kernel (optional)"
+            if why:
+                skipped[option] = why
+    return Request({k: v for k, v in wanted.items() if k not in skipped}, skipped)
+
+
+def applicable_text(frag: Fragment, request: Request) -> str:
+    """The fragment as merge_config.sh should see it for this tree: options that do not apply are left out."""
+    lines = []
+    for option, value in frag.options:
+        if option in request.not_applicable:
+            lines.append(f"# CONFIG_{option}: {request.not_applicable[option]}")
+        elif value == "n":
+            lines.append(f"# CONFIG_{option} is not set")
+        else:
+            lines.append(f"CONFIG_{option}={value}")
+    return "\n".join(lines) + "\n"
+
+
 def fragments_digest(fragments: Iterable[Fragment]) -> str:
     h = hashlib.sha256()
     for frag in fragments:
@@ -114,103 +231,6 @@ def read_config(path: Path) -> dict[str, str]:
     return values
 
 
-@dataclass(frozen=True)
-class Mismatch:
-    """A requested option that the final .config does not have as asked."""
-
-    option: str
-    wanted: str
-    got: str  # 'n' when absent or not set
-    why: str  # the unmet `depends on`, as written in Kconfig, with current values
-
-    def describe(self) -> str:
-        got = "not set" if self.got == "n" else self.got
-        return f"CONFIG_{self.option}={self.wanted} did not land (now: {got}){': ' + self.why if self.why else ''}"
-
-
-def validate(requested: Mapping[str, str], final: Mapping[str, str], srctree: Path, srcarch: str) -> list[Mismatch]:
-    """Compare what was asked with what `olddefconfig` produced, explaining each miss."""
-    misses = [(opt, want, final.get(opt, "n")) for opt, want in requested.items() if final.get(opt, "n") != want]
-    if not misses:
-        return []
-    index = KconfigIndex(srctree, srcarch)
-    return [Mismatch(opt, want, got, index.explain(opt, final)) for opt, want, got in misses]
-
-
-_CONFIG_START = re.compile(r"^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*$")
-_DEPENDS = re.compile(r"^\s*depends\s+on\s+(.+?)\s*$")
-_PROMPT = re.compile(r'^\s*(?:bool|tristate|string|int|hex|prompt)\s+"')
-_SYMBOL = re.compile(r"\b([A-Z][A-Z0-9_]+)\b")
-
-
-@dataclass
-class _Symbol:
-    depends: list[str]
-    where: str
-    has_prompt: bool
-
-
-class KconfigIndex:
-    """`depends on` lines of every symbol, read straight from the tree's Kconfig files."""
-
-    def __init__(self, srctree: Path, srcarch: str) -> None:
-        self.symbols: dict[str, _Symbol] = {}
-        for path in sorted(srctree.rglob("Kconfig*")):
-            rel = path.relative_to(srctree)
-            if rel.parts[0] == "arch" and len(rel.parts) > 2 and rel.parts[1] != srcarch:
-                continue
-            if path.is_file():
-                self._scan(path, str(rel))
-
-    def _scan(self, path: Path, rel: str) -> None:
-        current: _Symbol | None = None
-        for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            start = _CONFIG_START.match(line)
-            if start:
-                current = self.symbols.setdefault(start.group(1), _Symbol([], f"{rel}:{lineno}", False))
-                continue
-            if current is None:
-                continue
-            if re.match(r"^\s*(endmenu|endif|endchoice|choice|menu|if|source|comment)\b", line):
-                current = None
-                continue
-            dep = _DEPENDS.match(line)
-            if dep:
-                current.depends.append(dep.group(1))
-            elif _PROMPT.match(line):
-                current.has_prompt = True
-
-    def explain(self, option: str, values: Mapping[str, str], depth: int = 2) -> str:
-        """The unmet `depends on` of `option`, annotated with current values, recursing into unmet symbols."""
-        sym = self.symbols.get(option)
-        if sym is None:
-            return f"no `config {option}` in this tree's Kconfig files (misspelt, or gone in this kernel version)"
-        parts = []
-        if sym.depends:
-            expr = " && ".join(f"({d})" if len(sym.depends) > 1 else d for d in sym.depends)
-            parts.append(f"depends on {self._annotate(expr, values)} [{sym.where}]")
-        if not sym.has_prompt:
-            parts.append("it has no prompt: it is only set by `select` or by its default")
-        if depth > 0:
-            for dep in self._unmet(sym, values):
-                inner = self.explain(dep, values, depth - 1)
-                if inner and not inner.startswith("no `config"):
-                    parts.append(f"{dep}: {inner}")
-        return "; ".join(parts)
-
-    def _unmet(self, sym: _Symbol, values: Mapping[str, str]) -> list[str]:
-        names: list[str] = []
-        for dep in sym.depends:
-            for name in _SYMBOL.findall(dep):
-                if values.get(name, "n") == "n" and name in self.symbols and name not in names:
-                    names.append(name)
-        return names
-
-    @staticmethod
-    def _annotate(expr: str, values: Mapping[str, str]) -> str:
-        def show(match: re.Match[str]) -> str:
-            name = match.group(1)
-            value = values.get(name, "n")
-            return f"{name}={value}"
-
-        return _SYMBOL.sub(show, expr)
+def misses(requested: Mapping[str, str], final: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(option, wanted, got) for every requested option the final .config does not have as asked."""
+    return [(opt, want, final.get(opt, "n")) for opt, want in requested.items() if final.get(opt, "n") != want]

@@ -213,19 +213,19 @@ def lava_rootfs(arch: Arch, image: Path) -> Path:
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     log = final.with_suffix(".log")
     try:
-        proc.run(["cp", "--sparse=always", str(image), str(tmp)], timeout=TOOL_TIMEOUT, log=log)
+        proc.run(["cp", "--sparse=always", str(image), str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
         commands = tmp.with_suffix(".debugfs")
         commands.write_text(
             f"cd {os.path.dirname(_resolved_in_image(INIT_IN_IMAGE))}\n"
             f"write {INIT} {os.path.basename(INIT_IN_IMAGE)}\n"
             f"sif {os.path.basename(INIT_IN_IMAGE)} mode 0100755\n"
         )
-        proc.run(["debugfs", "-w", "-f", str(commands), str(tmp)], timeout=TOOL_TIMEOUT, log=log)
+        proc.run(["debugfs", "-w", "-f", str(commands), str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
         commands.unlink()
-        proc.run(["e2fsck", "-f", "-y", str(tmp)], timeout=TOOL_TIMEOUT, log=log, check=False)
-        proc.run(["resize2fs", "-M", str(tmp)], timeout=TOOL_TIMEOUT, log=log)
+        proc.run(["e2fsck", "-f", "-y", str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log, check=False)
+        proc.run(["resize2fs", "-M", str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
         size_mb = tmp.stat().st_size // (1 << 20) + ROOTFS_HEADROOM_MB
-        proc.run(["resize2fs", str(tmp), f"{size_mb}M"], timeout=TOOL_TIMEOUT, log=log)
+        proc.run(["resize2fs", str(tmp), f"{size_mb}M"], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
     except proc.CommandFailed as exc:
         tmp.unlink(missing_ok=True)
         raise LabError(f"cannot make the LAVA rootfs from {image}: {exc}; log: {log}") from exc
@@ -293,7 +293,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:
-        proc.run(["cp", "--sparse=always", str(src), str(dst)], timeout=TOOL_TIMEOUT)
+        proc.run(["cp", "--sparse=always", str(src), str(dst)], deadline=proc.Deadline.after(TOOL_TIMEOUT))
 
 
 # --- results back -----------------------------------------------------------------------------------

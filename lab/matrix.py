@@ -141,5 +141,5 @@ def _build(data: dict[str, Any], path: Path) -> Matrix:
 
 
 def check_suite(name: str, where: Path | str = "--suite") -> None:
-    if name not in ALL_SUITES or not (SUITES / f"{name}.py").is_file():
+    if name not in ALL_SUITES or not (SUITES / name / "__init__.py").is_file():
         raise UserError(f"{where}: unknown suite {name!r}; choose from: {', '.join(ALL_SUITES)}")

@@ -42,6 +42,8 @@ def run_build(req: build.BuildRequest, log=sys.stderr) -> dict[str, Any]:  # typ
         sys.stderr.write("\n")  # end the progress line
     state = "up to date" if doc.get("up_to_date") else f"built in {time.monotonic() - start:.0f}s"
     print(f"klab: {req.arch.name} {doc['kernelrelease']}: {state} ({req.directory()})", file=log)
+    for option, why in (doc.get("not_applicable") or {}).items():
+        print(f"klab: CONFIG_{option} not requested: {why}", file=log)
     return doc
 
 

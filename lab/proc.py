@@ -3,19 +3,48 @@
 Every external command kernel-lab runs goes through `run`, so each has an
 explicit argument list (never a shell), a deadline, and its output kept in a
 log whose tail is shown when it fails.
+
+Deadlines are absolute (`Deadline`, a monotonic instant), never relative
+timeouts handed down: a stage that runs three commands gives each the same
+`Deadline`, or a sooner one (`deadline.within(seconds)`), so the whole stage
+can never take longer than it was given.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import selectors
 import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A monotonic instant by which some work must be done."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def left(self) -> float:
+        """Seconds until the deadline; 0 once it has passed."""
+        return max(0.0, self.at - time.monotonic())
+
+    def within(self, seconds: float) -> Deadline:
+        """A child's deadline: `seconds` from now, but never later than this one."""
+        return Deadline(min(self.at, time.monotonic() + seconds))
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
 
 
 @dataclass(frozen=True)
@@ -46,7 +75,7 @@ def tail_lines(text: str, count: int = 25) -> str:
 def run(
     argv: Sequence[str],
     *,
-    timeout: float,
+    deadline: Deadline,
     log: Path | None = None,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -54,11 +83,12 @@ def run(
     on_line: Callable[[str], None] | None = None,
     stdin: int | None = subprocess.DEVNULL,
 ) -> Result:
-    """Run argv to completion within `timeout` seconds.
+    """Run argv to completion by `deadline`.
 
     Output (stdout and stderr merged) is appended to `log` when given and
     returned; `on_line` sees each line as it arrives (progress display). On
-    timeout the whole process group is killed, so no grandchild survives.
+    the deadline the whole process group is killed, so no grandchild survives,
+    even one that printed half a line and hung.
     """
     start = time.monotonic()
     full_env = dict(os.environ if env is None else env)
@@ -69,76 +99,89 @@ def run(
     chunks: list[str] = []
     timed_out = False
     try:
-        proc = subprocess.Popen(
+        child = subprocess.Popen(
             list(argv),
             cwd=cwd,
             env=full_env,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
             start_new_session=True,
         )
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PermissionError) as exc:
         if logf:
             logf.close()
         raise CommandFailed(argv, 127, str(exc), log, False) from exc
     try:
-        assert proc.stdout is not None
-        deadline = start + timeout
-        os.set_blocking(proc.stdout.fileno(), True)
-        for line in _lines_until(proc, deadline):
+        for line in _lines_until(child, deadline):
             chunks.append(line)
             if logf:
                 logf.write(line)
             if on_line:
                 on_line(line.rstrip("\n"))
         try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            child.wait(timeout=deadline.left())
         except subprocess.TimeoutExpired:
             timed_out = True
+        if child.returncode is None:
+            timed_out = True
     finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-        proc.wait()
+        if child.poll() is None:
+            _kill_group(child)
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
         if logf:
             logf.close()
     output = "".join(chunks)
-    result = Result(tuple(argv), proc.returncode, output, time.monotonic() - start)
-    if check and (timed_out or proc.returncode != 0):
-        raise CommandFailed(argv, proc.returncode, tail_lines(output), log, timed_out)
+    result = Result(tuple(argv), child.returncode, output, time.monotonic() - start)
+    if check and (timed_out or child.returncode != 0):
+        raise CommandFailed(argv, child.returncode, tail_lines(output), log, timed_out)
     return result
 
 
-def _lines_until(proc: subprocess.Popen[str], deadline: float):  # type: ignore[no-untyped-def]
-    """Yield output lines until EOF or the deadline, whichever comes first."""
-    assert proc.stdout is not None
+def _lines_until(child: subprocess.Popen[bytes], deadline: Deadline) -> Iterator[str]:
+    """Yield output lines until EOF or the deadline, whichever comes first.
+
+    Reads whatever bytes are ready (never a blocking readline), so a child
+    that writes half a line and hangs cannot hold us past the deadline.
+    """
+    assert child.stdout is not None
+    fd = child.stdout.fileno()
+    os.set_blocking(fd, False)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            if not sel.select(timeout=min(left, 1.0)):
+        while not deadline.expired:
+            if not sel.select(timeout=min(deadline.left(), 1.0)):
                 continue
-            line = proc.stdout.readline()
-            if not line:
-                return
-            yield line
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                break
+            pending += decoder.decode(data)
+            *complete, pending = pending.split("\n")
+            for line in complete:
+                yield line + "\n"
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            yield pending
     finally:
         sel.close()
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(child.pid, sig)
         except ProcessLookupError:
             return
         try:
-            proc.wait(timeout=5)
+            child.wait(timeout=5)
             return
         except subprocess.TimeoutExpired:
             continue

@@ -1,23 +1,31 @@
-"""Kernel source trees: Debian's linux-source packages, or the user's own tree."""
+"""Kernel source trees: Debian's linux-source packages, or the user's own tree.
+
+Debian's packages come through a private apt configuration (`lab.debian`), so
+any `linux-source-X.Y` the archive carries can be fetched without touching the
+host's apt setup. A fetched tree is identified by a marker file *beside* it
+(`linux-7.3.klab-source.json`), never inside, so a git repository made from
+the tree does not carry it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import proc
+from lab import debian, proc
 from lab.errors import LabError, UserError
 from lab.paths import cache_dir, exclusive
 
-# The versions Debian 12 (bookworm-security) carries as linux-source-X.
-KNOWN_VERSIONS = ("6.12", "6.1")
 DEFAULT_VERSION = "6.12"
+_VERSION = re.compile(r"^\d+\.\d+$")
+GIT_TIMEOUT = 60.0
+UNPACK_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -25,20 +33,30 @@ class Source:
     """A kernel source tree and what identifies it for caching."""
 
     path: Path
-    identity: str  # stable key: git HEAD + dirty hash, or package version
+    identity: str  # stable key: the tree's location for git and plain trees, the package version for Debian's
     describe: str  # human-readable: `git describe` or the Debian package version
+
+
+def check_version(version: str) -> str:
+    """`7.3`-style versions only: anything else is a usage error before any download."""
+    if not _VERSION.match(version):
+        raise UserError(f"bad kernel version {version!r}: give MAJOR.MINOR such as 6.12 or 7.3")
+    return version
+
+
+def marker(tree: Path) -> Path:
+    """The file beside a fetched tree that says which package it came from."""
+    return tree.with_name(tree.name + ".klab-source.json")
 
 
 def fetch(version: str = DEFAULT_VERSION) -> Path:
     """Download and unpack linux-source-<version> into the cache, once.
 
-    `apt-get download` needs no root. The tree is unpacked into a temporary
-    directory beside its final place and renamed, so a crash never leaves a
-    half-unpacked tree that later runs would trust.
+    The tree is unpacked into a temporary directory beside its final place and
+    renamed, so a crash never leaves a half-unpacked tree that later runs would
+    trust; parallel workers wait for the first one instead of unpacking twice.
     """
-    if version not in KNOWN_VERSIONS:
-        raise UserError(f"unknown source version {version!r}; choose one of: {', '.join(KNOWN_VERSIONS)}")
-    final = cache_dir("src") / f"linux-{version}"
+    final = cache_dir("src") / f"linux-{check_version(version)}"
     if not _fetched(final):
         with exclusive(final):
             if not _fetched(final):  # a parallel worker may have fetched it while we waited
@@ -47,35 +65,35 @@ def fetch(version: str = DEFAULT_VERSION) -> Path:
 
 
 def _fetched(tree: Path) -> bool:
-    return (tree / "Makefile").is_file() and (tree / ".klab-source.json").is_file()
+    return (tree / "Makefile").is_file() and marker(tree).is_file()
 
 
 def _download_and_unpack(version: str, final: Path) -> None:
-    root = final.parent
-    if shutil.which("apt-get") is None:
-        raise LabError("apt-get not found: `klab source fetch` needs a Debian system; pass --src DIR instead")
     package = f"linux-source-{version}"
+    archive = debian.Archive()
+    offer = archive.find(package)
+    root = final.parent
     with tempfile.TemporaryDirectory(dir=root, prefix=f".fetch-{version}-") as tmp:
         tmpdir = Path(tmp)
-        try:
-            proc.run(["apt-get", "download", package], cwd=tmpdir, timeout=1200, log=tmpdir / "fetch.log")
-        except proc.CommandFailed as exc:
-            raise LabError(
-                f"apt-get download {package} failed (run `apt-get update`, check bookworm-security): "
-                f"{exc.tail.splitlines()[-1] if exc.tail else exc}"
-            ) from exc
-        deb = next(tmpdir.glob(f"{package}_*.deb"))
-        pkg_version = deb.name.split("_")[1]
-        proc.run(["dpkg-deb", "-x", str(deb), str(tmpdir / "deb")], timeout=600)
+        deb = archive.download(offer, tmpdir)
+        deadline = proc.Deadline.after(UNPACK_TIMEOUT)
+        proc.run(["dpkg-deb", "-x", str(deb), str(tmpdir / "deb")], deadline=deadline)
         deb.unlink()
-        tarball = next((tmpdir / "deb/usr/src").glob(f"linux-source-{version}.tar.*"))
+        tarball = next((tmpdir / "deb/usr/src").glob(f"linux-source-{version}.tar.*"), None)
+        if tarball is None:
+            raise LabError(
+                f"{package} {offer.version} holds no linux-source-{version}.tar.*: not a kernel source package"
+            )
         with tarfile.open(tarball) as tar:
             tar.extractall(tmpdir / "tree", filter="fully_trusted")
         tree = tmpdir / "tree" / f"linux-source-{version}"
-        (tree / ".klab-source.json").write_text(json.dumps({"package": package, "version": pkg_version}) + "\n")
         if final.exists():
             shutil.rmtree(final)  # an unfinished tree from a killed run; nobody else can be using it
         tree.rename(final)
+        doc = {"package": package, "version": offer.version, "suite": offer.suite}
+        tmp_marker = tmpdir / "marker.json"
+        tmp_marker.write_text(json.dumps(doc) + "\n")
+        tmp_marker.replace(marker(final))  # last: the tree counts as fetched only once it is whole
 
 
 def resolve(path: Path) -> Source:
@@ -87,24 +105,29 @@ def resolve(path: Path) -> Source:
         raise UserError(f"{path} is not a kernel source tree (no Kconfig or scripts/kconfig/merge_config.sh)")
     if (path / ".config").exists() or (path / "include/config").is_dir():
         raise UserError(f"{path} has an in-tree build (.config); run `make -C {path} mrproper` before an O= build")
-    meta = path / ".klab-source.json"
-    if meta.is_file():
-        info = json.loads(meta.read_text())
-        return Source(path, f"debian:{info['package']}:{info['version']}", f"{info['package']} {info['version']}")
+    # A git repository wins over a package marker: it may have been made from a fetched tree and moved on.
     if (path / ".git").exists():
         return _git_source(path)
+    if marker(path).is_file():
+        info = json.loads(marker(path).read_text())
+        return Source(path, f"debian:{info['package']}:{info['version']}", f"{info['package']} {info['version']}")
     # A plain tree: identify it by path and kernel version; edits are tracked by make.
     return Source(path, f"tree:{path}", f"{path.name} {kernelversion(path)}")
 
 
-def _git_source(path: Path) -> Source:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=60
-        ).stdout.strip()
+def git(path: Path, *args: str, check: bool = True) -> str:
+    """`git -C path ARGS` output, stripped; a failure says which command and why."""
+    try:
+        return proc.run(["git", "-C", str(path), *args], deadline=proc.Deadline.after(GIT_TIMEOUT)).output.strip()
+    except proc.CommandFailed as exc:
+        if not check:
+            return ""
+        raise UserError(f"{exc}: {exc.tail.strip().splitlines()[-1] if exc.tail.strip() else 'no output'}") from exc
 
-    head = git("rev-parse", "HEAD")
-    describe = git("describe", "--always", "--dirty", "--tags") or head[:12]
+
+def _git_source(path: Path) -> Source:
+    head = git(path, "rev-parse", "HEAD")
+    describe = git(path, "describe", "--always", "--dirty", "--tags", check=False) or head[:12]
     # Identity is the tree's location, not its commit: one build dir per tree so
     # bisect steps and edits rebuild incrementally (NOTES.md: copies are not).
     return Source(path, f"git:{path}", describe)
@@ -118,11 +141,6 @@ def kernelversion(path: Path) -> str:
         if key.strip() in ("VERSION", "PATCHLEVEL", "SUBLEVEL"):
             fields[key.strip()] = value.strip()
     return ".".join(fields.get(k, "0") for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
-
-
-def version_tuple(path: Path) -> tuple[int, int]:
-    major, minor, *_ = (int(x) for x in kernelversion(path).split("."))
-    return major, minor
 
 
 def digest(*parts: str) -> str:

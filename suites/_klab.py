@@ -15,11 +15,13 @@ import ctypes.util
 import errno
 import json
 import os
+import re
 import select
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 
 # Per-arch facts the suites need: syscall numbers and seccomp audit arch.
 # Same keys on every arch; add an arch by adding an entry.
@@ -94,9 +96,24 @@ if ARCH is None:
     raise SystemExit(f"_klab: no syscall table for machine {MACHINE!r}; add it to ARCHES")
 NR = ARCH["nr"]
 
+# The one libc handle of every suite, with the prototypes ctypes cannot guess (pointers, 64-bit lengths).
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 libc.syscall.restype = ctypes.c_long
 libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+
+
+def kernel_version() -> tuple[int, int]:
+    """(major, minor) of the running kernel: the suites gate on it where semantics changed between releases."""
+    match = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
 
 TEST_TIMEOUT = float(os.environ.get("KLAB_TEST_TIMEOUT", "60"))
 PR_SET_NO_NEW_PRIVS = 38
@@ -237,12 +254,12 @@ def wait_status(pid: int, timeout: float = 20.0) -> int:
         time.sleep(0.005)
 
 
-def in_child(fn, *args) -> int:  # type: ignore[no-untyped-def]
-    """Run fn(*args) in a forked child; return its exit code (fn's int result).
+def fork_pipe(body: Callable[[int], int], own_group: bool = False) -> tuple[int, int]:
+    """Fork a child that runs body(write_fd) and exits with its result (103 if it raises).
 
-    A Failure or Skip raised in the child is carried back over a pipe and
-    re-raised in the caller with the child's message, so assertions can live
-    on either side of the fork.
+    Returns (pid, read fd). The child never returns into the caller, whatever
+    body does, and leaves with os._exit so no atexit handler or buffered
+    output of the parent runs twice.
     """
     rfd, wfd = os.pipe()
     sys.stdout.flush()
@@ -250,27 +267,63 @@ def in_child(fn, *args) -> int:  # type: ignore[no-untyped-def]
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
-        code, msg = 0, b""
+        code = 103
         try:
-            res = fn(*args)
-            code = int(res) if isinstance(res, int) else 0
-        except Failure as exc:
-            code, msg = 101, f"F{exc}".encode()
-        except Skip as exc:
-            code, msg = 102, f"S{exc}".encode()
+            if own_group:
+                os.setpgid(0, 0)
+            code = body(wfd)
         except BaseException:  # noqa: BLE001 - the child must never return into the harness
-            code, msg = 103, f"E{traceback.format_exc()}".encode()
+            os.write(wfd, f"E{traceback.format_exc()}".encode()[:65000])
         finally:
-            os.write(wfd, msg[:65000])
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
     os.close(wfd)
+    return pid, rfd
+
+
+def read_pipe(rfd: int, deadline: float | None = None) -> tuple[bytes, bool]:
+    """Everything written to the pipe until EOF, and whether `deadline` (monotonic) cut it short; closes rfd."""
+    chunks = []
     try:
-        status = wait_status(pid)
-        msg = os.read(rfd, 65536).decode(errors="replace")
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return b"".join(chunks), True
+            if not select.select([rfd], [], [], left)[0]:
+                continue
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                return b"".join(chunks), False
+            chunks.append(chunk)
     finally:
         os.close(rfd)
+
+
+def in_child(fn: Callable[..., object], *args: object) -> int:
+    """Run fn(*args) in a forked child; return its exit code (fn's int result).
+
+    A Failure or Skip raised in the child is carried back over a pipe and
+    re-raised in the caller with the child's message, so assertions can live
+    on either side of the fork.
+    """
+
+    def body(wfd: int) -> int:
+        try:
+            res = fn(*args)
+        except Failure as exc:
+            os.write(wfd, f"F{exc}".encode()[:65000])
+            return 101
+        except Skip as exc:
+            os.write(wfd, f"S{exc}".encode()[:65000])
+            return 102
+        return int(res) if isinstance(res, int) else 0
+
+    pid, rfd = fork_pipe(body)
+    try:
+        status = wait_status(pid)
+    finally:
+        msg = read_pipe(rfd)[0].decode(errors="replace")
     if os.WIFSIGNALED(status):
         raise Failure(f"child died of signal {signal.Signals(os.WTERMSIG(status)).name}")
     code = os.WEXITSTATUS(status)
@@ -302,16 +355,11 @@ class Suite:
         self.tests.append((name, fn))
 
 
-def _run_one(fn) -> dict:  # type: ignore[no-untyped-def]
-    """Run one test in a forked child; the verdict comes back over a pipe."""
-    rfd, wfd = os.pipe()
+def _run_one(fn: Callable[[], object]) -> dict:
+    """Run one test in a forked child, in its own process group; the verdict comes back over a pipe."""
     start = time.monotonic()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        os.setpgid(0, 0)
+
+    def body(wfd: int) -> int:
         test_pid = os.getpid()
         verdict: dict = {"status": "PASS", "reason": ""}
         try:
@@ -322,31 +370,13 @@ def _run_one(fn) -> dict:  # type: ignore[no-untyped-def]
             verdict = {"status": "FAIL", "reason": str(exc)}
         except BaseException as exc:  # noqa: BLE001
             verdict = {"status": "ERROR", "reason": f"{type(exc).__name__}: {exc}", "log": traceback.format_exc()}
-        try:
-            # A grandchild the test forked that returns out of fn() lands here too: only the test process speaks.
-            if os.getpid() == test_pid:
-                os.write(wfd, json.dumps(verdict).encode())
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
-    os.close(wfd)
-    chunks = []
-    deadline = start + TEST_TIMEOUT
-    timed_out = False
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            timed_out = True
-            break
-        ready, _, _ = select.select([rfd], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(rfd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(rfd)
+        # A grandchild the test forked that returns out of fn() lands here too: only the test process speaks.
+        if os.getpid() == test_pid:
+            os.write(wfd, json.dumps(verdict).encode())
+        return 0
+
+    pid, rfd = fork_pipe(body, own_group=True)
+    data, timed_out = read_pipe(rfd, start + TEST_TIMEOUT)
     if timed_out:
         for target in (-pid, pid):
             try:
@@ -362,7 +392,7 @@ def _run_one(fn) -> dict:  # type: ignore[no-untyped-def]
     duration = time.monotonic() - start
     if timed_out:
         return {"status": "FAIL", "reason": f"timed out after {TEST_TIMEOUT:.0f}s", "duration": duration}
-    if not chunks:
+    if not data:
         how = (
             f"signal {signal.Signals(os.WTERMSIG(status)).name}"
             if os.WIFSIGNALED(status)
@@ -370,7 +400,7 @@ def _run_one(fn) -> dict:  # type: ignore[no-untyped-def]
         )
         return {"status": "ERROR", "reason": f"test process died without a verdict ({how})", "duration": duration}
     try:
-        verdict, _ = json.JSONDecoder().raw_decode(b"".join(chunks).decode(errors="replace"))
+        verdict, _ = json.JSONDecoder().raw_decode(data.decode(errors="replace"))
     except ValueError:
         verdict = {"status": "ERROR", "reason": "the test process sent an unreadable verdict"}
     verdict["duration"] = duration

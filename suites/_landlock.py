@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 
-from _klab import Failure, Skip, errname, expect_errno, set_no_new_privs, syscall
+from _klab import Failure, Skip, errname, expect_errno, kernel_version, set_no_new_privs, syscall
 
 LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
 LANDLOCK_CREATE_RULESET_ERRATA = 1 << 1
@@ -109,8 +110,48 @@ def errata() -> int | None:
     return ret if ret >= 0 else None
 
 
+# --- the ABI table -----------------------------------------------------------------
+
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "landlock_abi.json")) as _f:
+    ABI_TABLE = json.load(_f)
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+def expected_abi(version: tuple[int, int] | None = None) -> tuple[int, int | None]:
+    """(lowest, highest) ABI the table allows for a kernel release; highest is None past the newest entry."""
+    version = version or kernel_version()
+    low, high = 0, None
+    for release, abi in ABI_TABLE["abi"]:
+        if _release(release) <= version:
+            low = abi
+            if _release(release) == version:
+                return abi, abi
+        elif high is None:
+            high = abi
+    return low, high
+
+
+def expected_errata(release: str | None = None) -> int | None:
+    """The exact errata bitmask of a kernel the table knows (by full version), else None."""
+    release = release or os.uname().release
+    numbers = release.split("-")[0].split("+")[0]
+    return ABI_TABLE["errata_of"].get(numbers)
+
+
+def possible_errata(abi: int) -> int:
+    """Every erratum bit a kernel of this ABI may report: those fixing code of this ABI or older."""
+    return sum(1 << (int(n) - 1) for n, fixed_abi in ABI_TABLE["errata"].items() if fixed_abi <= abi)
+
+
 def require_abi(needed: int) -> int:
-    """Skip the test unless the kernel's Landlock ABI is at least `needed`."""
+    """Skip the test unless the kernel's Landlock ABI is at least `needed`.
+
+    A skip is only right where the table says this kernel release lacks the
+    ABI: a kernel that under-reports (7.3 answering 10) fails instead.
+    """
     abi = abi_version()
     if abi == -errno.ENOSYS:
         raise Skip("Landlock is not built in this kernel (ENOSYS)")
@@ -119,6 +160,10 @@ def require_abi(needed: int) -> int:
     if abi < 0:
         raise Failure(f"ABI query failed with {errname(-abi)}")
     if abi < needed:
+        low, _ = expected_abi()
+        if low >= needed:
+            major, minor = kernel_version()
+            raise Failure(f"kernel {major}.{minor} must have Landlock ABI {low} (landlock_abi.json), reports {abi}")
         raise Skip(f"needs Landlock ABI {needed}, kernel has {abi}")
     return abi
 

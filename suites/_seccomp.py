@@ -373,34 +373,21 @@ def fork_status(fn, *args) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
     """Run fn(wfd, *args) in a forked child; return (raw wait status, bytes it wrote to wfd).
 
     For tests where the child is expected to die of a signal (in_child turns that into a failure).
-    The child exits 0 when fn returns, 1 when it raises.
+    The child exits 0 when fn returns, 103 when it raises (its traceback then comes back as a Failure).
     """
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        code = 0
-        try:
-            no_core()
-            fn(wfd, *args)
-        except BaseException as exc:  # noqa: BLE001 - the child must never return into the harness
-            os.write(wfd, f"!{type(exc).__name__}: {exc}".encode()[:4000])
-            code = 1
-        os._exit(code)
-    os.close(wfd)
+
+    def body(wfd: int) -> int:
+        no_core()
+        fn(wfd, *args)
+        return 0
+
+    pid, rfd = _klab.fork_pipe(body)
     try:
         status = _klab.wait_status(pid)
-        chunks = []
-        while True:
-            chunk = os.read(rfd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
     finally:
-        os.close(rfd)
-    data = b"".join(chunks)
-    if data.startswith(b"!"):
-        raise Failure(f"in child: {data[1:].decode(errors='replace')}")
+        data = _klab.read_pipe(rfd)[0]
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 103 and data.startswith(b"E"):
+        raise Failure(f"in child: {data[1:].decode(errors='replace').strip().splitlines()[-1]}")
     return status, data
 
 
@@ -549,24 +536,18 @@ def spawn_traced(fn, *args, before_stop=None) -> tuple[int, int]:  # type: ignor
 
     Returns (pid, read end of the child's result pipe). The child is left in its SIGSTOP.
     """
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        code = 0
-        try:
-            no_core()
-            if before_stop is not None:
-                before_stop()
-            if ptrace(PTRACE_TRACEME, 0)[0] != 0:
-                os._exit(3)
-            os.kill(os.getpid(), signal.SIGSTOP)
-            fn(wfd, *args)
-        except BaseException as exc:  # noqa: BLE001
-            os.write(wfd, f"!{type(exc).__name__}: {exc}".encode()[:4000])
-            code = 1
-        os._exit(code)
-    os.close(wfd)
+
+    def body(wfd: int) -> int:
+        no_core()
+        if before_stop is not None:
+            before_stop()
+        if ptrace(PTRACE_TRACEME, 0)[0] != 0:
+            return 3
+        os.kill(os.getpid(), signal.SIGSTOP)
+        fn(wfd, *args)
+        return 0
+
+    pid, rfd = _klab.fork_pipe(body)
     status = _klab.wait_status(pid)
     if not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP):
         raise Failure(f"traced child: expected its initial SIGSTOP, got {describe_status(status)}")
@@ -594,12 +575,9 @@ def serve_tracee(pid: int, rfd: int, on_seccomp) -> tuple[int, bytes, list[int]]
         elif sig != signal.SIGTRAP:
             deliver = sig
         _klab.expect_errno(ptrace(PTRACE_CONT, pid, 0, deliver), 0, "PTRACE_CONT")
-    data = b""
-    while chunk := os.read(rfd, 65536):
-        data += chunk
-    os.close(rfd)
-    if data.startswith(b"!"):
-        raise Failure(f"in traced child: {data[1:].decode(errors='replace')}")
+    data = _klab.read_pipe(rfd)[0]
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 103 and data.startswith(b"E"):
+        raise Failure(f"in traced child: {data[1:].decode(errors='replace').strip().splitlines()[-1]}")
     return status, data, messages
 
 

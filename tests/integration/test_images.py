@@ -21,7 +21,7 @@ RECIPE = IMAGES / "debian-bookworm.yaml"
 
 
 def debugfs(image: Path, request: str) -> str:
-    return proc.run(["debugfs", "-R", request, str(image)], timeout=60).output
+    return proc.run(["debugfs", "-R", request, str(image)], deadline=proc.Deadline.after(60)).output
 
 
 def stat(image: Path, path: str) -> tuple[str, str, str]:
@@ -69,8 +69,8 @@ def test_image_has_python_for_its_arch(built: tuple[arches.Arch, dict[str, Any]]
 def test_image_is_a_clean_ext4_without_apt_lists(built: tuple[arches.Arch, dict[str, Any]]) -> None:
     _, doc = built
     image = Path(doc["image"])
-    proc.run(["e2fsck", "-fn", str(image)], timeout=120)
-    assert "klab-root" in proc.run(["e2label", str(image)], timeout=30).output
+    proc.run(["e2fsck", "-fn", str(image)], deadline=proc.Deadline.after(120))
+    assert "klab-root" in proc.run(["e2label", str(image)], deadline=proc.Deadline.after(30)).output
     lists = debugfs(image, "ls /var/lib/apt/lists")
     assert "Packages" not in lists and "InRelease" not in lists
     assert doc["size_bytes"] == image.stat().st_size == images.load_recipe(RECIPE).size_mb << 20

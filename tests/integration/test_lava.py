@@ -58,7 +58,7 @@ def lava_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     start = time.monotonic()
     proc.run(
         [LAVA_RUN, "--job-id", job_id, "--output-dir", str(out), "--device", str(device), str(job)],
-        timeout=JOB_SECONDS,
+        deadline=proc.Deadline.after(JOB_SECONDS),
         log=work / lava.LOG_NAME,
         check=False,
     )

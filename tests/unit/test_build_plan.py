@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -57,12 +58,34 @@ def test_key_depends_on_arch_fragments_and_source(tmp_path: Path) -> None:
     assert base.directory().name.startswith("arm64-linux-")
 
 
-def test_debian_tree_identity_comes_from_its_package(tmp_path: Path) -> None:
+def test_debian_tree_identity_comes_from_the_marker_beside_it(tmp_path: Path) -> None:
     root = _tree(tmp_path)
-    (root / ".klab-source.json").write_text(json.dumps({"package": "linux-source-6.12", "version": "6.12.117-1"}))
+    source.marker(root).write_text(json.dumps({"package": "linux-source-6.12", "version": "6.12.117-1"}))
     src = source.resolve(root)
     assert src.identity == "debian:linux-source-6.12:6.12.117-1"
     assert source.kernelversion(root) == "6.12.117"
+    assert not any(p.name.startswith(".klab") for p in root.iterdir()), "git would pick up a marker inside the tree"
+
+
+def test_a_git_repository_made_from_a_fetched_tree_is_a_git_tree(tmp_path: Path) -> None:
+    """`git init; git add -A -f; git commit` on a fetched tree: bisect and try must see a git tree."""
+    root = _tree(tmp_path)
+    source.marker(root).write_text(json.dumps({"package": "linux-source-6.12", "version": "6.12.117-1"}))
+    env = dict(
+        os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"
+    )
+    for argv in (["init", "-q"], ["add", "-A", "-f"], ["commit", "-qm", "import"]):
+        subprocess.run(["git", "-C", str(root), *argv], check=True, env=env)
+    src = source.resolve(root)
+    assert src.identity == f"git:{root}"
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert src.describe == head.stdout.strip()  # no tags here: `git describe --always` gives the commit
+
+
+@pytest.mark.parametrize("version", ["7", "7.3.4", "latest", "7.x", ""])
+def test_bad_source_versions_are_refused_before_any_download(version: str) -> None:
+    with pytest.raises(UserError, match="give MAJOR.MINOR such as 6.12 or 7.3"):
+        source.check_version(version)
 
 
 @pytest.mark.parametrize(

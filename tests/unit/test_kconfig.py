@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import kconfig
+from lab import kconfig, kexplain
 from lab.errors import UserError
 
 KCONFIG = """
@@ -39,6 +39,33 @@ config BPF_LSM
 \tdepends on BPF_SYSCALL
 \tdepends on SECURITY
 \tdepends on BPF_JIT
+\thelp
+\t  Lines of help text are not Kconfig syntax:
+\t  if this were read as a block, everything after would be wrong.
+
+config SERIAL_8250
+\tbool "8250 serial"
+\tdepends on !S390
+
+config SERIAL_8250_CONSOLE
+\tbool "Console on 8250"
+\tdepends on SERIAL_8250=y
+
+config X86
+\tdef_bool y
+\tselect HAVE_EBPF_JIT if X86_64
+
+menuconfig VIRTUALIZATION
+\tbool "Virtualization"
+
+if VIRTUALIZATION
+
+config KVM
+\tbool "KVM"
+
+endif
+
+source "arch/$(SRCARCH)/Kconfig"
 """
 
 
@@ -47,6 +74,8 @@ def tree(tmp_path: Path) -> Path:
     (tmp_path / "Kconfig").write_text(KCONFIG)
     (tmp_path / "arch/arm64").mkdir(parents=True)
     (tmp_path / "arch/arm64/Kconfig").write_text('config BPF_LSM\n\tbool "wrong arch"\n\tdepends on NOT_X86\n')
+    (tmp_path / "arch/x86").mkdir(parents=True)
+    (tmp_path / "arch/x86/Kconfig").write_text('config X86_64\n\tbool "64-bit"\n')
     return tmp_path
 
 
@@ -102,25 +131,103 @@ def test_conflicting_fragments_are_refused(tmp_path: Path) -> None:
 def test_validate_names_the_unmet_dependencies(tree: Path) -> None:
     requested = {"SECURITY": "y", "BPF_SYSCALL": "y", "BPF_JIT": "y", "BPF_LSM": "y"}
     final = {"SECURITY": "y", "BPF_SYSCALL": "y", "HAVE_EBPF_JIT": "y", "MODULES": "n"}
-    misses = kconfig.validate(requested, final, tree, "x86")
+    misses = kexplain.validate(requested, final, tree, "x86")
     assert [m.option for m in misses] == ["BPF_JIT", "BPF_LSM"]
     jit, lsm = (m.describe() for m in misses)
-    assert jit.startswith("CONFIG_BPF_JIT=y did not land (now: not set): depends on (HAVE_EBPF_JIT=y) && (MODULES=n)")
-    assert "[Kconfig:" in jit
-    assert "depends on (BPF_EVENTS=n) && (BPF_SYSCALL=y) && (SECURITY=y) && (BPF_JIT=n)" in lsm
-    # One level down: why BPF_EVENTS and BPF_JIT are off too.
-    assert "BPF_EVENTS: depends on (BPF_SYSCALL=y) && ((KPROBE_EVENTS=n || UPROBE_EVENTS=n) && PERF_EVENTS=n)" in lsm
+    # Only the unmet conditions, each once, with the values that make them unmet.
+    assert jit.startswith("CONFIG_BPF_JIT=y did not land (now: not set): depends on MODULES (now n) [Kconfig:")
+    assert "HAVE_EBPF_JIT" not in jit.split("[")[0]
+    assert lsm.startswith(
+        "CONFIG_BPF_LSM=y did not land (now: not set): depends on BPF_EVENTS (now n), BPF_JIT (now n)"
+    )
+    # One level down: why BPF_EVENTS is off too, its compound clause with every symbol's value.
+    assert (
+        "BPF_EVENTS: depends on (KPROBE_EVENTS || UPROBE_EVENTS) && PERF_EVENTS "
+        "(now KPROBE_EVENTS=n, UPROBE_EVENTS=n, PERF_EVENTS=n)"
+    ) in lsm
     assert "it has no prompt" in lsm
+    assert lsm.count("BPF_JIT: depends on") == 1  # explained once, though two paths lead to it
     assert "NOT_X86" not in lsm  # arch/arm64 Kconfig is not this arch's
+    assert "help text" not in lsm and "if this were" not in lsm
+
+
+def test_explanations_read_comparisons_and_negations_plainly(tree: Path) -> None:
+    index = kexplain.KconfigIndex(tree, "x86")
+    assert index.explain("SERIAL_8250_CONSOLE", {"SERIAL_8250": "n"}).startswith(
+        "depends on SERIAL_8250=y (now SERIAL_8250=n)"
+    )
+    # A negation that holds is not a problem: SERIAL_8250 is then overridden by something else.
+    assert "S390" not in index.explain("SERIAL_8250", {})
+    assert index.explain("SERIAL_8250", {"S390": "y"}).startswith("depends on !S390 (now S390=y)")
+
+
+def test_enclosing_if_blocks_and_selects_count(tree: Path) -> None:
+    index = kexplain.KconfigIndex(tree, "x86")
+    assert index.explain("KVM", {}).startswith("depends on VIRTUALIZATION (now n)")
+    assert index.explain("KVM", {"VIRTUALIZATION": "y"}).startswith("its conditions hold")
+    assert "selected by X86 if X86_64" in index.explain("HAVE_EBPF_JIT", {})
+    assert index.defines("X86_64") and not index.defines("NOT_X86")  # arch/x86 sourced, arch/arm64 not
+
+
+@pytest.mark.parametrize(
+    ("expr", "values", "want"),
+    [
+        ("A && B", {"A": "y", "B": "m"}, 1),
+        ("A || !B", {}, 2),
+        ("A=y", {"A": "y"}, 2),
+        ('A != "x"', {"A": '"x"'}, 0),
+        ("(A || B) && C", {"B": "y", "C": "y"}, 2),
+        ("X < 5", {"X": "3"}, 2),
+        ("$(cc-option,-mfoo) && A", {"A": "y"}, 2),
+    ],
+)
+def test_expression_evaluation(expr: str, values: dict[str, str], want: int) -> None:
+    assert kexplain.evaluate(expr, values) == want
 
 
 def test_validate_passes_when_everything_landed(tree: Path) -> None:
-    assert kconfig.validate({"SECURITY": "y", "MODULES": "n"}, {"SECURITY": "y"}, tree, "x86") == []
+    assert kexplain.validate({"SECURITY": "y", "MODULES": "n"}, {"SECURITY": "y"}, tree, "x86") == []
 
 
 def test_unknown_symbol_is_explained(tree: Path) -> None:
-    (miss,) = kconfig.validate({"NO_SUCH": "y"}, {}, tree, "x86")
+    (miss,) = kexplain.validate({"NO_SUCH": "y"}, {}, tree, "x86")
     assert "no `config NO_SUCH`" in miss.describe()
+
+
+def test_version_conditions_and_optional_options(tmp_path: Path) -> None:
+    frag = kconfig.parse_fragment(
+        _frag(
+            tmp_path,
+            "f",
+            "CONFIG_A=y\n# klab: optional\nCONFIG_GONE=y\n# klab: kernel >= 6.2\nCONFIG_NEW=y\n"
+            "# klab: kernel < 7.0, >= 6.1\nCONFIG_MID=y\n",
+        )
+    )
+    defined = {"A", "NEW", "MID"}.__contains__
+    old = kconfig.resolve([frag], (6, 1), defined)
+    assert old.wanted == {"A": "y", "MID": "y"}
+    assert old.not_applicable == {"GONE": "not in this kernel (optional)", "NEW": "only for kernel >= 6.2"}
+    new = kconfig.resolve([frag], (7, 3), defined)
+    assert new.wanted == {"A": "y", "NEW": "y"}
+    assert new.not_applicable["MID"] == "only for kernel < 7.0"
+    # merge_config.sh sees only what applies; the rest stays visible as a comment.
+    text = kconfig.applicable_text(frag, new)
+    assert "CONFIG_NEW=y" in text and "\nCONFIG_GONE" not in text and "# CONFIG_GONE: not in this kernel" in text
+    # An optional option the tree defines is requested like any other.
+    assert kconfig.resolve([frag], (7, 3), lambda o: True).wanted["GONE"] == "y"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("# klab: sometimes\nCONFIG_A=y\n", r"f.config:1: malformed directive 'klab: sometimes'"),
+        ("# klab: kernel >= 6\nCONFIG_A=y\n", r"f.config:1: malformed directive"),
+        ("CONFIG_A=y\n# klab: optional\n", r"f.config:2: 'klab:' directive with no option after it"),
+    ],
+)
+def test_malformed_directives_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        kconfig.parse_fragment(_frag(tmp_path, "f", text))
 
 
 def test_read_config(tmp_path: Path) -> None:

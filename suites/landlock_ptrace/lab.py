@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import _klab
 import _landlock as ll
-from _klab import Failure, Skip, errname
+from _klab import Failure, Skip, errname, kernel_version
 
 PTRACE_TRACEME = 0
 PTRACE_ATTACH = 16
@@ -118,11 +118,6 @@ def _yama_allows(
     if scope == 2:
         return tracer_cap
     return False
-
-
-def kernel_version() -> tuple[int, int]:
-    major, minor = os.uname().release.split(".")[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
 def _landlock_allows(tracer: tuple[str, ...], tracee: tuple[str, ...]) -> bool:

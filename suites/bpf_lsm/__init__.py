@@ -1,0 +1,24 @@
+"""BPF LSM (KRSI) suite: BPF programs attached to LSM hooks, loaded by _bpf.py.
+
+Every program filters on one tgid (a helper process the test forks), so a test
+never denies anything to the harness, the rest of the guest or the host. Each
+deny test checks the denied side (exact errno, which process) and the allowed
+side (another process, and the same process before attach or after detach).
+
+Gates: `bpf` must be in /sys/kernel/security/lsm (else LSM programs load and
+attach but never run: the canary fails and every other test skips), vmlinux
+BTF must be present, and on arm64 the kernel must have BPF trampolines.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import _klab
+
+suite = _klab.Suite("bpf_lsm")
+
+# Importing a module registers its tests: this order is the run order.
+MODULES = ("canary", "deny", "detach", "multi", "verifier", "sleepable", "stacking")
+for _module in MODULES:
+    importlib.import_module(f"{__name__}.{_module}")

@@ -1,0 +1,241 @@
+"""bpf_lsm: shared constants and helpers."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+
+import _bpf
+import _klab
+from _bpf import FN_GET_CURRENT_PID_TGID, FN_MAP_LOOKUP_ELEM, R0, R1, R2, R10, SIZE_DW, SIZE_W, Asm, BpfError
+from _klab import Failure, Skip
+
+NOT_ACTIVE = "bpf is not an active LSM (lsm= lacks bpf)"
+
+LSM_LIST = "/sys/kernel/security/lsm"
+
+BPFFS = "/sys/fs/bpf"
+
+# Hooks used here and their parameter counts (include/linux/lsm_hook_defs.h,
+# unchanged from v5.7 to v6.18).
+HOOK_ARGS = {
+    "file_open": 1,
+    "file_mprotect": 3,
+    "bprm_check_security": 1,
+    "task_alloc": 2,
+    "ptrace_access_check": 2,
+    "bprm_committed_creds": 1,
+}
+
+# Hooks for the verifier gates; absent ones make only their test skip.
+EXTRA_HOOKS = ("file_free_security", "inode_xattr_skipcap", "getprocattr")
+
+# Global kernel functions that are not LSM hooks, to attach an LSM program to.
+NON_HOOK_FUNCS = ("vfs_read", "security_file_open", "do_sys_openat2")
+
+_libc = _klab.libc
+
+PROT_READ, PROT_WRITE = 1, 2
+
+MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+
+PR_SET_PDEATHSIG = 1
+
+BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY = 26, 24
+
+
+def _resolve_btf() -> tuple[dict[str, _bpf.BtfFunc], str]:
+    """Resolve every BTF id the suite needs, once, in the runner process.
+
+    The runner imports this module before forking the tests, so each test
+    inherits the result: one pass over ~10^5 BTF types is cheap on a host but
+    takes seconds under TCG.
+    """
+    if not os.path.exists(_bpf.BTF_PATH):
+        return {}, f"no {_bpf.BTF_PATH} (kernel built without CONFIG_DEBUG_INFO_BTF)"
+    names = [f"bpf_lsm_{h}" for h in (*HOOK_ARGS, *EXTRA_HOOKS)] + list(NON_HOOK_FUNCS)
+    try:
+        return _bpf.btf_find_funcs(names), ""
+    except (OSError, _bpf.BtfError) as exc:
+        return {}, f"cannot read vmlinux BTF: {exc}"
+
+
+BTF, BTF_ERROR = _resolve_btf()
+
+
+def _mount(source: str, target: str, fstype: str) -> int:
+    """mount(2) through libc; returns 0 or the errno."""
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
+        return ctypes.get_errno()
+    return 0
+
+
+def active_lsms() -> list[str] | None:
+    """The active LSMs in call order, or None when securityfs cannot be read."""
+    if not os.path.exists(LSM_LIST) and os.geteuid() == 0:
+        _mount("securityfs", "/sys/kernel/security", "securityfs")
+    try:
+        with open(LSM_LIST) as f:
+            return [name for name in f.read().strip().split(",") if name]
+    except OSError:
+        return None
+
+
+def hook_id(hook: str) -> int:
+    """BTF id of bpf_lsm_<hook>; skips the test when the kernel lacks the hook."""
+    func = BTF.get(f"bpf_lsm_{hook}")
+    if func is None:
+        raise Skip(f"bpf_lsm_{hook} is not in vmlinux BTF (hook absent or CONFIG_BPF_LSM off)")
+    return func.type_id
+
+
+def _load_refusal() -> str:
+    """Why a trivial LSM program cannot be loaded here ('' when it can).
+
+    A root process with CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN that gets EPERM for
+    *every* BTF-attached program (LSM and fentry alike), before the verifier
+    writes a log, is under a local policy (a BPF LSM program on the bpf hook,
+    a vendor patch): nothing here can be tested. EPERM for LSM programs only
+    is a kernel bug and is not excused.
+    """
+    try:
+        os.close(_bpf.prog_load(Asm().ret(0).assemble(), hook_id("file_open")))
+        return ""
+    except BpfError as exc:
+        if exc.errno != errno.EPERM or exc.log.strip():
+            return ""
+    fentry = BTF.get("vfs_read")
+    if fentry is None:
+        return ""
+    try:
+        prog = _bpf.prog_load(
+            Asm().ret(0).assemble(), fentry.type_id, prog_type=BPF_PROG_TYPE_TRACING, attach_type=BPF_TRACE_FENTRY
+        )
+        os.close(prog)
+        return ""
+    except BpfError as exc:
+        if exc.errno != errno.EPERM:
+            return ""
+    caps = all(_klab.has_cap(c) for c in (_klab.CAP_SYS_ADMIN, _klab.CAP_BPF, _klab.CAP_PERFMON))
+    held = "holds" if caps else "lacks some of"
+    return (
+        f"this machine refuses every BTF-attached BPF program (LSM and fentry: EPERM before the verifier) "
+        f"though the process {held} CAP_SYS_ADMIN/CAP_BPF/CAP_PERFMON: a local security policy forbids them"
+    )
+
+
+def require(*hooks: str) -> None:
+    """Skip unless BPF LSM programs can run here and the hooks exist."""
+    _klab.require_root()
+    lsms = active_lsms()
+    if lsms is not None and "bpf" not in lsms:
+        raise Skip(NOT_ACTIVE)
+    if BTF_ERROR:
+        raise Skip(BTF_ERROR)
+    for hook in ("file_open", *hooks):
+        hook_id(hook)
+    refusal = _load_refusal()
+    if refusal:
+        raise Skip(refusal)
+    if lsms is None and not _counter_probe():
+        raise Skip(f"{NOT_ACTIVE}: {LSM_LIST} unreadable and a file_open counter never ran")
+
+
+def _counter_probe() -> bool:
+    """Does a file_open program run at all? (Only used when the LSM list is unreadable.)"""
+    counters = _bpf.Counters(1)
+    prog = load("file_open", tgid_prog(os.getpid(), counters=counters))
+    link = attach(prog)
+    os.close(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    ran = counters[0] == 1
+    for fd in (link, prog):
+        os.close(fd)
+    counters.close()
+    return ran
+
+
+def count_into(asm: Asm, counters: _bpf.Counters, slot: int) -> Asm:
+    """Emit: counters[slot] += 1 (array lookup + atomic add)."""
+    done = f"counted_{slot}"
+    return (
+        asm.st(SIZE_W, R10, -4, slot)
+        .mov64(R2, R10)
+        .alu64("add", R2, imm=-4)
+        .ld_map_fd(R1, counters.fd)
+        .call(FN_MAP_LOOKUP_ELEM)
+        .jmp("jeq", R0, done, imm=0)
+        .mov64(R1, imm=1)
+        .atomic_add(SIZE_DW, R0, 0, R1)
+        .label(done)
+    )
+
+
+def tgid_prog(tgid: int, verdict: int = 0, counters: _bpf.Counters | None = None, slot: int = 0) -> Asm:
+    """Return `verdict` (and count) when the current tgid is `tgid`, else 0."""
+    asm = Asm().call(FN_GET_CURRENT_PID_TGID).alu64("rsh", R0, imm=32).jmp("jne", R0, "other", imm=tgid)
+    if counters is not None:
+        count_into(asm, counters, slot)
+    return asm.ret(verdict).label("other").ret(0)
+
+
+def load(hook: str, asm: Asm, **kwargs: object) -> int:
+    """Load an LSM program that must load; a refusal fails the test with the verifier log."""
+    try:
+        return _bpf.prog_load(asm.assemble(), hook_id(hook), **kwargs)  # type: ignore[arg-type]
+    except BpfError as exc:
+        _skip_if_no_trampoline(exc)
+        raise Failure(f"loading a {hook} program: {exc}") from None
+
+
+def try_load(hook_or_id: str | int, asm: Asm, **kwargs: object) -> tuple[int, str]:
+    """Load expecting maybe a refusal: (0, '') on success (fd closed), else (errno, verifier log)."""
+    btf_id = hook_or_id if isinstance(hook_or_id, int) else hook_id(hook_or_id)
+    try:
+        os.close(_bpf.prog_load(asm.assemble(), btf_id, **kwargs))  # type: ignore[arg-type]
+    except BpfError as exc:
+        return exc.errno, exc.log
+    return 0, ""
+
+
+def attach(prog_fd: int) -> int:
+    """Attach via a link; arm64 kernels without BPF trampolines skip."""
+    try:
+        return _bpf.link_create(prog_fd)
+    except BpfError as exc:
+        _skip_if_no_trampoline(exc)
+        raise Failure(f"attaching an LSM program: {exc}") from None
+
+
+def _skip_if_no_trampoline(exc: BpfError) -> None:
+    """arm64 has BPF trampolines only from v6.0 and with ftrace direct calls; without, ENOTSUPP/EOPNOTSUPP."""
+    if exc.errno in (_bpf.ENOTSUPP, errno.EOPNOTSUPP) and _klab.MACHINE == "aarch64":
+        raise Skip(
+            f"no BPF trampoline on this arm64 kernel ({exc}): BPF LSM attach needs >= 6.0 with "
+            "DYNAMIC_FTRACE_WITH_DIRECT_CALLS"
+        ) from None
+
+
+def enforce(hook: str, tgid: int, verdict: int, **kwargs: object) -> tuple[int, int]:
+    """Load and attach a tgid-filtered program; returns (prog fd, link fd)."""
+    prog = load(hook, tgid_prog(tgid, verdict), **kwargs)
+    return prog, attach(prog)
+
+
+def true_binary() -> str:
+    for path in ("/bin/true", "/usr/bin/true"):
+        if os.access(path, os.X_OK):
+            return path
+    raise Skip("no /bin/true to exec")
+
+
+def read_counters(counters: _bpf.Counters, n: int) -> list[int]:
+    return [counters[i] for i in range(n)]
+
+
+def open_n(n: int, path: str = "/dev/null") -> None:
+    for _ in range(n):
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))

@@ -1,0 +1,118 @@
+"""bpf_lsm: verifier and attach gates."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from _bpf import Asm
+from _klab import Failure, Skip, errname, expect, expect_eq, kernel_version
+
+from bpf_lsm import suite
+from bpf_lsm.common import BTF, NON_HOOK_FUNCS, require, try_load
+
+test = suite.test
+
+
+def expect_refused(result: tuple[int, str], err: int, needle: str, what: str) -> None:
+    got, log = result
+    if got != err:
+        raise Failure(f"{what}: expected {errname(err)} ({err}), got {errname(got)} ({got}); log: {log.strip()[-300:]}")
+    expect(needle in log, f"{what}: expected the verifier log to mention {needle!r}, got: {log.strip()[-300:]!r}")
+
+
+@suite.test
+def verifier_requires_gpl_license() -> None:
+    """LSM programs need a GPL-compatible license: 'Proprietary' is EINVAL, 'Dual BSD/GPL' loads."""
+    require()
+    ok = Asm().ret(0)
+    expect_eq(try_load("file_open", ok, license="GPL"), (0, ""), "(errno, log) loading with license GPL")
+    expect_eq(try_load("file_open", ok, license="Dual BSD/GPL"), (0, ""), "(errno, log) with license Dual BSD/GPL")
+    expect_refused(try_load("file_open", ok, license="Proprietary"), errno.EINVAL, "GPL", "license Proprietary")
+
+
+@suite.test
+def verifier_rejects_non_hook_attach_target() -> None:
+    """attach_btf_id must name a bpf_lsm_* hook FUNC: another FUNC, a FUNC_PROTO or 0 are EINVAL."""
+    require()
+    other = next((BTF[n] for n in NON_HOOK_FUNCS if n in BTF), None)
+    if other is None:
+        raise Skip(f"none of {', '.join(NON_HOOK_FUNCS)} in vmlinux BTF")
+    ok = Asm().ret(0)
+    expect_refused(try_load(other.type_id, ok), errno.EINVAL, other.name, f"LSM program on FUNC {other.name}")
+    proto = BTF["bpf_lsm_file_open"].proto_id
+    expect_refused(try_load(proto, ok), errno.EINVAL, "is not a function", "LSM program on a FUNC_PROTO id")
+    expect_refused(try_load(0, ok), errno.EINVAL, "btf_id", "LSM program without attach_btf_id")
+
+
+@suite.test
+def verifier_rejects_sleepable_on_non_sleepable_hook() -> None:
+    """BPF_F_SLEEPABLE is refused on file_mprotect (not in sleepable_lsm_hooks) and accepted on file_open."""
+    require("file_mprotect")
+    ok = Asm().ret(0)
+    expect_eq(try_load("file_open", ok, sleepable=True), (0, ""), "(errno, log) sleepable on file_open")
+    expect_refused(
+        try_load("file_mprotect", ok, sleepable=True), errno.EINVAL, "is not sleepable", "sleepable on file_mprotect"
+    )
+
+
+# bpf_lsm_get_retval_range() and its use in check_return_code() came with
+# "bpf, lsm: Add check for BPF LSM return value" (Xu Kuohai, merged for v6.12;
+# selftests progs/verifier_lsm.c); before v6.12 any LSM return value loads.
+RETVAL_CHECK_SINCE = (6, 12)
+
+
+def _require_retval_check() -> None:
+    if kernel_version() < RETVAL_CHECK_SINCE:
+        raise Skip(
+            "LSM return-value range checks landed in v6.12 ('bpf, lsm: Add check for BPF LSM return value'); "
+            f"kernel {os.uname().release} accepts any return value"
+        )
+
+
+@suite.test
+def verifier_enforces_errno_return_range() -> None:
+    """An int hook's program must return 0 or -4095..-1: 1, 4096 and -4096 are EINVAL (v6.12+)."""
+    require("file_mprotect")
+    _require_retval_check()
+    for value in (0, -1, -errno.EPERM, -4095):
+        expect_eq(try_load("file_mprotect", Asm().ret(value)), (0, ""), f"(errno, log) returning {value}")
+    for value in (1, 4096, -4096):
+        expect_refused(
+            try_load("file_mprotect", Asm().ret(value)),
+            errno.EINVAL,
+            f"smin={value} smax={value} should have been in [-4095, 0]",
+            f"file_mprotect program returning {value}",
+        )
+
+
+@suite.test
+def verifier_enforces_bool_return_range() -> None:
+    """A bool hook (inode_xattr_skipcap) accepts 0 and 1 and refuses 2 and -1 (v6.12+)."""
+    require("inode_xattr_skipcap")
+    _require_retval_check()
+    for value in (0, 1):
+        expect_eq(try_load("inode_xattr_skipcap", Asm().ret(value)), (0, ""), f"(errno, log) returning {value}")
+    for value in (2, -1):
+        expect_refused(
+            try_load("inode_xattr_skipcap", Asm().ret(value)),
+            errno.EINVAL,
+            "should have been in [0, 1]",
+            f"inode_xattr_skipcap program returning {value}",
+        )
+
+
+@suite.test
+def verifier_void_hook_takes_any_return() -> None:
+    """A void hook (file_free_security) has no return range: 4096 loads on every kernel."""
+    require("file_free_security")
+    expect_eq(try_load("file_free_security", Asm().ret(4096)), (0, ""), "(errno, log) returning 4096 from a void hook")
+
+
+@suite.test
+def verifier_rejects_disabled_hook() -> None:
+    """getprocattr is on bpf_lsm_disabled_hooks (v6.12+, 'bpf, lsm: Add disabled BPF LSM hook list'): EINVAL."""
+    require("getprocattr")
+    if kernel_version() < (6, 12):
+        raise Skip(f"the disabled-hook list landed in v6.12; kernel {os.uname().release} lets getprocattr load")
+    expect_refused(try_load("getprocattr", Asm().ret(0)), errno.EINVAL, "disabled hook", "LSM program on getprocattr")

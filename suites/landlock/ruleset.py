@@ -1,0 +1,90 @@
+"""landlock: ruleset attribute size and content."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+
+import _klab
+import _landlock as ll
+from _klab import expect_errno
+
+from landlock import suite
+from landlock.common import EINVAL, PAGE_SIZE, _rs_attr
+
+test = suite.test
+
+
+@test
+def ruleset_attr_size_rules() -> None:
+    """size < 8 is EINVAL, > page is E2BIG, NULL attr is EFAULT, empty is ENOMSG."""
+    ll.require_abi(1)
+    buf = ctypes.create_string_buffer(PAGE_SIZE + 1)
+    ptr = ctypes.addressof(buf)
+    for size in (0, 1, 7):
+        expect_errno(_klab.syscall("landlock_create_ruleset", ptr, size, 0), EINVAL, f"size {size}")
+    expect_errno(_klab.syscall("landlock_create_ruleset", ptr, PAGE_SIZE + 1, 0), errno.E2BIG, "size page+1")
+    expect_errno(_klab.syscall("landlock_create_ruleset", ptr, -1, 0), errno.E2BIG, "size (size_t)-1")
+    for size in (0, 1, 8, 24):
+        expect_errno(ll.create_ruleset(None, size, 0), errno.EFAULT, f"NULL attr, size {size}")
+    for size in (8, 16, 24, PAGE_SIZE):
+        expect_errno(
+            _klab.syscall("landlock_create_ruleset", ptr, size, 0), errno.ENOMSG, f"all-zero attr, size {size}"
+        )
+
+
+@test
+def ruleset_attr_larger_size() -> None:
+    """A size beyond the kernel's struct is fine with a zero tail and E2BIG with any non-zero byte."""
+    abi = ll.require_abi(1)
+    ksize = ll.attr_size_for(abi)
+    buf = ctypes.create_string_buffer(PAGE_SIZE)
+    struct.pack_into("<Q", buf, 0, ll.ACCESS_FS_READ_FILE)
+    ptr = ctypes.addressof(buf)
+    fd = expect_errno(_klab.syscall("landlock_create_ruleset", ptr, PAGE_SIZE, 0), 0, "page-sized attr, zero tail")
+    os.close(fd)
+    for offset in (ksize, PAGE_SIZE // 2, PAGE_SIZE - 1):
+        buf[offset] = b"."
+        what = f"page-sized attr with non-zero byte at {offset} (kernel struct is {ksize} bytes)"
+        expect_errno(_klab.syscall("landlock_create_ruleset", ptr, PAGE_SIZE, 0), errno.E2BIG, what)
+        buf[offset] = b"\0"
+
+
+@test
+def ruleset_attr_fields_by_abi() -> None:
+    """net (ABI 4) and scoped (ABI 6) are E2BIG on older kernels and accepted on newer ones."""
+    abi = ll.require_abi(1)
+    net = _rs_attr(fs=ll.ACCESS_FS_READ_FILE, net=ll.ACCESS_NET_BIND_TCP)
+    scoped = _rs_attr(fs=ll.ACCESS_FS_READ_FILE, scoped=ll.SCOPE_SIGNAL)
+    for attr, size, since, what in ((net, 16, 4, "handled_access_net"), (scoped, 24, 6, "scoped")):
+        res = ll.create_ruleset(attr, size, 0)
+        if abi >= since:
+            os.close(expect_errno(res, 0, f"{what} on ABI {abi}"))
+        else:
+            expect_errno(res, errno.E2BIG, f"{what} (ABI {since}) on ABI {abi}")
+    # Only net or only scoped handled is a valid, non-empty ruleset.
+    if abi >= 4:
+        os.close(expect_errno(ll.create_ruleset(_rs_attr(net=ll.ACCESS_NET_BIND_TCP), 16), 0, "net-only ruleset"))
+    if abi >= 6:
+        os.close(expect_errno(ll.create_ruleset(_rs_attr(scoped=ll.SCOPE_SIGNAL), 24), 0, "scoped-only ruleset"))
+
+
+@test
+def ruleset_unknown_access_bits() -> None:
+    """Unknown fs, net and scope bits are EINVAL; every known bit is accepted."""
+    abi = ll.require_abi(1)
+    size = ll.attr_size_for(abi)
+    cases = [("fs", ll.fs_access_all(abi), lambda v: _rs_attr(fs=v))]
+    if abi >= 4:
+        cases.append(("net", ll.net_access_all(abi), lambda v: _rs_attr(fs=ll.ACCESS_FS_READ_FILE, net=v)))
+    if abi >= 6:
+        cases.append(("scoped", ll.scope_all(abi), lambda v: _rs_attr(fs=ll.ACCESS_FS_READ_FILE, scoped=v)))
+    for name, known, make in cases:
+        os.close(expect_errno(ll.create_ruleset(make(known), size), 0, f"all known {name} bits {known:#x}"))
+        bad = [1 << 63, 1 << 32]
+        if abi <= ll.MAX_KNOWN_ABI:
+            bad.append(known + 1)  # the next bit up
+        for bit in bad:
+            expect_errno(ll.create_ruleset(make(known | bit), size), EINVAL, f"unknown {name} bit {bit:#x}")
