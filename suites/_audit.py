@@ -10,7 +10,8 @@ rate limiting) and, when audit was enabled at boot, held for a daemon to come;
 with audit disabled (the lab kernels boot without audit=1), Landlock and
 seccomp do not even build their records. Tests that check records therefore
 need the daemon role, which needs CAP_AUDIT_CONTROL in the initial user and
-pid namespace; a running auditd makes the kernel refuse a second one (EEXIST).
+pid namespace. The kernel refuses a second live daemon (EEXIST): AuditLog
+waits a few seconds for it to go (another test on the same host), then fails.
 
 Records held from before the registration are delivered too: tests must
 select their records by something they own (a pid, a path, a domain ID).
@@ -26,7 +27,7 @@ import socket
 import struct
 import time
 
-from _klab import Failure, Skip, errname
+from _klab import Failure, errname
 
 AUDIT_SECCOMP = 1326
 AUDIT_LANDLOCK_ACCESS = 1423
@@ -48,6 +49,8 @@ _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 # struct audit_status: mask, enabled, failure, pid, rate_limit, backlog_limit, lost, backlog,
 # feature_bitmap, backlog_wait_time, backlog_wait_time_actual. Older kernels copy only what they know.
 _STATUS = struct.Struct("=11I")
+
+_REGISTER_WAIT = 10.0  # seconds to wait for another (live) daemon to let go
 
 _HEADER = re.compile(r"audit\((\d+)\.(\d+):(\d+)\):\s*")
 _FIELD = re.compile(r'([A-Za-z_][\w.-]*)=("[^"]*"|\S*)')
@@ -88,22 +91,27 @@ class AuditLog:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
         except OSError as exc:
             if exc.errno == errno.EPROTONOSUPPORT:
-                raise Skip("audit is not built in this kernel (NETLINK_AUDIT: EPROTONOSUPPORT)") from exc
+                raise Failure("no NETLINK_AUDIT socket (EPROTONOSUPPORT): the kernel lacks CONFIG_AUDIT") from exc
             raise
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._sock.bind((0, 0))
         try:
-            status = self.status()
-            if status["enabled"] == 0:
-                self._set(AUDIT_STATUS_ENABLED, enabled=1)
-                self._old_enabled = 0
-            # A registered daemon that died is replaced (the kernel tests its connection); a live one is EEXIST.
-            err = self._set(AUDIT_STATUS_PID, pid=os.getpid(), check=False)
+            # A registered daemon that died is replaced (the kernel tests its connection); a live one is
+            # EEXIST: wait a little for it (another suite's test on the same host), then give up.
+            deadline = time.monotonic() + _REGISTER_WAIT
+            while True:
+                err = self._set(AUDIT_STATUS_PID, pid=os.getpid(), check=False)
+                if err != errno.EEXIST or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             if err == errno.EEXIST:
-                raise Skip(f"another audit daemon (pid {self.status()['pid']}) owns the audit log")
+                raise Failure(f"another audit daemon (pid {self.status()['pid']}) owns the audit log (EEXIST)")
             if err:
                 raise Failure(f"AUDIT_SET pid={os.getpid()}: {errname(err)} ({err})")
             self._registered = True
+            # Only the daemon changes the enabled state, so concurrent AuditLogs cannot undo each other's.
+            if self.status()["enabled"] == 0:
+                self.set_enabled(1)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -113,10 +121,10 @@ class AuditLog:
         if self._sock is None:
             return
         try:
-            if self._registered:
-                self._set(AUDIT_STATUS_PID, pid=0, check=False)
             if self._old_enabled is not None:
                 self._set(AUDIT_STATUS_ENABLED, enabled=self._old_enabled, check=False)
+            if self._registered:
+                self._set(AUDIT_STATUS_PID, pid=0, check=False)
         finally:
             self._sock.close()
             self._sock = None
@@ -145,6 +153,12 @@ class AuditLog:
             elif mtype not in (NLMSG_ERROR, NLMSG_DONE):
                 self._pending.append(Record(mtype, payload.rstrip(b"\0\n").decode(errors="replace")))
         return reply
+
+    def set_enabled(self, enabled: int) -> None:
+        """AUDIT_SET enabled (0 off, 1 on); __exit__ still restores the state found on entry."""
+        if self._old_enabled is None:
+            self._old_enabled = self.status()["enabled"]
+        self._set(AUDIT_STATUS_ENABLED, enabled=enabled)
 
     def _set(self, mask: int, enabled: int = 0, pid: int = 0, check: bool = True) -> int:
         """AUDIT_SET with one field; returns the errno the kernel acked (0 on success)."""

@@ -1,0 +1,7 @@
+"""landlock: resolve_unix."""
+
+from __future__ import annotations
+
+from landlock import suite
+
+test = suite.test
