@@ -2,8 +2,9 @@
 
 Programs, filters and domains under test target its tgid alone, so a test
 never denies anything to the harness. Actions: open, mprotect, mmap,
-mprotect_at, stack_mprotect, exec, fork, clone, spawn (a sleeping child to
-ptrace), ptrace, environ, proc_mem, drop_caps, landlock_fs, landlock_ptrace.
+mmap_shared, mprotect_at, stack_mprotect, exec, fork, clone, spawn (a
+sleeping child to ptrace), ptrace, environ, proc_mem, drop_caps, landlock_fs,
+landlock_ptrace.
 An action's argument is any JSON value. A suite adds actions by subclassing
 WorkerLoop.
 """
@@ -24,7 +25,7 @@ import _landlock
 from _klab import Failure, errname, libc
 
 PROT_READ, PROT_WRITE = 1, 2
-MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
 PTRACE_ATTACH, PTRACE_DETACH = 16, 17
 PR_SET_PDEATHSIG = 1
 
@@ -187,6 +188,14 @@ class WorkerLoop:
     def act_mmap(pages: int) -> int:
         """Map `pages` anonymous read-only private pages; answers the address (kept mapped)."""
         addr = libc.mmap(None, 4096 * int(pages), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return -2
+        return int(addr)
+
+    @staticmethod
+    def act_mmap_shared(pages: int) -> int:
+        """Map `pages` shared anonymous read-only pages (a shmem file of their own: the VMA never merges)."""
+        addr = libc.mmap(None, 4096 * int(pages), PROT_READ, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
         if addr in (None, ctypes.c_void_p(-1).value):
             return -2
         return int(addr)
