@@ -685,5 +685,8 @@ class Counters:
             raise BpfError(f"array slot {slot} missing", errno.ENOENT)
         return struct.unpack("<Q", raw)[0]
 
+    def __setitem__(self, slot: int, value: int) -> None:
+        map_update(self.fd, struct.pack("<I", slot), struct.pack("<Q", value & ((1 << 64) - 1)))
+
     def close(self) -> None:
         os.close(self.fd)

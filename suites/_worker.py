@@ -2,11 +2,10 @@
 
 Programs, filters and domains under test target its tgid alone, so a test
 never denies anything to the harness. Actions: open, mprotect, mmap,
-mmap_shared, mprotect_at, stack_mprotect, exec, fork, clone, spawn (a
-sleeping child to ptrace), ptrace, environ, proc_mem, drop_caps, landlock_fs,
-landlock_ptrace.
-An action's argument is any JSON value. A suite adds actions by subclassing
-WorkerLoop.
+mmap_shared, mmap_bytes, mprotect_at, stack_mprotect, exec, fork, clone, spawn
+(a sleeping child to ptrace), ptrace, environ, proc_mem, drop_caps,
+landlock_fs, landlock_ptrace. An action's argument is any JSON value. A suite
+adds actions by subclassing WorkerLoop.
 """
 
 from __future__ import annotations
@@ -198,6 +197,16 @@ class WorkerLoop:
         addr = libc.mmap(None, 4096 * int(pages), PROT_READ, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
         if addr in (None, ctypes.c_void_p(-1).value):
             return -2
+        return int(addr)
+
+    @staticmethod
+    def act_mmap_bytes(data_hex: str) -> int:
+        """Map a private read+write page holding these bytes (hex); answers its address."""
+        data = bytes.fromhex(data_hex)
+        addr = libc.mmap(None, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return -2
+        ctypes.memmove(addr, data, len(data))
         return int(addr)
 
     @staticmethod
