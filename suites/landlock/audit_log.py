@@ -413,3 +413,42 @@ def audit_log_subdomains_off_tsync_reaches_siblings() -> None:
         records = _barrier(log, d)
         _no_denial(records, muted)
         expect_eq(len(_access(records, logged)), 1, "ACCESS records of the sibling when only the caller muted")
+
+
+@test
+def audit_tsync_overrides_a_siblings_log_subdomains_off() -> None:
+    """ABI 8: TSYNC copies the caller's logging state too: a sibling's own LOG_SUBDOMAINS_OFF is undone."""
+    ll.require_abi(8)
+    with _tmpdir() as d, AuditLog() as log:
+        undone, kept = _touch(f"{d}/undone"), _touch(f"{d}/kept")
+
+        def body(path: str, caller_flags: int) -> None:
+            _klab.set_no_new_privs()
+            muted, go = threading.Event(), threading.Event()
+            out: list[BaseException] = []
+
+            def sibling() -> None:
+                try:
+                    expect_errno(ll.restrict_self(-1, SUBDOMAINS_OFF), 0, "sibling: restrict_self(-1, SUBDOMAINS_OFF)")
+                    muted.set()
+                    go.wait(10)
+                    ll.layer(fs=ll.ACCESS_FS_WRITE_FILE)
+                    _deny_write(path, "sibling: write")
+                except BaseException as exc:  # noqa: BLE001 - carried back to the main thread
+                    out.append(exc)
+                    muted.set()
+
+            t = threading.Thread(target=sibling)
+            t.start()
+            muted.wait(10)
+            ll.layer(fs=ll.ACCESS_FS_MAKE_BLOCK, flags=caller_flags)  # handles no write
+            go.set()
+            t.join(10)
+            if out:
+                raise out[0]
+
+        _run(body, undone, ll.LANDLOCK_RESTRICT_SELF_TSYNC)
+        _run(body, kept, 0)
+        records = _barrier(log, d)
+        expect_eq(len(_access(records, undone)), 1, "sibling's denial after the caller's TSYNC (its mute undone)")
+        _no_denial(records, kept)

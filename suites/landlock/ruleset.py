@@ -71,11 +71,14 @@ def ruleset_attr_larger_size() -> None:
 
 @test
 def ruleset_attr_fields_by_abi() -> None:
-    """net (ABI 4) and scoped (ABI 6) are E2BIG on older kernels and accepted on newer ones."""
+    """net (ABI 4), scoped (ABI 6) and quiet_* (ABI 10) are E2BIG on older kernels and accepted on newer ones."""
     abi = ll.require_abi(1)
     net = _rs_attr(fs=ll.ACCESS_FS_READ_FILE, net=ll.ACCESS_NET_BIND_TCP)
     scoped = _rs_attr(fs=ll.ACCESS_FS_READ_FILE, scoped=ll.SCOPE_SIGNAL)
-    for attr, size, since, what in ((net, 16, 4, "handled_access_net"), (scoped, 24, 6, "scoped")):
+    quiet = _rs_attr(fs=ll.ACCESS_FS_READ_FILE)
+    quiet.quiet_access_fs = ll.ACCESS_FS_READ_FILE
+    fields = ((net, 16, 4, "handled_access_net"), (scoped, 24, 6, "scoped"), (quiet, 48, 10, "quiet_access_fs"))
+    for attr, size, since, what in fields:
         res = ll.create_ruleset(attr, size, 0)
         if abi >= since:
             os.close(expect_errno(res, 0, f"{what} on ABI {abi}"))
