@@ -35,7 +35,14 @@ HOOK_ARGS = {
 }
 
 # Hooks for the verifier gates and the other tests; absent ones make only their test skip.
-EXTRA_HOOKS = ("file_free_security", "inode_xattr_skipcap", "getprocattr", "file_receive", "file_permission")
+EXTRA_HOOKS = (
+    "file_free_security",
+    "inode_xattr_skipcap",
+    "getprocattr",
+    "file_receive",
+    "file_permission",
+    "file_alloc_security",
+)
 
 # Global kernel functions that are not LSM hooks, to attach an LSM program to.
 NON_HOOK_FUNCS = ("vfs_read", "security_file_open", "do_sys_openat2")

@@ -92,8 +92,8 @@ def verifier_enforces_errno_return_range() -> None:
 @suite.test
 def verifier_enforces_bool_return_range() -> None:
     """A bool hook (inode_xattr_skipcap) accepts 0 and 1 and refuses 2 and -1 (v6.12+)."""
+    _require_retval_check()  # first: kernels before v6.12 lack the hook as well as the check
     require("inode_xattr_skipcap")
-    _require_retval_check()
     for value in (0, 1):
         expect_eq(try_load("inode_xattr_skipcap", Asm().ret(value)), (0, ""), f"(errno, log) returning {value}")
     for value in (2, -1):
@@ -119,6 +119,27 @@ def verifier_rejects_disabled_hook() -> None:
     if kernel_version() < (6, 12):
         raise Skip(f"the disabled-hook list landed in v6.12; kernel {os.uname().release} lets getprocattr load")
     expect_refused(try_load("getprocattr", Asm().ret(0)), errno.EINVAL, "disabled hook", "LSM program on getprocattr")
+
+
+# "bpf: Disable file_alloc_security hook" (Amery Hung; posted for bpf-next on
+# 2025-11-26, so after v6.18; in the v7.2 and v7.3 trees): a program there
+# could walk the not yet initialised file->f_inode. The exact release is v6.19
+# or v7.0: v6.19 is left untested rather than guessed.
+FILE_ALLOC_DISABLED_SINCE = (7, 0)
+
+
+@suite.test
+def verifier_rejects_file_alloc_security_from_v7_0() -> None:
+    """file_alloc_security joined the disabled hooks after v6.18: EINVAL from v7.0, loads before v6.19."""
+    require("file_alloc_security")
+    version = kernel_version()
+    result = try_load("file_alloc_security", Asm().ret(0))
+    if version >= FILE_ALLOC_DISABLED_SINCE:
+        expect_refused(result, errno.EINVAL, "disabled hook", "LSM program on file_alloc_security")
+    elif version < (6, 19):
+        expect_eq(result, (0, ""), f"(errno, log) of a file_alloc_security program on {os.uname().release}")
+    else:
+        raise Skip(f"disabling file_alloc_security landed in v7.0 (or v6.19); kernel {os.uname().release} not pinned")
 
 
 def _prog_array() -> int:
