@@ -19,12 +19,12 @@ LSM_LIST = "/sys/kernel/security/lsm"
 BPFFS = "/sys/fs/bpf"
 
 # Hooks used here and their parameter counts (include/linux/lsm_hook_defs.h).
-# The counts are the same in v5.7, v6.1, v6.12 and v7.3 (checked against those
-# trees); the types changed in places a program reading the arguments sees:
-# bprm_committed_creds takes a const linux_binprm * since v6.2, and
-# task_alloc's clone_flags is u64 in v7.x (unsigned long before: the same
-# 64 bits on x86_64 and arm64). Hooks that did change arity are not used as
-# fixed-arity here: `bpf` gained `bool kernel` (3 -> 4 arguments) after v6.12.
+# The counts are the same in v5.7, v6.1, v6.12, v7.2 and v7.3 (checked in
+# those trees); types changed where a program reading the arguments sees it:
+# bprm_committed_creds takes a const linux_binprm * in v6.12 (not in v6.1),
+# and task_alloc's clone_flags is u64 in v7.2/v7.3 (unsigned long in v6.12:
+# the same 64 bits on x86_64 and arm64). Other hooks did change arity: `bpf`
+# has a fourth argument, bool kernel, in v6.18 and v7.3 (three in v6.12).
 HOOK_ARGS = {
     "file_open": 1,
     "file_mprotect": 3,
