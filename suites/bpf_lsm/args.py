@@ -46,10 +46,6 @@ SIGCHLD = 17
 PTRACE_MODE_READ, PTRACE_MODE_ATTACH, PTRACE_MODE_FSCREDS, PTRACE_MODE_REALCREDS = 0x01, 0x02, 0x08, 0x10
 
 
-def _ld_imm(asm: Asm, reg: int, value: int) -> Asm:
-    return asm.ld_imm64(reg, value)
-
-
 def _mprotect_prog(tgid: int, counters: _bpf.Counters, addr: int, length: int) -> Asm:
     """file_mprotect(vma, reqprot, prot): -EACCES on the stack VMA, -EPERM for RW on [addr, addr+length).
 
@@ -80,9 +76,9 @@ def _mprotect_prog(tgid: int, counters: _bpf.Counters, addr: int, length: int) -
     asm.ret(-errno.EACCES).label("not_stack")
     # The test's mapping, asked to become read+write, with prot as requested.
     load_field(asm, R1, R7, "vm_area_struct", "vm_start")
-    _ld_imm(asm, R0, addr).jmp("jne", R1, "allow", src=R0)
+    asm.ld_imm64(R0, addr).jmp("jne", R1, "allow", src=R0)
     load_field(asm, R1, R7, "vm_area_struct", "vm_end")
-    _ld_imm(asm, R0, addr + length).jmp("jne", R1, "allow", src=R0)
+    asm.ld_imm64(R0, addr + length).jmp("jne", R1, "allow", src=R0)
     asm.jmp("jne", R8, "allow", imm=PROT_READ | PROT_WRITE).jmp("jne", R9, "allow", imm=PROT_READ | PROT_WRITE)
     return asm.ret(-errno.EPERM).label("allow").ret(0)
 
@@ -184,7 +180,7 @@ def _task_alloc_prog(tgid: int, counters: _bpf.Counters, denied_flags: int) -> A
     store_into(asm, counters, 0, R8)
     asm.mov64(R7, imm=1)
     store_into(asm, counters, 1, R7)
-    _ld_imm(asm, R0, denied_flags).jmp("jne", R8, "allow", src=R0)
+    asm.ld_imm64(R0, denied_flags).jmp("jne", R8, "allow", src=R0)
     return asm.ret(-errno.EPERM).label("allow").ret(0)
 
 
@@ -224,7 +220,7 @@ def _bprm_prog(tgid: int, counters: _bpf.Counters, ino: int, dev: int) -> Asm:
     load_field(asm, R9, R9, "super_block", "s_dev")
     store_into(asm, counters, 0, R8)
     store_into(asm, counters, 1, R9)
-    _ld_imm(asm, R0, ino).jmp("jne", R8, "allow", src=R0)
+    asm.ld_imm64(R0, ino).jmp("jne", R8, "allow", src=R0)
     asm.jmp32("jne", R9, "allow", imm=dev - (1 << 32) if dev >= 1 << 31 else dev)
     return asm.ret(-errno.EPERM).label("allow").ret(0)
 
