@@ -2,7 +2,8 @@
 
 The supervisor is the test process itself (its own filter only ever notifies getppid(MAGIC)); the
 notifying callers are forked children that close their copy of the listener, so the test decides
-who holds it. Every wait is on a pipe, the listener or the caller's /proc state, never a sleep.
+who holds it. Every wait is for an event (a pipe, the listener, the caller's /proc state, polled
+against a deadline), never a fixed sleep.
 """
 
 from __future__ import annotations

@@ -80,11 +80,11 @@ def syscall_entry_redirect_is_checked_by_filters() -> None:
     seen: list[tuple[int, int]] = []
     table = {getppid: getpid, getpid: gettid}
     status, report = _trace([("getppid", MAGIC), ("getpid", MAGIC)], before, _redirect(table, seen))
-    entry = sc.PTRACE_SYSCALL_INFO_ENTRY
-    expect_eq(seen, [(entry, getppid), (entry, getpid)], "entry stops of the MAGIC calls (op, nr)")
     expect_eq(status, 0, "tracee wait status")
     results, _, tid = report.partition(" tid=")
     expect_eq(results, f"-1/{errno.EXDEV} {tid}/0", "getppid->getpid, getpid->gettid ('ret/errno' each)")
+    entry = sc.PTRACE_SYSCALL_INFO_ENTRY
+    expect_eq(seen, [(entry, getppid), (entry, getpid)], "entry stops of the MAGIC calls (op, nr)")
 
     status, report = _trace([("getppid", MAGIC)], before, _redirect({getppid: getuid}, []))
     sc.expect_killed_by(status, signal.SIGSYS, "tracee whose getppid was made getuid (KILL_PROCESS rule)")
