@@ -41,6 +41,10 @@ MODULES = (
     "udp",
     "no_new_privs",
     "quiet",
+    "layer_limits",
+    "credentials",
+    "scope_edges",
+    "privileges",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

@@ -17,7 +17,9 @@ own errno: PTRACE_ATTACH and PTRACE_TRACEME (EPERM), opening /proc/PID/environ
 and /proc/PID/mem and reading /proc/PID/exe (EACCES: mm_access() and
 proc_pid_readlink() turn any denial into EACCES), process_vm_readv (EPERM: it
 maps mm_access()'s EACCES to EPERM), pidfd_getfd (EPERM) and kcmp (EPERM).
-/proc/PID/status does no ptrace check and stays readable.
+/proc/PID/status does no ptrace check and stays readable, but a proc instance
+mounted with hidepid=ptraceable lists PID only where ptrace_may_access()
+allows a read: the proc_status check pins both (ENOENT: not listed).
 
 Tests: the ptrace_test.c parent/child matrix, one test per (check, direction,
 variant), named CHECK_DIRECTION__VARIANT (and traceme_child__VARIANT); every

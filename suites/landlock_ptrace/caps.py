@@ -109,7 +109,7 @@ def self_access_in_domain() -> None:
         for check in available(SELF_CHECKS):
             lab.verify("p1", check, "p1")
 
-    run_lab(body, names=())
+    run_lab(body, names=(), hidden_proc=True)
 
 
 @suite.test

@@ -5,7 +5,11 @@ other. Helpers serve requests over pipes, one answer per request, so every step
 is a round trip (no sleeps). Each probe runs one access that goes through
 ptrace_may_access() and returns 0 or the errno, after checking that a success
 really did what it says (the tracee stopped, the bytes read are the target's,
-the fd obtained is the shared pipe). Lab.expected() is the Landlock decision
+the fd obtained is the shared pipe). proc_status reads /proc/PID/status, which
+no ptrace check guards (it must always succeed), and asks whether PID is
+listed in a private proc instance mounted hidepid=ptraceable, whose listing
+follows ptrace_may_access(PTRACE_MODE_READ_FSCREDS), Landlock's hook included
+(ENOENT stands for "not listed"). Lab.expected() is the Landlock decision
 AND the Yama decision for the running ptrace_scope (AND, since v6.15, the
 CAP_PERFMON exception of mm_access()), so the same tests hold with or without
 Yama, at any scope.
@@ -54,8 +58,8 @@ def ptrace(request: int, pid: int) -> tuple[int, int]:
 
 # --- what each check is and how it is denied ----------------------------------
 
-# check -> errno on denial (None: never denied).
-DENIAL_ERRNO: dict[str, int | None] = {
+# check -> errno on denial.
+DENIAL_ERRNO: dict[str, int] = {
     "attach": errno.EPERM,
     "traceme": errno.EPERM,
     "proc_environ": errno.EACCES,
@@ -64,7 +68,9 @@ DENIAL_ERRNO: dict[str, int | None] = {
     "process_vm_readv": errno.EPERM,
     "pidfd_getfd": errno.EPERM,
     "kcmp": errno.EPERM,
-    "proc_status": None,
+    # /proc/PID/status itself is never denied (the probe fails the test if it is); what can be
+    # denied is PID's entry in a hidepid=ptraceable proc instance: absent, so ENOENT.
+    "proc_status": errno.ENOENT,
 }
 # Checks made with PTRACE_MODE_ATTACH: Yama only restricts these.
 ATTACH_MODE = frozenset({"attach", "proc_mem", "process_vm_readv", "pidfd_getfd"})
@@ -187,11 +193,25 @@ def _probe_exe(pid: int, lab: Lab) -> int:
 
 
 def _probe_status(pid: int, lab: Lab) -> int:
+    """/proc/PID/status (no ptrace check: must be readable), then PID's entry in the hidepid=ptraceable instance.
+
+    The listing (readdir) is asked rather than a path lookup: readdir filters each pid afresh, while a
+    lookup may meet a dentry cached by an earlier, allowed access and fail with EPERM instead of ENOENT.
+    """
     try:
         got = _read_status_field(pid, "Pid")
     except OSError as exc:
-        return exc.errno or -1
+        raise Failure(
+            f"/proc/{pid}/status (no ptrace check): expected success, got {errname(exc.errno or 0)} ({exc.errno})"
+        ) from exc
     _klab.expect_eq(got, str(pid), f"Pid field of /proc/{pid}/status")
+    if lab.hidden_proc is None:
+        raise Failure("proc_status needs a lab made with hidden_proc=True (the hidepid=ptraceable instance)")
+    if str(pid) not in os.listdir(lab.hidden_proc):
+        return errno.ENOENT
+    with open(f"{lab.hidden_proc}/{pid}/status") as f:
+        fields = [line.split(":", 1)[1].strip() for line in f if line.startswith("Pid:")]
+    _klab.expect_eq(fields, [str(pid)], f"Pid field of {lab.hidden_proc}/{pid}/status (listed, so readable)")
     return 0
 
 
@@ -335,6 +355,38 @@ def require_kind(kind: str) -> None:
     ll.require_abi(need)
 
 
+# --- a proc instance that lists only ptrace-readable pids ----------------------------
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
+HIDDEN_PROC = "/tmp/hidden-proc"
+
+
+def _mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> None:
+    ctypes.set_errno(0)
+    if _klab.libc.mount(source, target, fstype, flags, data) != 0:
+        err = ctypes.get_errno()
+        raise Failure(f"mount({target.decode()}, {fstype}, {data}): expected success, got {errname(err)} ({err})")
+
+
+def mount_hidden_proc() -> str:
+    """In a new, private mount namespace: tmpfs on /tmp and a proc instance (hidepid=ptraceable) below it.
+
+    hidepid=ptraceable (Linux 5.8+) makes proc_pid_readdir() and lookups skip every pid the reader may not
+    ptrace_may_access(PTRACE_MODE_READ_FSCREDS), with no gid= exemption; each mount is its own instance
+    with its own options. Nothing reaches the host: the namespace dies with the lab's processes.
+    """
+    _klab.require_root()
+    _klab.expect_errno(_klab.syscall("unshare", CLONE_NEWNS), 0, "unshare(CLONE_NEWNS)")
+    _mount(None, b"/", None, MS_REC | MS_PRIVATE, None)
+    _mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755")
+    os.mkdir(HIDDEN_PROC)
+    _mount(b"proc", HIDDEN_PROC.encode(), b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"hidepid=ptraceable")
+    return HIDDEN_PROC
+
+
 # --- the process lab -------------------------------------------------------------
 
 _Pipes = tuple[int, int, int, int]  # cmd_r, cmd_w, rep_r, rep_w
@@ -369,8 +421,10 @@ class Lab:
     address that each process fills with its own pid (for process_vm_readv).
     """
 
-    def __init__(self, names: tuple[str, ...] = ("p2",), drop_caps: bool = True) -> None:
+    def __init__(self, names: tuple[str, ...] = ("p2",), drop_caps: bool = True, hidden_proc: bool = False) -> None:
         self.scope = yama_scope()
+        # Mounted before capabilities go (it needs CAP_SYS_ADMIN) and before any helper exists.
+        self.hidden_proc = mount_hidden_proc() if hidden_proc else None
         if drop_caps:
             # Like the selftest: no capability may help the capability LSM or Yama.
             _klab.drop_caps()
@@ -514,8 +568,6 @@ class Lab:
         """The Landlock decision AND the Yama decision, as an errno (0: allowed)."""
         t, e = self.nodes[tracer], self.nodes[tracee]
         denial = DENIAL_ERRNO[check]
-        if denial is None:
-            return 0
         if check in MM_READ and self.perfmon and kernel_version() >= PERFMON_MM_READ_SINCE:
             return 0
         named = self.exceptions.get(tracee)
@@ -595,9 +647,14 @@ def _serve(lab: Lab, me: Node) -> None:
             os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def run_lab(body: Callable[[Lab], None], names: tuple[str, ...] = ("p2",), drop_caps: bool = True) -> None:
-    """Run a scenario in this process; helpers are always killed and reaped; mismatches fail the test."""
-    lab = Lab(names, drop_caps)
+def run_lab(
+    body: Callable[[Lab], None], names: tuple[str, ...] = ("p2",), drop_caps: bool = True, hidden_proc: bool = False
+) -> None:
+    """Run a scenario in this process; helpers are always killed and reaped; mismatches fail the test.
+
+    hidden_proc: mount the hidepid=ptraceable proc instance the proc_status check needs (needs root).
+    """
+    lab = Lab(names, drop_caps, hidden_proc)
     try:
         body(lab)
         lab.finish()

@@ -29,7 +29,7 @@ def _matrix_test(variant: str, check: str, direction: str) -> Callable[[], None]
             else:
                 lab.verify("p2", check, "p1")
 
-        run_lab(body)
+        run_lab(body, hidden_proc=check == "proc_status")
 
     test.__doc__ = f"{check} {direction.replace('_', ' ')} in the {variant} variant: Landlock AND Yama."
     return test
