@@ -11,6 +11,7 @@ kernel behaviour, so nothing here retries or translates an error.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
@@ -27,17 +28,30 @@ BPF_MAP_UPDATE_ELEM = 2
 BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_PROG_QUERY = 16
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
+BPF_LINK_UPDATE = 29
+BPF_LINK_GET_FD_BY_ID = 30
 BPF_LINK_DETACH = 34
 
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PROG_ARRAY = 3
 BPF_PROG_TYPE_LSM = 29
 BPF_LSM_MAC = 27
+BPF_LSM_CGROUP = 43
 BPF_LINK_TYPE_TRACING = 2
+BPF_LINK_TYPE_CGROUP = 3
 BPF_F_SLEEPABLE = 1 << 4
+BPF_F_ALLOW_MULTI = 1 << 1
+BPF_F_REPLACE = 1 << 2
+BPF_F_QUERY_EFFECTIVE = 1 << 0
+BPF_F_RDONLY = 1 << 3  # BPF_OBJ_GET file_flags
 BPF_PSEUDO_MAP_FD = 1
 BPF_ANY = 0
 
@@ -47,7 +61,11 @@ ENOTSUPP = 524
 # Helper ids (enum bpf_func_id).
 FN_MAP_LOOKUP_ELEM = 1
 FN_MAP_UPDATE_ELEM = 2
+FN_TAIL_CALL = 12
 FN_GET_CURRENT_PID_TGID = 14
+FN_COPY_FROM_USER = 148  # might sleep: sleepable programs only
+FN_GET_RETVAL = 186  # cgroup programs (BPF_LSM_CGROUP among them)
+FN_SET_RETVAL = 187
 
 # Larger than any kernel's union bpf_attr we touch; the tail stays zero, which
 # the kernel accepts (bpf_check_uarg_tail_zero) on older and newer kernels.
@@ -83,8 +101,11 @@ def _bpf(cmd: int, attr: ctypes.Array, op: str) -> int:
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 BTF_MAGIC = 0xEB9F
+KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
+KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
 KIND_FUNC = 12
 KIND_FUNC_PROTO = 13
+KIND_FLOAT, KIND_TYPE_TAG, KIND_ENUM64 = 16, 18, 19
 
 # Bytes of kind-specific data after the 12-byte struct btf_type, as
 # (fixed, per-vlen-entry). Unknown kinds are an error: guessing would shift
@@ -122,51 +143,141 @@ class BtfFunc:
     nr_args: int
 
 
+@dataclass(frozen=True)
+class BtfMember:
+    """Where a struct member lives: byte offset from the start of the outer struct, and its size in bytes."""
+
+    offset: int
+    size: int
+
+
 class BtfError(Exception):
     """The BTF blob is missing or malformed."""
+
+
+class Btf:
+    """vmlinux BTF, read in one pass: the FUNC and STRUCT types asked for by name, and every type's position.
+
+    Only the names asked for are indexed (vmlinux BTF has ~10^5 types and this
+    runs under TCG too); positions of all types are kept so that member lookups
+    can follow anonymous structs/unions and typedefs afterwards without a
+    second pass. The verifier checks BTF-typed loads against the member layout,
+    so the programs of the suite find offsets here by name, never hard-coded.
+    """
+
+    def __init__(self, funcs: list[str] | set[str], structs: list[str] | set[str] = (), path: str = BTF_PATH) -> None:
+        with open(path, "rb") as f:
+            blob = f.read()
+        if len(blob) < 24:
+            raise BtfError(f"{path}: {len(blob)} bytes, too short for a BTF header")
+        magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", blob, 0)
+        if magic != BTF_MAGIC or version != 1:
+            raise BtfError(f"{path}: magic {magic:#x} version {version}, expected {BTF_MAGIC:#x} version 1")
+        types_start, strs_start = hdr_len + type_off, hdr_len + str_off
+        if types_start + type_len > len(blob) or strs_start + str_len > len(blob):
+            raise BtfError(f"{path}: sections overrun the {len(blob)}-byte blob")
+        self.path = path
+        self._blob = blob
+        self._strs = strs_start
+        strings = blob[strs_start : strs_start + str_len]
+        want_funcs = _string_offsets(strings, funcs)
+        want_structs = _string_offsets(strings, structs)
+        found_funcs: dict[int, tuple[str, int]] = {}
+        self.structs: dict[str, int] = {}
+        self._pos = array.array("I", [0])  # type id 0 is void
+        protos: dict[int, int] = {}
+        unpack = struct.Struct("<III").unpack_from
+        pos, end, type_id = types_start, types_start + type_len, 1
+        positions = self._pos
+        while pos < end:
+            positions.append(pos)
+            name_off, info, size_or_type = unpack(blob, pos)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            if kind == KIND_FUNC and name_off in want_funcs:
+                found_funcs[type_id] = (want_funcs[name_off], size_or_type)
+            elif kind == KIND_FUNC_PROTO:
+                protos[type_id] = vlen
+            elif kind == KIND_STRUCT and name_off in want_structs and vlen:
+                self.structs.setdefault(want_structs[name_off], type_id)
+            trailer = _KIND_TRAILER.get(kind)
+            if trailer is None:
+                raise BtfError(f"{path}: type {type_id} has unknown kind {kind} at offset {pos - types_start}")
+            pos += 12 + trailer[0] + trailer[1] * vlen
+            type_id += 1
+        if pos != end:
+            raise BtfError(f"{path}: type section ends at {pos - types_start}, header says {type_len}")
+        self.funcs = {
+            name: BtfFunc(name, tid, proto, protos[proto])
+            for tid, (name, proto) in sorted(found_funcs.items())
+            if proto in protos
+        }
+
+    def _type(self, type_id: int) -> tuple[int, int, int, int, int]:
+        """(kind, vlen, kind_flag, size_or_type, position) of a type id."""
+        if not 0 < type_id < len(self._pos):
+            raise BtfError(f"{self.path}: type id {type_id} out of range")
+        pos = self._pos[type_id]
+        _name, info, size_or_type = struct.unpack_from("<III", self._blob, pos)
+        return (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, size_or_type, pos
+
+    def _name(self, name_off: int) -> str:
+        end = self._blob.index(b"\0", self._strs + name_off)
+        return self._blob[self._strs + name_off : end].decode()
+
+    def _resolve(self, type_id: int) -> int:
+        """Skip typedef/volatile/const/restrict/type_tag to the underlying type id."""
+        while True:
+            kind, _vlen, _kflag, target, _pos = self._type(type_id)
+            if kind not in (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG):
+                return type_id
+            type_id = target
+
+    def _size(self, type_id: int) -> int:
+        kind, _vlen, _kflag, size_or_type, pos = self._type(self._resolve(type_id))
+        if kind == KIND_PTR:
+            return 8
+        if kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64, KIND_FLOAT):
+            return size_or_type
+        if kind == KIND_ARRAY:
+            elem, _index, nelems = struct.unpack_from("<III", self._blob, pos + 12)
+            return self._size(elem) * nelems
+        raise BtfError(f"{self.path}: type {type_id} (kind {kind}) has no size")
+
+    def _find_member(self, type_id: int, name: str) -> tuple[int, int] | None:
+        """(bit offset, member type id) of `name` in a struct/union, looking inside anonymous members."""
+        kind, vlen, kflag, _size, pos = self._type(self._resolve(type_id))
+        if kind not in (KIND_STRUCT, KIND_UNION):
+            raise BtfError(f"{self.path}: type {type_id} is kind {kind}, not a struct or union")
+        for i in range(vlen):
+            name_off, member_type, offset = struct.unpack_from("<III", self._blob, pos + 12 + 12 * i)
+            bits = offset & 0xFFFFFF if kflag else offset
+            if name_off and self._name(name_off) == name:
+                return bits, member_type
+            if not name_off:  # anonymous struct/union: its members belong to the outer one
+                inner = self._find_member(member_type, name)
+                if inner is not None:
+                    return bits + inner[0], inner[1]
+        return None
+
+    def member(self, struct_name: str, member: str) -> BtfMember:
+        """Byte offset and size of struct_name.member (anonymous structs/unions looked through)."""
+        if struct_name not in self.structs:
+            raise BtfError(f"{self.path}: struct {struct_name} not found (was it asked for?)")
+        found = self._find_member(self.structs[struct_name], member)
+        if found is None:
+            raise BtfError(f"{self.path}: struct {struct_name} has no member {member}")
+        bits, member_type = found
+        if bits % 8:
+            raise BtfError(f"{self.path}: {struct_name}.{member} is a bitfield")
+        return BtfMember(bits // 8, self._size(member_type))
 
 
 def btf_find_funcs(names: list[str] | set[str], path: str = BTF_PATH) -> dict[str, BtfFunc]:
     """Find the FUNC types named `names` in one pass over the BTF type section.
 
-    Only the names asked for are resolved (vmlinux BTF has ~10^5 types and
-    this runs under TCG too). Missing names are simply absent from the result.
+    Missing names are simply absent from the result.
     """
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) < 24:
-        raise BtfError(f"{path}: {len(blob)} bytes, too short for a BTF header")
-    magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", blob, 0)
-    if magic != BTF_MAGIC or version != 1:
-        raise BtfError(f"{path}: magic {magic:#x} version {version}, expected {BTF_MAGIC:#x} version 1")
-    types_start, strs_start = hdr_len + type_off, hdr_len + str_off
-    if types_start + type_len > len(blob) or strs_start + str_len > len(blob):
-        raise BtfError(f"{path}: sections overrun the {len(blob)}-byte blob")
-    strings = blob[strs_start : strs_start + str_len]
-    wanted = _string_offsets(strings, names)
-    funcs: dict[int, tuple[str, int, int]] = {}
-    protos: dict[int, int] = {}
-    unpack = struct.Struct("<III").unpack_from
-    pos, end, type_id = types_start, types_start + type_len, 1
-    while pos < end:
-        name_off, info, size_or_type = unpack(blob, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind == KIND_FUNC and name_off in wanted:
-            funcs[type_id] = (wanted[name_off], size_or_type, pos)
-        elif kind == KIND_FUNC_PROTO:
-            protos[type_id] = vlen
-        trailer = _KIND_TRAILER.get(kind)
-        if trailer is None:
-            raise BtfError(f"{path}: type {type_id} has unknown kind {kind} at offset {pos - types_start}")
-        pos += 12 + trailer[0] + trailer[1] * vlen
-        type_id += 1
-    if pos != end:
-        raise BtfError(f"{path}: type section ends at {pos - types_start}, header says {type_len}")
-    return {
-        name: BtfFunc(name, tid, proto, protos.get(proto, -1))
-        for tid, (name, proto, _) in sorted(funcs.items())
-        if proto in protos
-    }
+    return Btf(names, path=path).funcs
 
 
 def _string_offsets(strings: bytes, names: list[str] | set[str]) -> dict[int, str]:
@@ -292,6 +403,12 @@ class Asm:
         self._slots.append((_JMP | JMP_OPS[op] | mode, dst, src or 0, imm, target))
         return self
 
+    def jmp32(self, op: str, dst: int, target: str, src: int | None = None, imm: int = 0) -> Asm:
+        """if (u32/s32) dst op src/imm goto target: compares the low 32 bits only (int arguments)."""
+        mode = _SRC_K if src is None else _SRC_X
+        self._slots.append((_JMP32 | JMP_OPS[op] | mode, dst, src or 0, imm, target))
+        return self
+
     def ja(self, target: str) -> Asm:
         self._slots.append((_JMP | _JA, 0, 0, 0, target))
         return self
@@ -367,19 +484,20 @@ def prog_load(
     return ret
 
 
-def link_create(prog_fd: int, attach_type: int = BPF_LSM_MAC) -> int:
-    """Attach an LSM program; return the link fd.
+def link_create(prog_fd: int, attach_type: int = BPF_LSM_MAC, target_fd: int = 0) -> int:
+    """Attach a program through BPF_LINK_CREATE; return the link fd.
 
-    BPF_LINK_CREATE is tried first. Kernels whose link_create() does not know
+    For LSM (BPF_LSM_MAC) programs, kernels whose link_create() does not know
     tracing/LSM programs answer EINVAL; BPF_RAW_TRACEPOINT_OPEN with a NULL
-    name is the older way to get the same tracing link.
+    name is the older way to get the same tracing link. Other attach types
+    (BPF_LSM_CGROUP: target_fd is the cgroup) have no fallback.
     """
     attr = _attr()
-    struct.pack_into("<IIII", attr, 0, prog_fd, 0, attach_type, 0)
+    struct.pack_into("<IIII", attr, 0, prog_fd, target_fd, attach_type, 0)
     try:
         return _bpf(BPF_LINK_CREATE, attr, "BPF_LINK_CREATE")
     except BpfError as exc:
-        if exc.errno != errno.EINVAL:
+        if exc.errno != errno.EINVAL or attach_type != BPF_LSM_MAC:
             raise
     return raw_tracepoint_open(prog_fd)
 
@@ -404,11 +522,64 @@ def obj_pin(fd: int, path: str) -> None:
     _bpf(BPF_OBJ_PIN, attr, f"BPF_OBJ_PIN({path})")
 
 
-def obj_get(path: str) -> int:
+def obj_get(path: str, file_flags: int = 0) -> int:
     name = ctypes.create_string_buffer(path.encode())
     attr = _attr()
-    struct.pack_into("<Q", attr, 0, ctypes.addressof(name))
+    struct.pack_into("<QII", attr, 0, ctypes.addressof(name), 0, file_flags)
     return _bpf(BPF_OBJ_GET, attr, f"BPF_OBJ_GET({path})")
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    attr = _attr()
+    struct.pack_into("<I", attr, 0, prog_id)
+    return _bpf(BPF_PROG_GET_FD_BY_ID, attr, f"BPF_PROG_GET_FD_BY_ID({prog_id})")
+
+
+def link_get_fd_by_id(link_id: int) -> int:
+    attr = _attr()
+    struct.pack_into("<I", attr, 0, link_id)
+    return _bpf(BPF_LINK_GET_FD_BY_ID, attr, f"BPF_LINK_GET_FD_BY_ID({link_id})")
+
+
+# --- cgroup attachment (BPF_LSM_CGROUP) -------------------------------------------
+
+
+def prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0, replace_fd: int = 0) -> None:
+    """BPF_PROG_ATTACH (legacy cgroup attach; replace_fd is used with BPF_F_REPLACE)."""
+    attr = _attr()
+    struct.pack_into("<IIIII", attr, 0, target_fd, prog_fd, attach_type, flags, replace_fd)
+    _bpf(BPF_PROG_ATTACH, attr, "BPF_PROG_ATTACH")
+
+
+def prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    attr = _attr()
+    struct.pack_into("<III", attr, 0, target_fd, prog_fd, attach_type)
+    _bpf(BPF_PROG_DETACH, attr, "BPF_PROG_DETACH")
+
+
+def prog_query(target_fd: int, attach_type: int, query_flags: int = 0, max_ids: int = 16) -> list[int]:
+    """BPF_PROG_QUERY: the ids of the programs attached (or effective, with BPF_F_QUERY_EFFECTIVE).
+
+    BPF_LSM_CGROUP queries that ask for ids must pass a prog_attach_flags
+    buffer too (the kernel answers EINVAL otherwise); effective queries must not.
+    """
+    ids = (ctypes.c_uint32 * max_ids)()
+    flags = (ctypes.c_uint32 * max_ids)()
+    effective = bool(query_flags & BPF_F_QUERY_EFFECTIVE)
+    attr = _attr()
+    struct.pack_into("<IIIIQI", attr, 0, target_fd, attach_type, query_flags, 0, ctypes.addressof(ids), max_ids)
+    struct.pack_into("<Q", attr, 32, 0 if effective else ctypes.addressof(flags))
+    _bpf(BPF_PROG_QUERY, attr, "BPF_PROG_QUERY")
+    count = struct.unpack_from("<I", attr, 24)[0]
+    return list(ids[: min(count, max_ids)])
+
+
+def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int | None = None) -> None:
+    """BPF_LINK_UPDATE; with old_prog_fd, BPF_F_REPLACE (the link must still hold that program)."""
+    attr = _attr()
+    flags = 0 if old_prog_fd is None else BPF_F_REPLACE
+    struct.pack_into("<IIII", attr, 0, link_fd, new_prog_fd, flags, old_prog_fd or 0)
+    _bpf(BPF_LINK_UPDATE, attr, "BPF_LINK_UPDATE")
 
 
 def obj_info(fd: int, size: int = 256) -> bytes:
@@ -438,6 +609,14 @@ def link_info(fd: int) -> LinkInfo:
     link_type, link_id, prog_id = struct.unpack_from("<III", raw, 0)
     attach_type, target_obj_id, target_btf_id = struct.unpack_from("<III", raw, 16)
     return LinkInfo(link_type, link_id, prog_id, attach_type, target_obj_id, target_btf_id)
+
+
+def cgroup_link_info(fd: int) -> tuple[int, int, int, int]:
+    """(link type, prog_id, cgroup_id, attach_type) of a cgroup link; cgroup_id is 0 once auto-detached."""
+    raw = obj_info(fd).ljust(28, b"\0")
+    link_type, _link_id, prog_id = struct.unpack_from("<III", raw, 0)
+    cgroup_id, attach_type = struct.unpack_from("<QI", raw, 16)
+    return link_type, prog_id, cgroup_id, attach_type
 
 
 def prog_info(fd: int) -> tuple[int, int]:
@@ -505,6 +684,9 @@ class Counters:
         if raw is None:
             raise BpfError(f"array slot {slot} missing", errno.ENOENT)
         return struct.unpack("<Q", raw)[0]
+
+    def __setitem__(self, slot: int, value: int) -> None:
+        map_update(self.fd, struct.pack("<I", slot), struct.pack("<Q", value & ((1 << 64) - 1)))
 
     def close(self) -> None:
         os.close(self.fd)

@@ -18,11 +18,15 @@ LANDLOCK_CREATE_RULESET_ERRATA = 1 << 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 LANDLOCK_RULE_NET_PORT = 2
 
-# restrict_self flags (ABI 7: logging; ABI 8: TSYNC)
+# restrict_self flags (ABI 7: logging; ABI 8: TSYNC; ABI 11: NO_NEW_PRIVS)
 LANDLOCK_RESTRICT_SELF_LOG_SAME_EXEC_OFF = 1 << 0
 LANDLOCK_RESTRICT_SELF_LOG_NEW_EXEC_ON = 1 << 1
 LANDLOCK_RESTRICT_SELF_LOG_SUBDOMAINS_OFF = 1 << 2
 LANDLOCK_RESTRICT_SELF_TSYNC = 1 << 3
+LANDLOCK_RESTRICT_SELF_NO_NEW_PRIVS = 1 << 4
+
+# add_rule flags (ABI 10): mark the rule's object "quiet" for the ruleset's quiet_* rights.
+LANDLOCK_ADD_RULE_QUIET = 1 << 0
 
 # Filesystem access rights, with the ABI that introduced each.
 ACCESS_FS_EXECUTE = 1 << 0
@@ -41,15 +45,18 @@ ACCESS_FS_MAKE_SYM = 1 << 12
 ACCESS_FS_REFER = 1 << 13  # ABI 2
 ACCESS_FS_TRUNCATE = 1 << 14  # ABI 3
 ACCESS_FS_IOCTL_DEV = 1 << 15  # ABI 5
+ACCESS_FS_RESOLVE_UNIX = 1 << 16  # ABI 9
 
 ACCESS_NET_BIND_TCP = 1 << 0  # ABI 4
 ACCESS_NET_CONNECT_TCP = 1 << 1  # ABI 4
+ACCESS_NET_BIND_UDP = 1 << 2  # ABI 10
+ACCESS_NET_CONNECT_SEND_UDP = 1 << 3  # ABI 10
 
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 SCOPE_SIGNAL = 1 << 1  # ABI 6
 
 # All filesystem rights a kernel of a given ABI knows (index = ABI).
-_FS_BITS_BY_ABI = {1: 13, 2: 14, 3: 15, 4: 15, 5: 16, 6: 16, 7: 16, 8: 16}
+_FS_BITS_BY_ABI = {1: 13, 2: 14, 3: 15, 4: 15, 5: 16, 6: 16, 7: 16, 8: 16, 9: 17, 10: 17, 11: 17}
 
 
 def fs_access_all(abi: int) -> int:
@@ -62,6 +69,11 @@ class RulesetAttr(ctypes.Structure):
         ("handled_access_fs", ctypes.c_uint64),
         ("handled_access_net", ctypes.c_uint64),
         ("scoped", ctypes.c_uint64),
+        # ABI 10: rights (subsets of the handled ones) whose denials a quiet rule silences;
+        # quiet_scoped silences scope denials outright.
+        ("quiet_access_fs", ctypes.c_uint64),
+        ("quiet_access_net", ctypes.c_uint64),
+        ("quiet_scoped", ctypes.c_uint64),
     ]
 
 
@@ -69,6 +81,9 @@ class RulesetAttr(ctypes.Structure):
 RULESET_ATTR_SIZE_V1 = 8
 RULESET_ATTR_SIZE_V4 = 16
 RULESET_ATTR_SIZE_V6 = 24
+RULESET_ATTR_SIZE_V10 = 48
+
+assert ctypes.sizeof(RulesetAttr) == RULESET_ATTR_SIZE_V10
 
 
 class PathBeneathAttr(ctypes.Structure):
@@ -168,25 +183,30 @@ def require_abi(needed: int) -> int:
     return abi
 
 
-def ruleset(fs: int = 0, net: int = 0, scoped: int = 0) -> int:
-    """Create a ruleset sized for what it handles; fails the test on error."""
-    attr = RulesetAttr(fs, net, scoped)
-    size = RULESET_ATTR_SIZE_V6 if scoped else RULESET_ATTR_SIZE_V4 if net else RULESET_ATTR_SIZE_V1
+def ruleset(
+    fs: int = 0, net: int = 0, scoped: int = 0, quiet_fs: int = 0, quiet_net: int = 0, quiet_scoped: int = 0
+) -> int:
+    """Create a ruleset sized for what it handles (and silences); fails the test on error."""
+    attr = RulesetAttr(fs, net, scoped, quiet_fs, quiet_net, quiet_scoped)
+    if quiet_fs or quiet_net or quiet_scoped:
+        size = RULESET_ATTR_SIZE_V10
+    else:
+        size = RULESET_ATTR_SIZE_V6 if scoped else RULESET_ATTR_SIZE_V4 if net else RULESET_ATTR_SIZE_V1
     return expect_errno(create_ruleset(attr, size), 0, "landlock_create_ruleset")
 
 
-def allow_path(ruleset_fd: int, path: str, access: int) -> None:
+def allow_path(ruleset_fd: int, path: str, access: int, flags: int = 0) -> None:
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         attr = PathBeneathAttr(access, fd)
-        expect_errno(add_rule(ruleset_fd, LANDLOCK_RULE_PATH_BENEATH, attr), 0, f"add_rule({path})")
+        expect_errno(add_rule(ruleset_fd, LANDLOCK_RULE_PATH_BENEATH, attr, flags), 0, f"add_rule({path})")
     finally:
         os.close(fd)
 
 
-def allow_port(ruleset_fd: int, port: int, access: int) -> None:
+def allow_port(ruleset_fd: int, port: int, access: int, flags: int = 0) -> None:
     attr = NetPortAttr(access, port)
-    expect_errno(add_rule(ruleset_fd, LANDLOCK_RULE_NET_PORT, attr), 0, f"add_rule(port {port})")
+    expect_errno(add_rule(ruleset_fd, LANDLOCK_RULE_NET_PORT, attr, flags), 0, f"add_rule(port {port})")
 
 
 def enforce(ruleset_fd: int, flags: int = 0) -> None:
@@ -208,7 +228,7 @@ def sandbox(fs: int = 0, net: int = 0, scoped: int = 0, paths: tuple[tuple[str, 
 
 # Highest ABI whose flag and access bits this binding knows: beyond it, "the
 # next bit up" may be a real feature, so tests only use it as "unknown" up to here.
-MAX_KNOWN_ABI = 8
+MAX_KNOWN_ABI = 11
 
 RESTRICT_SELF_LOG_ALL = (
     LANDLOCK_RESTRICT_SELF_LOG_SAME_EXEC_OFF
@@ -218,8 +238,9 @@ RESTRICT_SELF_LOG_ALL = (
 
 
 def net_access_all(abi: int) -> int:
-    """Every network right known at this ABI (TCP bind/connect since ABI 4)."""
-    return ACCESS_NET_BIND_TCP | ACCESS_NET_CONNECT_TCP if abi >= 4 else 0
+    """Every network right known at this ABI (TCP bind/connect since ABI 4, UDP bind/connect-send since ABI 10)."""
+    tcp = ACCESS_NET_BIND_TCP | ACCESS_NET_CONNECT_TCP if abi >= 4 else 0
+    return tcp | (ACCESS_NET_BIND_UDP | ACCESS_NET_CONNECT_SEND_UDP if abi >= 10 else 0)
 
 
 def scope_all(abi: int) -> int:
@@ -228,13 +249,21 @@ def scope_all(abi: int) -> int:
 
 
 def restrict_flags_known(abi: int) -> int:
-    """restrict_self flags known at this ABI: LOG_* since ABI 7, TSYNC since ABI 8."""
+    """restrict_self flags known at this ABI: LOG_* since ABI 7, TSYNC since ABI 8, NO_NEW_PRIVS since ABI 11."""
     flags = RESTRICT_SELF_LOG_ALL if abi >= 7 else 0
-    return flags | LANDLOCK_RESTRICT_SELF_TSYNC if abi >= 8 else flags
+    flags |= LANDLOCK_RESTRICT_SELF_TSYNC if abi >= 8 else 0
+    return flags | (LANDLOCK_RESTRICT_SELF_NO_NEW_PRIVS if abi >= 11 else 0)
+
+
+def add_rule_flags_known(abi: int) -> int:
+    """add_rule flags known at this ABI: QUIET since ABI 10."""
+    return LANDLOCK_ADD_RULE_QUIET if abi >= 10 else 0
 
 
 def attr_size_for(abi: int) -> int:
-    """sizeof(struct landlock_ruleset_attr) as a kernel of this ABI knows it."""
+    """sizeof(struct landlock_ruleset_attr) as a kernel of this ABI knows it (quiet_* fields since ABI 10)."""
+    if abi >= 10:
+        return RULESET_ATTR_SIZE_V10
     return RULESET_ATTR_SIZE_V6 if abi >= 6 else RULESET_ATTR_SIZE_V4 if abi >= 4 else RULESET_ATTR_SIZE_V1
 
 
@@ -254,11 +283,20 @@ def layer(
     paths: tuple[tuple[str, int], ...] = (),
     ports: tuple[tuple[int, int], ...] = (),
     flags: int = 0,
+    quiet_fs: int = 0,
+    quiet_net: int = 0,
+    quiet_scoped: int = 0,
+    quiet_paths: tuple[tuple[str, int], ...] = (),
+    quiet_ports: tuple[tuple[int, int], ...] = (),
 ) -> None:
-    """Create, fill and enforce one layer (paths and ports) with restrict_self flags."""
-    fd = ruleset(fs, net, scoped)
+    """Create, fill and enforce one layer (paths and ports, quiet ones too) with restrict_self flags."""
+    fd = ruleset(fs, net, scoped, quiet_fs, quiet_net, quiet_scoped)
     for path, access in paths:
         allow_path(fd, path, access)
     for port, access in ports:
         allow_port(fd, port, access)
+    for path, access in quiet_paths:
+        allow_path(fd, path, access, LANDLOCK_ADD_RULE_QUIET)
+    for port, access in quiet_ports:
+        allow_port(fd, port, access, LANDLOCK_ADD_RULE_QUIET)
     enforce(fd, flags)

@@ -115,18 +115,27 @@ IOCTL_NOTIF_RECV = _ioc(_IOC_READ | _IOC_WRITE, 0, NOTIF_SIZE)
 IOCTL_NOTIF_SEND = _ioc(_IOC_READ | _IOC_WRITE, 1, RESP_SIZE)
 IOCTL_NOTIF_ID_VALID = _ioc(_IOC_WRITE, 2, 8)
 IOCTL_NOTIF_ADDFD = _ioc(_IOC_WRITE, 3, ADDFD_SIZE)
+IOCTL_NOTIF_SET_FLAGS = _ioc(_IOC_WRITE, 4, 8)  # 6.6+
 USER_NOTIF_FLAG_CONTINUE = 1
+USER_NOTIF_FD_SYNC_WAKE_UP = 1
 ADDFD_FLAG_SETFD = 1 << 0
 ADDFD_FLAG_SEND = 1 << 1
 
 # ptrace
 PTRACE_TRACEME = 0
 PTRACE_CONT = 7
+PTRACE_SYSCALL = 24
+PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETREGSET = 0x4204
 PTRACE_SETREGSET = 0x4205
 PTRACE_SECCOMP_GET_FILTER = 0x420C
+PTRACE_SECCOMP_GET_METADATA = 0x420D
+PTRACE_GET_SYSCALL_INFO = 0x420E
+PTRACE_SET_SYSCALL_INFO = 0x4212  # 6.16+
+PTRACE_SYSCALL_INFO_ENTRY, PTRACE_SYSCALL_INFO_EXIT, PTRACE_SYSCALL_INFO_SECCOMP = 1, 2, 3
+PTRACE_O_TRACESYSGOOD = 1
 PTRACE_O_TRACESECCOMP = 0x80
 PTRACE_O_EXITKILL = 1 << 20
 PTRACE_O_SUSPEND_SECCOMP = 1 << 21
@@ -172,6 +181,28 @@ class NotifAddfd(ctypes.Structure):
     ]
 
 
+class SyscallInfo(ctypes.Structure):
+    """struct ptrace_syscall_info; `nr` and `args` sit at the same offsets for entry and seccomp stops,
+    `rval`/`is_error` (exit stops) overlay them. Until 6.16, reserved and flags were pad[3]."""
+
+    _fields_ = [
+        ("op", ctypes.c_uint8),
+        ("reserved", ctypes.c_uint8),
+        ("flags", ctypes.c_uint16),
+        ("arch", ctypes.c_uint32),
+        ("instruction_pointer", ctypes.c_uint64),
+        ("stack_pointer", ctypes.c_uint64),
+        ("nr", ctypes.c_int64),  # entry.nr / seccomp.nr, or exit.rval
+        ("args", ctypes.c_uint64 * 6),  # args[0]'s low byte is exit.is_error at exit stops
+        ("ret_data", ctypes.c_uint32),
+        ("reserved2", ctypes.c_uint32),
+    ]
+
+
+class SeccompMetadata(ctypes.Structure):
+    _fields_ = [("filter_off", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
 class NotifSizes(ctypes.Structure):
     _fields_ = [("notif", ctypes.c_uint16), ("resp", ctypes.c_uint16), ("data", ctypes.c_uint16)]
 
@@ -181,6 +212,7 @@ assert ctypes.sizeof(SeccompData) == SECCOMP_DATA_SIZE
 assert ctypes.sizeof(Notif) == NOTIF_SIZE
 assert ctypes.sizeof(NotifResp) == RESP_SIZE
 assert ctypes.sizeof(NotifAddfd) == ADDFD_SIZE
+assert ctypes.sizeof(SyscallInfo) == 88
 
 Insn = tuple[int, int, int, int]  # (code, jt, jf, k)
 
@@ -224,12 +256,13 @@ def match_rule(syscall_nr: int, action: int, arg0: int | None = None) -> list[In
     ]
 
 
-def rules(*rules_: tuple[str, int] | tuple[str, int, int], default: int = RET_ALLOW) -> list[Insn]:
-    """A filter: arch guard, then (syscall name, action[, args[0]]) rules in order, then `default`."""
+def rules(*rules_: tuple[str | int, int] | tuple[str | int, int, int], default: int = RET_ALLOW) -> list[Insn]:
+    """A filter: arch guard, then (syscall name or number, action[, args[0]]) rules in order, then `default`."""
     prog = arch_guard()
     for rule in rules_:
         name, action = rule[0], rule[1]
-        prog += match_rule(nr(name), action, rule[2] if len(rule) > 2 else None)  # type: ignore[misc]
+        number = nr(name) if isinstance(name, str) else name
+        prog += match_rule(number, action, rule[2] if len(rule) > 2 else None)  # type: ignore[misc]
     return prog + [ret(default)]
 
 
@@ -589,3 +622,97 @@ def kill_tracee(pid: int, rfd: int) -> None:
         pass
     os.waitpid(pid, 0)
     os.close(rfd)
+
+
+def syscall_info(pid: int) -> SyscallInfo:
+    """PTRACE_GET_SYSCALL_INFO (5.3+) of a tracee in a syscall or seccomp stop; op 0 elsewhere."""
+    info = SyscallInfo()
+    got = ptrace(PTRACE_GET_SYSCALL_INFO, pid, ctypes.sizeof(info), ctypes.addressof(info))
+    _klab.expect_errno(got, 0, "PTRACE_GET_SYSCALL_INFO")
+    return info
+
+
+def set_syscall_info(pid: int, info: SyscallInfo) -> tuple[int, int]:
+    """PTRACE_SET_SYSCALL_INFO (6.16+): change the syscall number and arguments at an entry or seccomp stop."""
+    return ptrace(PTRACE_SET_SYSCALL_INFO, pid, ctypes.sizeof(info), ctypes.addressof(info))
+
+
+def seccomp_metadata(pid: int, index: int, size: int = ctypes.sizeof(SeccompMetadata)) -> tuple[tuple[int, int], int]:
+    """PTRACE_SECCOMP_GET_METADATA for filter `index` (0 = oldest): ((ret, errno), flags)."""
+    md = SeccompMetadata(index, 0xFFFF)
+    return ptrace(PTRACE_SECCOMP_GET_METADATA, pid, size, ctypes.addressof(md)), md.flags
+
+
+def is_syscall_stop(status: int) -> bool:
+    """A PTRACE_O_TRACESYSGOOD syscall-entry or syscall-exit stop."""
+    return os.WIFSTOPPED(status) and os.WSTOPSIG(status) == (signal.SIGTRAP | 0x80)
+
+
+def is_seccomp_stop(status: int) -> bool:
+    return os.WIFSTOPPED(status) and (status >> 8) == (signal.SIGTRAP | (PTRACE_EVENT_SECCOMP << 8))
+
+
+def serve_syscalls(pid: int, rfd: int, on_stop, on_signal=None) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    """Drive a stopped tracee with PTRACE_SYSCALL until it exits.
+
+    The caller sets the ptrace options first (PTRACE_O_TRACESYSGOOD at least). At every syscall stop,
+    and at seccomp stops when PTRACE_O_TRACESECCOMP is set, on_stop(pid, syscall_info(pid)) runs before
+    the tracee resumes. At a signal-delivery stop the signal is delivered, or what on_signal(pid, sig)
+    returns instead (0 suppresses it). Returns (exit status, the child's pipe output).
+    """
+    deliver = 0
+    while True:
+        _klab.expect_errno(ptrace(PTRACE_SYSCALL, pid, 0, deliver), 0, "PTRACE_SYSCALL")
+        status = _klab.wait_status(pid)
+        if not os.WIFSTOPPED(status):
+            break
+        deliver = 0
+        if is_syscall_stop(status) or is_seccomp_stop(status):
+            on_stop(pid, syscall_info(pid))
+        elif os.WSTOPSIG(status) != signal.SIGTRAP:
+            deliver = os.WSTOPSIG(status)
+            if on_signal is not None:
+                deliver = on_signal(pid, deliver)
+    data = _klab.read_pipe(rfd)[0]
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 103 and data.startswith(b"E"):
+        raise Failure(f"in traced child: {data[1:].decode(errors='replace').strip().splitlines()[-1]}")
+    return status, data
+
+
+# --- more user notification ------------------------------------------------------------------
+
+
+def notif_addfd_sized(fd: int, size: int, payload: bytes) -> tuple[int, int]:
+    """SECCOMP_IOCTL_NOTIF_ADDFD with the struct size in the ioctl number set to `size` (extensible struct)."""
+    buf = ctypes.create_string_buffer(payload, max(size, len(payload)))
+    ctypes.set_errno(0)
+    r = libc.ioctl(fd, _ioc(_IOC_WRITE, 3, size), ctypes.addressof(buf))
+    return r, (ctypes.get_errno() if r == -1 else 0)
+
+
+def notif_set_flags(fd: int, flags: int) -> tuple[int, int]:
+    """SECCOMP_IOCTL_NOTIF_SET_FLAGS (6.6+); the flags travel as the ioctl argument itself, not a pointer."""
+    ctypes.set_errno(0)
+    r = libc.ioctl(fd, IOCTL_NOTIF_SET_FLAGS, flags)
+    return r, (ctypes.get_errno() if r == -1 else 0)
+
+
+def poll_events(fd: int, timeout: float = 0.0) -> int:
+    """The poll(2) revents of fd (POLLIN: a notification to receive; POLLOUT: one received and not yet
+    answered; POLLHUP: no task uses the filter any more), waiting up to `timeout` for any."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLOUT | select.POLLHUP)
+    events = poller.poll(int(timeout * 1000))
+    return events[0][1] if events else 0
+
+
+def proc_stat_state(pid: int) -> str:
+    """The one-letter scheduler state of /proc/PID/stat (S interruptible, D uninterruptible or killable...)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def pending_signals(pid: int) -> int:
+    """Signals pending on the process (ShdPnd) or its main thread (SigPnd), as a mask (bit n-1 = signal n)."""
+    status = proc_status(pid=pid)
+    return int(status.get("ShdPnd", "0"), 16) | int(status.get("SigPnd", "0"), 16)

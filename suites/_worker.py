@@ -1,9 +1,11 @@
 """A forked helper process that does one thing at a time when asked, and answers the errno.
 
 Programs, filters and domains under test target its tgid alone, so a test
-never denies anything to the harness. Actions: open, mprotect, exec, fork,
-spawn (a sleeping child to ptrace), ptrace, environ, landlock_fs,
-landlock_ptrace. A suite adds actions by subclassing WorkerLoop.
+never denies anything to the harness. Actions: open, mprotect, mmap,
+mmap_shared, mmap_bytes, mprotect_at, stack_mprotect, exec, fork, clone, spawn
+(a sleeping child to ptrace), ptrace, environ, proc_mem, drop_caps,
+landlock_fs, landlock_ptrace. An action's argument is any JSON value. A suite
+adds actions by subclassing WorkerLoop.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import _landlock
 from _klab import Failure, errname, libc
 
 PROT_READ, PROT_WRITE = 1, 2
-MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
 PTRACE_ATTACH, PTRACE_DETACH = 16, 17
 PR_SET_PDEATHSIG = 1
+
+# clone(2) is not in _klab.NR yet (asm-generic: 220; x86_64: 56).
+_NR_CLONE = {"x86_64": 56, "aarch64": 220}
 
 
 class Worker:
     """A forked process that performs one action per request and answers its errno.
 
-    Programs filter on its tgid. Actions: open, mprotect, exec, fork, spawn (a
-    sleeping child to ptrace), ptrace, environ, landlock_fs, landlock_ptrace.
+    Programs filter on its tgid. Actions are the act_* methods of WorkerLoop.
     """
 
     REPLACED = -1000  # exec succeeded: the worker became the new program
@@ -66,7 +70,7 @@ class Worker:
             self.close()
             raise Failure(f"worker {pid} failed to start (answered {ready!r})")
 
-    def do(self, action: str, arg: str = "") -> int:
+    def do(self, action: str, arg: object = "") -> int:
         """Run an action in the worker; returns 0, an errno, or REPLACED."""
         if self.status is not None:
             raise Failure(f"worker {self.pid} is gone, cannot {action}")
@@ -136,7 +140,8 @@ class WorkerLoop:
 
     def __init__(self, req: int, res: int) -> None:
         self.req, self.res = req, res
-        self.tracee = 0
+        self.tracee = 0  # the latest spawned child: ptrace/environ/proc_mem act on it by default
+        self.tracees: list[int] = []
         self.buf = b""
 
     def run(self) -> None:
@@ -153,10 +158,10 @@ class WorkerLoop:
             os.write(self.res, f"{result}\n".encode())
 
     def _reap(self) -> None:
-        if self.tracee:
+        for pid in self.tracees:
             try:
-                os.kill(self.tracee, signal.SIGKILL)
-                os.waitpid(self.tracee, 0)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
             except OSError:
                 pass
 
@@ -179,6 +184,64 @@ class WorkerLoop:
         return err
 
     @staticmethod
+    def act_mmap(pages: int) -> int:
+        """Map `pages` anonymous read-only private pages; answers the address (kept mapped)."""
+        addr = libc.mmap(None, 4096 * int(pages), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return -2
+        return int(addr)
+
+    @staticmethod
+    def act_mmap_shared(pages: int) -> int:
+        """Map `pages` shared anonymous read-only pages (a shmem file of their own: the VMA never merges)."""
+        addr = libc.mmap(None, 4096 * int(pages), PROT_READ, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return -2
+        return int(addr)
+
+    @staticmethod
+    def act_mmap_bytes(data_hex: str) -> int:
+        """Map a private read+write page holding these bytes (hex); answers its address."""
+        data = bytes.fromhex(data_hex)
+        addr = libc.mmap(None, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return -2
+        ctypes.memmove(addr, data, len(data))
+        return int(addr)
+
+    @staticmethod
+    def act_mprotect_at(arg: list[int]) -> int:
+        """mprotect(addr, length, prot) with the caller's exact values."""
+        addr, length, prot = arg
+        ctypes.set_errno(0)
+        rc = libc.mprotect(ctypes.c_void_p(addr), length, prot)
+        return ctypes.get_errno() if rc != 0 else 0
+
+    @staticmethod
+    def act_stack_mprotect(_: object) -> int:
+        """mprotect the lowest page of the [stack] mapping with the protection it has (read+write): a no-op."""
+        with open("/proc/self/maps") as f:
+            line = next((ln for ln in f if ln.rstrip().endswith("[stack]")), None)
+        if line is None:
+            return -5
+        start = int(line.split("-", 1)[0], 16)
+        ctypes.set_errno(0)
+        rc = libc.mprotect(ctypes.c_void_p(start), 4096, PROT_READ | PROT_WRITE)
+        return ctypes.get_errno() if rc != 0 else 0
+
+    @staticmethod
+    def act_clone(flags: int) -> int:
+        """Raw clone(flags) without a new stack (fork-like); the child exits at once. Answers 0 or the errno."""
+        ctypes.set_errno(0)
+        pid = libc.syscall(ctypes.c_long(_NR_CLONE[_klab.MACHINE]), ctypes.c_ulong(flags), 0, 0, 0, 0)
+        if pid == 0:
+            os._exit(0)
+        if pid < 0:
+            return ctypes.get_errno()
+        os.waitpid(pid, 0)
+        return 0
+
+    @staticmethod
     def act_exec(path: str) -> int:
         try:
             os.execv(path, [path])
@@ -197,8 +260,8 @@ class WorkerLoop:
         os.waitpid(pid, 0)
         return 0
 
-    def act_spawn(self, _: str) -> int:
-        """Fork a sleeping child (the ptrace target); answers its pid."""
+    def act_spawn(self, _: object) -> int:
+        """Fork a sleeping child (a ptrace target, the default one from now on); answers its pid."""
         pid = os.fork()
         if pid == 0:
             os.close(self.req)
@@ -207,20 +270,35 @@ class WorkerLoop:
             while True:
                 signal.pause()
         self.tracee = pid
+        self.tracees.append(pid)
         return pid
 
-    def act_ptrace(self, _: str) -> int:
-        """PTRACE_ATTACH the spawned child; on success wait for its stop and detach."""
+    def act_ptrace(self, pid: object) -> int:
+        """PTRACE_ATTACH a spawned child (default: the latest); on success wait for its stop and detach."""
+        pid = int(pid) if pid else self.tracee
         ctypes.set_errno(0)
-        if libc.ptrace(PTRACE_ATTACH, self.tracee, None, None) != 0:
+        if libc.ptrace(PTRACE_ATTACH, pid, None, None) != 0:
             return ctypes.get_errno()
-        os.waitpid(self.tracee, 0)
-        libc.ptrace(PTRACE_DETACH, self.tracee, None, None)
+        os.waitpid(pid, 0)
+        libc.ptrace(PTRACE_DETACH, pid, None, None)
         return 0
 
-    def act_environ(self, _: str) -> int:
-        """A PTRACE_MODE_READ check through procfs."""
-        return self.act_open(f"/proc/{self.tracee}/environ")
+    def act_environ(self, pid: object) -> int:
+        """A PTRACE_MODE_READ check through procfs (mm_access), on a spawned child (default: the latest)."""
+        return self.act_open(f"/proc/{int(pid) if pid else self.tracee}/environ")
+
+    def act_proc_mem(self, pid: object) -> int:
+        """A PTRACE_MODE_ATTACH check through procfs: open /proc/PID/mem of a spawned child."""
+        return self.act_open(f"/proc/{int(pid) if pid else self.tracee}/mem")
+
+    @staticmethod
+    def act_drop_caps(caps: list[int]) -> int:
+        """Drop these capabilities from the effective, permitted and inheritable sets."""
+        try:
+            _klab.drop_caps(*caps)
+        except Failure:
+            return -6
+        return 0
 
     @staticmethod
     def act_landlock_fs(path: str) -> int:

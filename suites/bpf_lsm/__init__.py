@@ -19,6 +19,6 @@ import _klab
 suite = _klab.Suite("bpf_lsm")
 
 # Importing a module registers its tests: this order is the run order.
-MODULES = ("canary", "deny", "detach", "multi", "verifier", "sleepable", "stacking")
+MODULES = ("canary", "deny", "args", "detach", "multi", "cgroup", "verifier", "sleepable", "privilege", "stacking")
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

@@ -18,8 +18,13 @@ LSM_LIST = "/sys/kernel/security/lsm"
 
 BPFFS = "/sys/fs/bpf"
 
-# Hooks used here and their parameter counts (include/linux/lsm_hook_defs.h,
-# unchanged from v5.7 to v6.18).
+# Hooks used here and their parameter counts (include/linux/lsm_hook_defs.h).
+# The counts are the same in v5.7, v6.1, v6.12, v7.2 and v7.3 (checked in
+# those trees); types changed where a program reading the arguments sees it:
+# bprm_committed_creds takes a const linux_binprm * in v6.12 (not in v6.1),
+# and task_alloc's clone_flags is u64 in v7.2/v7.3 (unsigned long in v6.12:
+# the same 64 bits on x86_64 and arm64). Other hooks did change arity: `bpf`
+# has a fourth argument, bool kernel, in v6.18 and v7.3 (three in v6.12).
 HOOK_ARGS = {
     "file_open": 1,
     "file_mprotect": 3,
@@ -29,8 +34,15 @@ HOOK_ARGS = {
     "bprm_committed_creds": 1,
 }
 
-# Hooks for the verifier gates; absent ones make only their test skip.
-EXTRA_HOOKS = ("file_free_security", "inode_xattr_skipcap", "getprocattr")
+# Hooks for the verifier gates and the other tests; absent ones make only their test skip.
+EXTRA_HOOKS = (
+    "file_free_security",
+    "inode_xattr_skipcap",
+    "getprocattr",
+    "file_receive",
+    "file_permission",
+    "file_alloc_security",
+)
 
 # Global kernel functions that are not LSM hooks, to attach an LSM program to.
 NON_HOOK_FUNCS = ("vfs_read", "security_file_open", "do_sys_openat2")
@@ -48,23 +60,28 @@ PR_SET_PDEATHSIG = 1
 BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY = 26, 24
 
 
-def _resolve_btf() -> tuple[dict[str, _bpf.BtfFunc], str]:
-    """Resolve every BTF id the suite needs, once, in the runner process.
+# Structs whose members programs read through BTF-typed pointers (offsets by name, per kernel).
+BTF_STRUCTS = ("vm_area_struct", "mm_struct", "task_struct", "linux_binprm", "file", "inode", "super_block")
+
+
+def _resolve_btf() -> tuple[_bpf.Btf | None, str]:
+    """Resolve every BTF id and struct the suite needs, once, in the runner process.
 
     The runner imports this module before forking the tests, so each test
     inherits the result: one pass over ~10^5 BTF types is cheap on a host but
     takes seconds under TCG.
     """
     if not os.path.exists(_bpf.BTF_PATH):
-        return {}, f"no {_bpf.BTF_PATH} (kernel built without CONFIG_DEBUG_INFO_BTF)"
+        return None, f"no {_bpf.BTF_PATH} (kernel built without CONFIG_DEBUG_INFO_BTF)"
     names = [f"bpf_lsm_{h}" for h in (*HOOK_ARGS, *EXTRA_HOOKS)] + list(NON_HOOK_FUNCS)
     try:
-        return _bpf.btf_find_funcs(names), ""
+        return _bpf.Btf(names, BTF_STRUCTS), ""
     except (OSError, _bpf.BtfError) as exc:
-        return {}, f"cannot read vmlinux BTF: {exc}"
+        return None, f"cannot read vmlinux BTF: {exc}"
 
 
-BTF, BTF_ERROR = _resolve_btf()
+VMLINUX, BTF_ERROR = _resolve_btf()
+BTF: dict[str, _bpf.BtfFunc] = VMLINUX.funcs if VMLINUX else {}
 
 
 def _mount(source: str, target: str, fstype: str) -> int:
@@ -239,3 +256,63 @@ def read_counters(counters: _bpf.Counters, n: int) -> list[int]:
 def open_n(n: int, path: str = "/dev/null") -> None:
     for _ in range(n):
         os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
+def ctx_arg(asm: Asm, dst: int, ctx: int, index: int) -> Asm:
+    """dst = the hook's argument `index` (the BTF context is an array of u64, one per argument; `ret` last)."""
+    return asm.ldx(SIZE_DW, dst, ctx, 8 * index)
+
+
+_LDX_SIZE = {1: _bpf.SIZE_B, 2: _bpf.SIZE_H, 4: SIZE_W, 8: SIZE_DW}
+
+
+def load_field(asm: Asm, dst: int, src: int, struct_name: str, member: str) -> Asm:
+    """dst = src->member, a BTF-typed load whose offset and size come from vmlinux BTF by name."""
+    if VMLINUX is None:
+        raise Skip(BTF_ERROR)
+    try:
+        field = VMLINUX.member(struct_name, member)
+    except _bpf.BtfError as exc:
+        raise Failure(f"vmlinux BTF: {exc}") from None
+    if field.size not in _LDX_SIZE:
+        raise Failure(f"{struct_name}.{member} is {field.size} bytes, not a scalar or pointer")
+    return asm.ldx(_LDX_SIZE[field.size], dst, src, field.offset)
+
+
+def store_into(asm: Asm, counters: _bpf.Counters, slot: int, reg: int) -> Asm:
+    """Emit: counters[slot] = reg (reg must be callee-saved, R6-R9: the lookup clobbers R0-R5)."""
+    done = f"stored_{slot}_{_next_label()}"
+    return (
+        asm.st(SIZE_W, R10, -4, slot)
+        .mov64(R2, R10)
+        .alu64("add", R2, imm=-4)
+        .ld_map_fd(R1, counters.fd)
+        .call(FN_MAP_LOOKUP_ELEM)
+        .jmp("jeq", R0, done, imm=0)
+        .stx(SIZE_DW, R0, 0, reg)
+        .label(done)
+    )
+
+
+_label_counter = [0]
+
+
+def _next_label() -> int:
+    _label_counter[0] += 1
+    return _label_counter[0]
+
+
+def filter_tgid(asm: Asm, tgid: int, other: str = "other") -> Asm:
+    """Emit: goto `other` unless the current tgid is `tgid` (clobbers R0-R5)."""
+    return asm.call(FN_GET_CURRENT_PID_TGID).alu64("rsh", R0, imm=32).jmp("jne", R0, other, imm=tgid)
+
+
+def errno_of(fn, *args: object) -> int:  # type: ignore[no-untyped-def]
+    """Run a _bpf call; 0 when it succeeded (closing a returned fd), else its errno."""
+    try:
+        ret = fn(*args)
+    except BpfError as exc:
+        return exc.errno
+    if isinstance(ret, int) and ret > 0:
+        os.close(ret)
+    return 0

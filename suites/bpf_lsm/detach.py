@@ -13,7 +13,18 @@ from _klab import Failure, Skip, errname, expect_eq, kernel_version
 from _worker import Worker, expect_eventually, expect_result
 
 from bpf_lsm import suite
-from bpf_lsm.common import BPFFS, _mount, _skip_if_no_trampoline, attach, enforce, hook_id, load, require, tgid_prog
+from bpf_lsm.common import (
+    BPFFS,
+    _mount,
+    _skip_if_no_trampoline,
+    attach,
+    enforce,
+    errno_of,
+    hook_id,
+    load,
+    require,
+    tgid_prog,
+)
 
 test = suite.test
 
@@ -148,3 +159,25 @@ def obj_get_pin_returns_link_info() -> None:
     finally:
         _unlink_quietly(link_path)
         _unlink_quietly(prog_path)
+
+
+@suite.test
+def attaching_a_linked_program_again_is_ebusy_and_relinking_works() -> None:
+    """A linked LSM program cannot be linked a second time: EBUSY ("prog already linked"), both ways of attaching.
+
+    The refusal changes nothing; once the link fd closes, a second full
+    attach/detach cycle of the same program works (test_lsm.c attaches twice).
+    """
+    require()
+    with Worker() as target:
+        prog = load("file_open", tgid_prog(target.pid, -errno.EPERM))
+        for cycle in ("first", "second"):
+            link = attach(prog)
+            expect_result(target.do("open", "/dev/null"), errno.EPERM, f"open while linked ({cycle} cycle)")
+            expect_eq(errno_of(_bpf.link_create, prog), errno.EBUSY, f"BPF_LINK_CREATE of the linked prog ({cycle})")
+            got = errno_of(_bpf.raw_tracepoint_open, prog)
+            expect_eq(got, errno.EBUSY, f"BPF_RAW_TRACEPOINT_OPEN of the linked prog ({cycle} cycle)")
+            expect_result(target.do("open", "/dev/null"), errno.EPERM, f"open after the refused attaches ({cycle})")
+            os.close(link)
+            expect_result(target.do("open", "/dev/null"), 0, f"open after the link closed ({cycle} cycle)")
+        os.close(prog)

@@ -36,6 +36,11 @@ MODULES = (
     "ioctl",
     "net",
     "scope",
+    "audit_log",
+    "resolve_unix",
+    "udp",
+    "no_new_privs",
+    "quiet",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

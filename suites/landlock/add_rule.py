@@ -20,13 +20,25 @@ test = suite.test
 
 @test
 def add_rule_checks_ordering() -> None:
-    """flags, then ruleset fd, then rule type, then attr pointer, then content."""
-    ll.require_abi(1)
+    """flags, then ruleset fd, then rule type, then attr pointer, then content.
+
+    Flag 1 is unknown (EINVAL) before ABI 10; Linux 7.2 (ABI 10) made it LANDLOCK_ADD_RULE_QUIET,
+    so add_rule(-1, 0, NULL, 1) goes on to the fd check (EBADF) there. Flag 2 stays unknown.
+    """
+    abi = ll.require_abi(1)
     rs = ll.ruleset(fs=ll.ACCESS_FS_EXECUTE)
     beneath = ll.LANDLOCK_RULE_PATH_BENEATH
     bad_parent = ll.PathBeneathAttr(ll.ACCESS_FS_EXECUTE, -1)
-    expect_errno(ll.add_rule(-1, 0, None, 1), EINVAL, "add_rule flags=1 with bad fd and type")
+    want = errno.EBADF if abi >= 10 else EINVAL
+    expect_errno(ll.add_rule(-1, 0, None, 1), want, f"add_rule flags=1 with bad fd and type on ABI {abi}")
+    for flags in (2, 3, 1 << 31):
+        expect_errno(ll.add_rule(-1, 0, None, flags), EINVAL, f"add_rule flags={flags:#x} with bad fd and type")
     expect_errno(ll.add_rule(rs, beneath, bad_parent, 1 << 31), EINVAL, "add_rule flags=1<<31")
+    if abi >= 10:
+        # QUIET passes the flag check, then the same order: fd, type, attr pointer, content.
+        quiet = ll.LANDLOCK_ADD_RULE_QUIET
+        expect_errno(ll.add_rule(rs, 0, None, quiet), EINVAL, "QUIET with rule type 0")
+        expect_errno(ll.add_rule(rs, beneath, None, quiet), errno.EFAULT, "QUIET with NULL attr")
     expect_errno(ll.add_rule(-1, 0, None, 0), errno.EBADF, "add_rule on fd -1")
     for rule_type in (0, 3, 0x7FFFFFFF):
         expect_errno(ll.add_rule(rs, rule_type, None, 0), EINVAL, f"rule type {rule_type}")
@@ -61,6 +73,7 @@ def add_rule_file_rights_only_on_files() -> None:
         file_rights = ll.ACCESS_FS_EXECUTE | RW_FILE
         file_rights |= ll.ACCESS_FS_TRUNCATE if abi >= 3 else 0
         file_rights |= ll.ACCESS_FS_IOCTL_DEV if abi >= 5 else 0
+        file_rights |= ll.ACCESS_FS_RESOLVE_UNIX if abi >= 9 else 0  # a right on the socket file itself
         expect_errno(ll.add_path_rule(rs, f, file_rights), 0, f"file rights {file_rights:#x} on a file")
         for right in (ll.ACCESS_FS_READ_DIR, ll.ACCESS_FS_MAKE_REG, ll.ACCESS_FS_REMOVE_FILE, ll.ACCESS_FS_MAKE_DIR):
             expect_errno(

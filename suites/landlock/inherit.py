@@ -172,3 +172,87 @@ def tsync_resyncs_diverged_threads() -> None:
 
 def _no_rules_flags(fs: int, flags: int) -> None:
     ll.layer(fs=fs, flags=flags)
+
+
+@test
+def tsync_overrides_sibling_domains() -> None:
+    """ABI 8: TSYNC replaces a sibling's own, different domain by the caller's: the sibling's extra layer is gone."""
+    ll.require_abi(8)
+    with _tmpdir() as d:
+        f1, f2 = _touch(f"{d}/f1"), _touch(f"{d}/f2")
+        write = ll.ACCESS_FS_WRITE_FILE
+
+        def body() -> None:
+            _klab.set_no_new_privs()
+            restricted, go = threading.Event(), threading.Event()
+            out: list = []
+
+            def sibling() -> None:
+                fd = ll.ruleset(fs=write)
+                ll.allow_path(fd, f1, write)
+                expect_errno(ll.restrict_self(fd), 0, "sibling: its own layer (denies f2)")
+                out.append(("before", _write_probe(f1)()[0], _write_probe(f2)()[0]))
+                restricted.set()
+                go.wait(10)
+                out.append(("after", _write_probe(f1)()[0], _write_probe(f2)()[0]))
+
+            t = threading.Thread(target=sibling, daemon=True)
+            t.start()
+            restricted.wait(10)
+            ll.layer(fs=write, paths=((f2, write),), flags=ll.LANDLOCK_RESTRICT_SELF_TSYNC)  # denies f1
+            go.set()
+            t.join(10)
+            _op("caller after TSYNC: write f1", EACCES, _open_close, f1, os.O_WRONLY)
+            _op("caller after TSYNC: write f2", 0, _open_close, f2, os.O_WRONLY)
+            expect_eq(out, [("before", 0, EACCES), ("after", EACCES, 0)], "sibling: (when, write f1, write f2)")
+
+        in_child(body)
+
+
+@test
+def tsync_reaches_threads_blocked_in_syscalls() -> None:
+    """ABI 8: threads asleep in read() are restricted too (and their read completes normally afterwards)."""
+    ll.require_abi(8)
+    with _tmpdir() as d:
+        f = _touch(f"{d}/f")
+
+        def body() -> None:
+            _klab.drop_caps()
+            pipes = [os.pipe() for _ in range(4)]
+            results: list = []
+
+            def blocked(rfd: int) -> None:
+                data = os.read(rfd, 1)  # asleep here while the caller enforces
+                results.append((data, *_write_probe(f)()))
+
+            threads = [threading.Thread(target=blocked, args=(r,), daemon=True) for r, _ in pipes]
+            for t in threads:
+                t.start()
+            ll.layer(fs=ll.ACCESS_FS_WRITE_FILE, flags=ll.LANDLOCK_RESTRICT_SELF_TSYNC)
+            for _, w in pipes:
+                os.write(w, b"!")
+            for t in threads:
+                t.join(10)
+            expect_eq(results, [(b"!", EACCES, 1)] * 4, "blocked threads: [(read data, write errno, nnp)]")
+
+        in_child(body)
+
+
+@test
+def tsync_without_nnp_leaves_siblings_nnp_unset() -> None:
+    """ABI 8: TSYNC propagates no_new_privs only if the caller has it: via CAP_SYS_ADMIN siblings stay without."""
+    ll.require_abi(8)
+    with _tmpdir() as d:
+        f = _touch(f"{d}/f")
+
+        def body() -> None:
+            gate = threading.Event()
+            before, before_out = _thread_result(_write_probe(f), gate)
+            rs = ll.ruleset(fs=ll.ACCESS_FS_WRITE_FILE)
+            expect_errno(ll.restrict_self(rs, ll.LANDLOCK_RESTRICT_SELF_TSYNC), 0, "TSYNC with CAP_SYS_ADMIN, no nnp")
+            gate.set()
+            before.join(10)
+            expect_eq(_write_probe(f)(), (EACCES, 0), "caller: (write errno, nnp)")
+            expect_eq(before_out, [(EACCES, 0)], "sibling: [(write errno, nnp)]")
+
+        in_child(body)

@@ -17,14 +17,29 @@ test = suite.test
 
 @test
 def restrict_self_eperm_first() -> None:
-    """Without no_new_privs and CAP_SYS_ADMIN, EPERM comes before any flag or fd check."""
-    ll.require_abi(1)
+    """Without no_new_privs and CAP_SYS_ADMIN, EPERM comes before any fd check (and, before ABI 11, any flag check).
+
+    Linux 7.3 (ABI 11) added LANDLOCK_RESTRICT_SELF_NO_NEW_PRIVS, which itself satisfies the
+    privilege requirement, so it validates the flags first: unknown flags are EINVAL even
+    unprivileged, and the NO_NEW_PRIVS flag gets past the EPERM check to the fd check.
+    """
+    abi = ll.require_abi(1)
     rs = ll.ruleset(fs=ll.ACCESS_FS_EXECUTE)
     r, _w = os.pipe()
     _klab.drop_caps()
     expect_eq(_nnp(), 0, "no_new_privs before the test")
-    for fd, flags in ((-1, -1), (-1, 0), (-1, 1 << 31), (rs, 0), (r, 0), (rs, -1)):
-        expect_errno(ll.restrict_self(fd, flags & 0xFFFFFFFF), EPERM, f"restrict_self({fd}, {flags:#x}) unprivileged")
+    flags_first = abi >= 11
+    cases = [(-1, -1, EINVAL if flags_first else EPERM), (-1, 1 << 31, EINVAL if flags_first else EPERM)]
+    cases += [(rs, -1, EINVAL if flags_first else EPERM), (-1, 0, EPERM), (rs, 0, EPERM), (r, 0, EPERM)]
+    if abi >= 7:
+        cases.append((rs, ll.LANDLOCK_RESTRICT_SELF_LOG_SAME_EXEC_OFF, EPERM))  # a known flag: still EPERM
+    if abi >= 11:
+        nnp = ll.LANDLOCK_RESTRICT_SELF_NO_NEW_PRIVS
+        cases += [(-1, nnp, errno.EBADF), (r, nnp, errno.EBADFD), (rs, nnp | 1 << 31, EINVAL)]
+    for fd, flags, want in cases:
+        what = f"restrict_self({fd}, {flags:#x}) unprivileged on ABI {abi}"
+        expect_errno(ll.restrict_self(fd, flags & 0xFFFFFFFF), want, what)
+    expect_eq(_nnp(), 0, "no_new_privs after the failed calls")
     _klab.set_no_new_privs()
     expect_errno(ll.restrict_self(-1, 0xFFFFFFFF), EINVAL, "restrict_self(-1, -1) with no_new_privs")
     expect_errno(ll.restrict_self(-1, 0), errno.EBADF, "restrict_self(-1, 0) with no_new_privs")

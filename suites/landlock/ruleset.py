@@ -37,7 +37,11 @@ def ruleset_attr_size_rules() -> None:
 
 @test
 def ruleset_attr_larger_size() -> None:
-    """A size beyond the kernel's struct is fine with a zero tail and E2BIG with any non-zero byte."""
+    """A size beyond the kernel's struct is fine with a zero tail and E2BIG with any non-zero byte.
+
+    The kernel's struct is 8, 16, 24 or (ABI 10, Linux 7.2) 48 bytes, so byte 24 is E2BIG before
+    ABI 10 and a quiet mask (EINVAL when it is not a subset of the handled rights) since.
+    """
     abi = ll.require_abi(1)
     ksize = ll.attr_size_for(abi)
     buf = ctypes.create_string_buffer(PAGE_SIZE)
@@ -50,15 +54,31 @@ def ruleset_attr_larger_size() -> None:
         what = f"page-sized attr with non-zero byte at {offset} (kernel struct is {ksize} bytes)"
         expect_errno(_klab.syscall("landlock_create_ruleset", ptr, PAGE_SIZE, 0), errno.E2BIG, what)
         buf[offset] = b"\0"
+    # Byte 24 is where the struct grew in Linux 7.2 (ABI 10: quiet_access_fs, quiet_access_net,
+    # quiet_scoped; 48 bytes). Before, it is past the struct: E2BIG. Since, it is quiet_access_fs,
+    # and 0x2e is not a subset of the handled READ_FILE (0x4): EINVAL.
+    buf[24] = b"."
+    want = EINVAL if abi >= 10 else errno.E2BIG
+    what = f"page-sized attr with 0x2e at byte 24 (quiet_access_fs since ABI 10) on ABI {abi}"
+    expect_errno(_klab.syscall("landlock_create_ruleset", ptr, PAGE_SIZE, 0), want, what)
+    if abi >= 10:
+        # The same byte inside the handled set is a valid quiet mask.
+        buf[24] = bytes([ll.ACCESS_FS_READ_FILE])
+        fd = expect_errno(_klab.syscall("landlock_create_ruleset", ptr, PAGE_SIZE, 0), 0, "quiet_access_fs=READ_FILE")
+        os.close(fd)
+    buf[24] = b"\0"
 
 
 @test
 def ruleset_attr_fields_by_abi() -> None:
-    """net (ABI 4) and scoped (ABI 6) are E2BIG on older kernels and accepted on newer ones."""
+    """net (ABI 4), scoped (ABI 6) and quiet_* (ABI 10) are E2BIG on older kernels and accepted on newer ones."""
     abi = ll.require_abi(1)
     net = _rs_attr(fs=ll.ACCESS_FS_READ_FILE, net=ll.ACCESS_NET_BIND_TCP)
     scoped = _rs_attr(fs=ll.ACCESS_FS_READ_FILE, scoped=ll.SCOPE_SIGNAL)
-    for attr, size, since, what in ((net, 16, 4, "handled_access_net"), (scoped, 24, 6, "scoped")):
+    quiet = _rs_attr(fs=ll.ACCESS_FS_READ_FILE)
+    quiet.quiet_access_fs = ll.ACCESS_FS_READ_FILE
+    fields = ((net, 16, 4, "handled_access_net"), (scoped, 24, 6, "scoped"), (quiet, 48, 10, "quiet_access_fs"))
+    for attr, size, since, what in fields:
         res = ll.create_ruleset(attr, size, 0)
         if abi >= since:
             os.close(expect_errno(res, 0, f"{what} on ABI {abi}"))

@@ -16,6 +16,19 @@ import _klab
 suite = _klab.Suite("seccomp")
 
 # Importing a module registers its tests: this order is the run order.
-MODULES = ("install", "filter_data", "actions", "precedence", "inherit", "ptrace", "notify", "stacking")
+MODULES = (
+    "install",
+    "filter_data",
+    "actions",
+    "precedence",
+    "inherit",
+    "ptrace",
+    "ptrace_syscall",
+    "notify",
+    "notify_edges",
+    "log_audit",
+    "releases",
+    "stacking",
+)
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import _seccomp as sc
 from _klab import expect_eq
@@ -31,6 +32,26 @@ def deny(action: int) -> list[sc.Insn]:
 def expect_allowed(result: tuple[int, int], what: str) -> None:
     """The target call went through: it returned the real parent pid."""
     expect_eq(result, (os.getppid(), 0), f"{what} (getppid result, errno)")
+
+
+def parked_thread(fn=None):  # type: ignore[no-untyped-def]
+    """Start a thread that optionally runs fn, then parks until released; returns (tid, release, results)."""
+    ready, release = threading.Event(), threading.Event()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        box["tid"] = threading.get_native_id()
+        if fn is not None:
+            box["setup"] = fn()
+        ready.set()
+        release.wait(10)
+        box["call"] = target()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(10)
+    box["thread"] = thread
+    return box["tid"], release, box
 
 
 _ALLOW = sc.ret(sc.RET_ALLOW)

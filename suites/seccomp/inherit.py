@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import _seccomp as sc
 from _klab import expect_eq, expect_errno
 
 from seccomp import suite
-from seccomp.common import MAGIC, deny, expect_allowed, target
+from seccomp.common import MAGIC, deny, expect_allowed, parked_thread, target
 
 test = suite.test
 
@@ -123,31 +124,11 @@ def filter_reaches_only_threads_created_after() -> None:
     expect_errno(target(), errno.E2BIG, "the installing thread")
 
 
-def _parked_thread(fn=None):  # type: ignore[no-untyped-def]
-    """Start a thread that optionally runs fn, then parks until released; returns (tid, release, results)."""
-    ready, release = threading.Event(), threading.Event()
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        box["tid"] = threading.get_native_id()
-        if fn is not None:
-            box["setup"] = fn()
-        ready.set()
-        release.wait(10)
-        box["call"] = target()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    box["thread"] = thread
-    return box["tid"], release, box
-
-
 @suite.test
 def tsync_applies_filter_and_nnp_to_all_threads() -> None:
     """TSYNC installs the filter on every thread at once and carries no_new_privs along."""
     sc.require_flag(sc.FLAG_TSYNC, "SECCOMP_FILTER_FLAG_TSYNC")
-    tid, release, box = _parked_thread()
+    tid, release, box = parked_thread()
     expect_eq(sc.proc_status(tid=tid).get("NoNewPrivs"), "0", "sibling NoNewPrivs before")
     _klab.set_no_new_privs()  # the caller only: prctl is per-thread
     expect_eq(sc.install(deny(sc.RET_ERRNO | errno.E2BIG), sc.FLAG_TSYNC), (0, 0), "TSYNC install (ret, errno)")
@@ -166,7 +147,7 @@ def tsync_fails_naming_diverged_thread() -> None:
     """TSYNC fails when a sibling has its own filter: it returns that thread's TID and installs nothing."""
     sc.require_flag(sc.FLAG_TSYNC, "SECCOMP_FILTER_FLAG_TSYNC")
     _klab.set_no_new_privs()
-    tid, release, box = _parked_thread(lambda: sc.install(deny(sc.RET_ERRNO | errno.EXDEV)))
+    tid, release, box = parked_thread(lambda: sc.install(deny(sc.RET_ERRNO | errno.EXDEV)))
     expect_eq(box["setup"], (0, 0), "sibling installs its own filter (ret, errno)")
     got = sc.install(deny(sc.RET_ERRNO | errno.E2BIG), sc.FLAG_TSYNC)
     expect_eq(got, (tid, 0), "TSYNC install with a diverged sibling (ret = its TID, errno)")
@@ -187,8 +168,49 @@ def tsync_esrch_flag_reports_esrch() -> None:
     _klab.set_no_new_privs()
     both = sc.FLAG_TSYNC | sc.FLAG_NEW_LISTENER
     expect_errno(sc.install(deny(sc.RET_USER_NOTIF), both), errno.EINVAL, "TSYNC|NEW_LISTENER without TSYNC_ESRCH")
-    _, release, box = _parked_thread(lambda: sc.install(deny(sc.RET_ERRNO | errno.EXDEV)))
+    _, release, box = parked_thread(lambda: sc.install(deny(sc.RET_ERRNO | errno.EXDEV)))
     expect_eq(box["setup"], (0, 0), "sibling installs its own filter (ret, errno)")
     got = sc.install(deny(sc.RET_ERRNO | errno.E2BIG), sc.FLAG_TSYNC | sc.FLAG_TSYNC_ESRCH)
     expect_errno(got, errno.ESRCH, "TSYNC|TSYNC_ESRCH with a diverged sibling")
     release.set()
+
+
+@suite.test
+def parent_filter_after_fork_misses_existing_child() -> None:
+    """A filter binds its task and the tasks that task creates afterwards, processes as well as
+    threads: one the parent installs after fork, even with TSYNC (threads only), misses the child
+    already forked and whatever that child forks later; a child forked after it is bound."""
+    sc.require_flag(sc.FLAG_TSYNC, "SECCOMP_FILTER_FLAG_TSYNC")
+    sc.require_no_inherited_filters()
+    go_r, go_w = os.pipe()
+
+    def early(wfd: int) -> int:
+        os.read(go_r, 1)
+        grandchild = os.fork()
+        if grandchild == 0:
+            os.close(wfd)
+            ret, err = target()
+            os._exit(0 if (ret, err) == (os.getppid(), 0) else 1)
+        mine = target()
+        status = _klab.wait_status(grandchild)
+        os.write(wfd, f"{mine} {sc.proc_status().get('Seccomp')} {status}".encode())
+        return 0
+
+    pid, rfd = _klab.fork_pipe(early)
+    _klab.set_no_new_privs()
+    expect_eq(sc.install(deny(sc.RET_ERRNO | errno.E2BIG), sc.FLAG_TSYNC), (0, 0), "parent's TSYNC install")
+    os.write(go_w, b"x")
+    status = _klab.wait_status(pid)
+    report = _klab.read_pipe(rfd)[0].decode(errors="replace")
+    expect_eq(status, 0, f"early child's wait status (report {report!r})")
+    want = f"{(os.getpid(), 0)} 0 0"
+    expect_eq(report, want, "early child: 'its target call, its Seccomp field, its own child's wait status'")
+    expect_errno(target(), errno.E2BIG, "parent's target call")
+
+    def late() -> None:
+        expect_eq(sc.proc_status().get("Seccomp"), "2", "late child's Seccomp field")
+        expect_errno(target(), errno.E2BIG, "late child's target call")
+
+    _klab.in_child(late)
+    for end in (go_r, go_w):
+        os.close(end)

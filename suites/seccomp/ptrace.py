@@ -200,3 +200,31 @@ def get_filter_dumps_installed_programs() -> None:
         )
     finally:
         sc.kill_tracee(pid, rfd)
+
+
+@suite.test
+def get_filter_and_metadata_need_cap_sys_admin() -> None:
+    """PTRACE_SECCOMP_GET_METADATA reports per filter (0 = oldest) the flags that matter later (only
+    FLAG_LOG), ENOENT past the newest and EINVAL for a buffer too small for filter_off; without
+    CAP_SYS_ADMIN the tracer gets EACCES from it and from PTRACE_SECCOMP_GET_FILTER."""
+    sc.require_filter_mode()
+    _require_checkpoint_restore()
+
+    def before_stop() -> None:
+        _klab.set_no_new_privs()
+        sc.must_install(deny(sc.RET_ERRNO | 1), sc.FLAG_LOG)
+        sc.must_install(deny(sc.RET_ERRNO | 2), sc.FLAG_SPEC_ALLOW)
+
+    pid, rfd = sc.spawn_traced(lambda wfd: None, before_stop=before_stop)
+    try:
+        size = ctypes.sizeof(sc.SeccompMetadata)
+        expect_eq(sc.seccomp_metadata(pid, 0), ((size, 0), sc.FLAG_LOG), "metadata of filter 0 ((ret, errno), flags)")
+        expect_eq(sc.seccomp_metadata(pid, 1), ((size, 0), 0), "metadata of filter 1 (SPEC_ALLOW is not reported)")
+        expect_errno(sc.seccomp_metadata(pid, 2)[0], errno.ENOENT, "metadata of filter 2 of 2")
+        expect_errno(sc.seccomp_metadata(pid, 0, size=4)[0], errno.EINVAL, "metadata with a 4-byte buffer")
+        _klab.drop_caps(_klab.CAP_SYS_ADMIN)
+        expect_errno(sc.seccomp_metadata(pid, 0)[0], errno.EACCES, "GET_METADATA without CAP_SYS_ADMIN")
+        got = sc.ptrace(sc.PTRACE_SECCOMP_GET_FILTER, pid, 0, 0)
+        expect_errno(got, errno.EACCES, "GET_FILTER without CAP_SYS_ADMIN")
+    finally:
+        sc.kill_tracee(pid, rfd)
