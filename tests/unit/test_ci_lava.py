@@ -50,7 +50,7 @@ def _klab(argv: list[str]) -> int:
 
 def test_ci_cells_are_kernel_by_arch_with_their_boots() -> None:
     cells = ci_cmds.ci_cells(matrix.load(REPO_ROOT / "lab.yaml"))
-    assert [c["name"] for c in cells] == ["x86_64.6.12", "arm64.6.12"]
+    assert [c["name"] for c in cells] == ["x86_64.6.12", "arm64.6.12", "x86_64.7.3", "arm64.7.3"]
     assert cells[0] == {
         "name": "x86_64.6.12",
         "kernel": "6.12",
@@ -64,7 +64,7 @@ def test_github_matrix_is_one_line_of_json(capsys: pytest.CaptureFixture[str]) -
     assert _klab(["ci", "matrix", "--matrix", str(REPO_ROOT / "lab.yaml")]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1
-    assert [c["arch"] for c in json.loads(out)["include"]] == ["x86_64", "arm64"]
+    assert [c["arch"] for c in json.loads(out)["include"]] == ["x86_64", "arm64", "x86_64", "arm64"]
 
 
 def test_gitlab_child_extends_the_templates_and_merges_every_cell() -> None:
@@ -72,7 +72,7 @@ def test_gitlab_child_extends_the_templates_and_merges_every_cell() -> None:
     assert doc["include"] == [{"local": "ci/gitlab-ci.yml"}]
     assert doc["stages"] == list(ci_cmds.GITLAB_STAGES)
     cells = [name for name in doc if name.startswith("cell ")]
-    assert cells == ["cell x86_64.6.12", "cell arm64.6.12"]
+    assert cells == ["cell x86_64.6.12", "cell arm64.6.12", "cell x86_64.7.3", "cell arm64.7.3"]
     assert doc["cell arm64.6.12"]["variables"] == {
         "KLAB_CELL": "arm64.6.12",
         "KLAB_KERNEL": "6.12",
@@ -115,7 +115,7 @@ def test_merge_of_nothing_with_a_matrix_is_all_lab_errors(tmp_path: Path) -> Non
 
 
 def test_ci_run_rejects_an_unknown_kernel() -> None:
-    with pytest.raises(UserError, match="no kernel named '5.4'; choose one of: 6.12"):
+    with pytest.raises(UserError, match="no kernel named '5.4'; choose one of: 6.12, 7.3"):
         _klab(["ci", "run", "--kernel", "5.4", "--arch", "x86_64", "--results", "/nonexistent"])
 
 
