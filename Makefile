@@ -49,9 +49,9 @@ lint:
 	$(VENV)/bin/ruff format --check lab tests suites bench
 	$(VENV)/bin/mypy lab
 
-# Unit tests only: no kernel builds, no boots.
+# Unit tests only: no kernel builds, no boots (under 10 s).
 test-fast:
-	$(PYTEST) -q -m "not kernel and not host and not lava" -n 2 tests
+	$(PYTEST) -q -n 2 tests/unit
 
 # The whole suite: lint, unit tests, suites on this host, real builds and boots.
 test: lint

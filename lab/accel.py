@@ -15,16 +15,16 @@ import hashlib
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import manifest
+from lab import proc
 from lab.arches import Arch, is_native
 from lab.errors import LabError, UserError
+from lab.manifest import Record
 from lab.paths import cache_dir
 
 PROBE_DEADLINE = 3.0
@@ -49,6 +49,16 @@ _PROBES = {
 
 
 @dataclass(frozen=True)
+class KvmVerdict(Record):
+    """What the KVM probe found, cached per host kernel and QEMU version."""
+
+    works: bool
+    why: str
+    qemu: str
+    probed: float
+
+
+@dataclass(frozen=True)
 class Decision:
     accel: str  # "kvm" or "tcg"
     why: str
@@ -58,7 +68,10 @@ def qemu_version(arch: Arch) -> str:
     binary = shutil.which(arch.qemu)
     if binary is None:
         raise LabError(f"{arch.qemu} not found: install the Debian package {arch.qemu_package} (or run `make setup`)")
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    try:
+        out = proc.run([binary, "--version"], deadline=proc.Deadline.after(30)).output
+    except proc.CommandFailed:
+        return "unknown"
     return out.splitlines()[0].strip() if out else "unknown"
 
 
@@ -89,20 +102,14 @@ def probe_kvm(arch: Arch) -> tuple[bool, str]:
 def _run_probe(arch: Arch, qemu_args: tuple[str, ...], image: Path) -> tuple[bool, float, str]:
     argv = [arch.qemu, *qemu_args, "-display", "none", "-serial", "stdio", "-monitor", "none"]
     argv += ["-no-reboot", "-drive", f"file={image},format=raw,if=ide"]
-    start = time.monotonic()
-    try:
-        run = subprocess.run(argv, capture_output=True, timeout=PROBE_DEADLINE, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return (
-            False,
-            PROBE_DEADLINE,
-            f"a KVM test guest did not finish within {PROBE_DEADLINE:.0f}s (KVM present but hangs)",
-        )
-    took = time.monotonic() - start
-    if _PROBE_WORD in run.stdout:
-        return True, took, ""
-    err = run.stderr.decode(errors="replace").strip().splitlines()
-    return False, took, f"KVM test guest failed: {err[-1] if err else f'exit {run.returncode}'}"
+    run = proc.run(argv, deadline=proc.Deadline.after(PROBE_DEADLINE), check=False)
+    if run.timed_out:
+        why = f"a KVM test guest did not finish within {PROBE_DEADLINE:.0f}s (KVM present but hangs)"
+        return False, PROBE_DEADLINE, why
+    if _PROBE_WORD.decode() in run.output:
+        return True, run.duration, ""
+    err = run.output.strip().splitlines()
+    return False, run.duration, f"KVM test guest failed: {err[-1] if err else f'exit {run.returncode}'}"
 
 
 def _cache_path(arch: Arch, version: str) -> Path:
@@ -118,12 +125,12 @@ def decide(arch: Arch, requested: str = "auto", use_cache: bool = True) -> Decis
         return Decision("tcg", "requested with --accel tcg")
     version = qemu_version(arch)
     path = _cache_path(arch, version)
-    cached = manifest.read(path) if use_cache else None
+    cached = KvmVerdict.read_if_valid(path) if use_cache else None
     if cached is not None:
-        works, why = bool(cached["works"]), str(cached["why"]) + " (cached)"
+        works, why = cached.works, cached.why + " (cached)"
     else:
         works, why = probe_kvm(arch)
-        manifest.write(path, {"works": works, "why": why, "qemu": version, "probed": time.time()})
+        KvmVerdict(works, why, version, time.time()).write(path)
     if works:
         return Decision("kvm", why)
     if requested == "kvm":

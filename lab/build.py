@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -18,14 +19,13 @@ from pathlib import Path
 
 from lab import kconfig, kexplain, manifest, proc
 from lab.arches import Arch, cross_prefix
+from lab.buildrecord import CONFIG_STAMP, MANIFEST, Artifacts, BuildManifest, ConfigStamp, FragmentInfo, SourceInfo
 from lab.errors import BuildError, ConfigMismatch, LabBaseError, UserError
 from lab.paths import cache_dir, cache_root, exclusive
 from lab.source import Source, digest, kernelversion
 
 BUILD_TIMEOUT = 3 * 3600.0
 CONFIG_TIMEOUT = 600.0
-MANIFEST = "build.json"
-CONFIG_STAMP = "config.json"  # what the .config was made from; outlives a failed compile
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ def build_env() -> dict[str, str]:
         # Kbuild passes -fmacro-prefix-map=<absolute srctree>/= so that __FILE__ is relative: the option
         # changes nothing in the object, but its absolute path would keep two trees from sharing.
         CCACHE_IGNOREOPTIONS="-fmacro-prefix-map=*",
+        # Depend mode: on a miss, ccache takes the headers from the compiler's own -MMD output instead of
+        # running the preprocessor first (a third of a cold build's time went to that second pass).
+        CCACHE_DEPEND="true",
         # Fixed build identity: reproducible images and ccache hits on init/version.c.
         KBUILD_BUILD_USER="klab",
         KBUILD_BUILD_HOST="kernel-lab",
@@ -149,22 +152,46 @@ def configure(req: BuildRequest, bdir: Path, log: Path) -> Path:
     misses = kexplain.validate(request.wanted, kconfig.read_config(config), req.source.path, req.arch.srcarch)
     if misses:
         detail = "\n".join("  " + m.describe() for m in misses)
-        raise ConfigMismatch(f"{len(misses)} requested option(s) did not land in {config}:\n{detail}")
+        raise ConfigMismatch(f"{len(misses)} requested option(s) did not land in the .config:\n{detail}")
     return config
 
 
 def configure_dir(req: BuildRequest, bdir: Path, log: Path) -> Path:
-    """`configure` in `bdir`, created if needed; a new dir whose config fails is removed, not left half-made."""
+    """`configure` in `bdir`, created if needed; a new dir whose config fails is removed, not left half-made.
+
+    Its evidence (.config, the log, the fragments as applied) moves to the
+    cache's failed/ dir first, and the error says where: the user can read why.
+    """
     fresh = not bdir.exists()
     bdir.mkdir(parents=True, exist_ok=True)
     log.write_text("")
     (bdir / MANIFEST).unlink(missing_ok=True)  # a dir being reconfigured or rebuilt must not look finished
     try:
         return configure(req, bdir, log)
+    except (ConfigMismatch, BuildError) as exc:
+        where = bdir
+        if fresh:
+            where = _keep_evidence(bdir, log)
+            shutil.rmtree(bdir, ignore_errors=True)
+        if isinstance(exc, BuildError):
+            raise BuildError(str(exc), where / log.name, exc.tail) from exc
+        raise ConfigMismatch(f"{exc}\n  the .config and {log.name} are in {where}") from exc
     except LabBaseError:
         if fresh:
             shutil.rmtree(bdir, ignore_errors=True)
         raise
+
+
+def _keep_evidence(bdir: Path, log: Path) -> Path:
+    """Copy what explains a failed configure out of a build dir that is about to go."""
+    kept = cache_dir("failed") / f"{bdir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    kept.mkdir(parents=True, exist_ok=True)
+    for path in (bdir / ".config", log):
+        if path.is_file():
+            shutil.copyfile(path, kept / path.name)
+    if (bdir / ".klab-fragments").is_dir():
+        shutil.copytree(bdir / ".klab-fragments", kept / "fragments", dirs_exist_ok=True)
+    return kept
 
 
 def _runner(log: Path, env: dict[str, str], deadline: proc.Deadline) -> Callable[[list[str], Path | None], None]:
@@ -202,15 +229,18 @@ def source_fingerprint(path: Path) -> Fingerprint:
     return Fingerprint(files.hexdigest(), kconf.hexdigest())
 
 
-def _previous(req: BuildRequest, bdir: Path) -> dict:
-    """The last finished build of this dir for this request, or {}."""
-    previous = manifest.read(bdir / MANIFEST) or {}
-    return previous if previous.get("key") == req.key else {}
+@dataclass(frozen=True)
+class BuildResult:
+    """A build dir's manifest, and whether this call found it already up to date (no make run)."""
+
+    manifest: BuildManifest
+    up_to_date: bool
 
 
-def _is_up_to_date(req: BuildRequest, bdir: Path, previous: dict, fingerprint: Fingerprint) -> bool:
-    source = previous.get("source", {})
-    return source.get("fingerprint") == fingerprint.files and (bdir / req.arch.image_path).is_file()
+def _previous(req: BuildRequest, bdir: Path) -> BuildManifest | None:
+    """The last finished build of this dir for this request, or None."""
+    previous = BuildManifest.read_if_valid(bdir / MANIFEST)
+    return previous if previous is not None and previous.key == req.key else None
 
 
 def _config_is_current(req: BuildRequest, bdir: Path, fingerprint: Fingerprint) -> Path | None:
@@ -222,18 +252,17 @@ def _config_is_current(req: BuildRequest, bdir: Path, fingerprint: Fingerprint) 
     (a bisect step) does not cost the next one a reconfigure.
     """
     config = bdir / ".config"
-    stamp = manifest.read(bdir / CONFIG_STAMP) or {}
-    if stamp.get("key") != req.key or stamp.get("kconfig_fingerprint") != fingerprint.kconfig or not config.is_file():
+    stamp = ConfigStamp.read_if_valid(bdir / CONFIG_STAMP)
+    if stamp is None or stamp.key != req.key or stamp.kconfig_fingerprint != fingerprint.kconfig:
         return None
-    return config if manifest.sha256(config) == stamp.get("config_sha256") else None
+    return config if config.is_file() and manifest.sha256(config) == stamp.config_sha256 else None
 
 
 def _stamp_config(req: BuildRequest, config: Path, fingerprint: Fingerprint) -> None:
-    doc = {"key": req.key, "kconfig_fingerprint": fingerprint.kconfig, "config_sha256": manifest.sha256(config)}
-    manifest.write(config.parent / CONFIG_STAMP, doc)
+    ConfigStamp(req.key, fingerprint.kconfig, manifest.sha256(config)).write(config.parent / CONFIG_STAMP)
 
 
-def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> dict:
+def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> BuildResult:
     """Configure and compile; return the build manifest. A no-change rebuild returns at once.
 
     One build at a time per build dir: parallel test workers asking for the same
@@ -245,12 +274,11 @@ def build(req: BuildRequest, progress: Callable[[str], None] | None = None) -> d
         return _build_locked(req, bdir, progress)
 
 
-def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None] | None) -> dict:
+def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None] | None) -> BuildResult:
     fingerprint = source_fingerprint(req.source.path)
     previous = _previous(req, bdir)
-    if previous and _is_up_to_date(req, bdir, previous, fingerprint):
-        previous["up_to_date"] = True
-        return previous
+    if previous and previous.source.fingerprint == fingerprint.files and previous.image.is_file():
+        return BuildResult(previous, up_to_date=True)
     log = bdir / "build.log"
     t0 = time.monotonic()
     config = _config_is_current(req, bdir, fingerprint)
@@ -267,36 +295,30 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
     except proc.CommandFailed as exc:
         raise BuildError(f"kernel build failed: {exc}", log, exc.tail) from exc
     t2 = time.monotonic()
-    image = bdir / req.arch.image_path
-    doc = {
-        "key": req.key,
-        "arch": req.arch.name,
-        "source": {
-            "path": str(req.source.path),
-            "identity": req.source.identity,
-            "describe": req.source.describe,
-            "fingerprint": fingerprint.files,
-            "kconfig_fingerprint": fingerprint.kconfig,
-        },
-        "kernelrelease": (bdir / "include/config/kernel.release").read_text().strip(),
-        "fragments": [{"name": f.name, "path": str(f.path), "sha256": f.sha256} for f in req.fragments],
-        "not_applicable": request_for(req).not_applicable,
-        "config_sha256": manifest.sha256(config),
-        "toolchain": toolchain_versions(req),
-        "durations": {"config": round(t1 - t0, 2), "build": round(t2 - t1, 2)},
-        "artifacts": {
-            "image": str(image),
-            "vmlinux": str(bdir / "vmlinux"),
-            "config": str(config),
-            "system_map": str(bdir / "System.map"),
-            "log": str(log),
-        },
-        "reproducer": " ".join(argv),
-        "finished": time.time(),
-    }
-    manifest.write(bdir / MANIFEST, doc)
-    doc["up_to_date"] = False
-    return doc
+    doc = BuildManifest(
+        key=req.key,
+        arch=req.arch.name,
+        source=SourceInfo(
+            str(req.source.path), req.source.identity, req.source.describe, fingerprint.files, fingerprint.kconfig
+        ),
+        kernelrelease=(bdir / "include/config/kernel.release").read_text().strip(),
+        fragments=tuple(FragmentInfo(f.name, str(f.path), f.sha256) for f in req.fragments),
+        not_applicable=request_for(req).not_applicable,
+        config_sha256=manifest.sha256(config),
+        toolchain=toolchain_versions(req),
+        durations={"config": round(t1 - t0, 2), "build": round(t2 - t1, 2)},
+        artifacts=Artifacts(
+            image=str(bdir / req.arch.image_path),
+            vmlinux=str(bdir / "vmlinux"),
+            config=str(config),
+            system_map=str(bdir / "System.map"),
+            log=str(log),
+        ),
+        reproducer=shlex.join(argv),
+        finished=time.time(),
+    )
+    doc.write(bdir / MANIFEST)
+    return BuildResult(doc, up_to_date=False)
 
 
 def toolchain_versions(req: BuildRequest) -> dict[str, str]:

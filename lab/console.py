@@ -14,8 +14,17 @@ from pathlib import Path
 
 import pexpect
 
+from lab.proc import Deadline
+
 # Console lines may carry a printk timestamp and, on newer kernels, a caller id.
 _PREFIX = r"(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[CT]\d+\]\s*)?"
+# The same prefix, taking at most one space after it: KTAP's indentation survives.
+_PREFIX_RE = re.compile(r"^\s*\[\s*\d+\.\d+\] ?(?:\[\s*[CT]\d+\] ?)?")
+
+
+def strip_prefix(line: str) -> str:
+    """A console line without its printk timestamp and caller id: what the kernel or the guest printed."""
+    return _PREFIX_RE.sub("", line, count=1)
 
 
 @dataclass(frozen=True)
@@ -70,9 +79,9 @@ class KernelEvent:
 
     @property
     def title(self) -> str:
-        """First line without the timestamp: a stable-ish signature for reports."""
-        first = self.excerpt.splitlines()[0] if self.excerpt else self.kind
-        return re.sub(f"^{_PREFIX}", "", first).strip()
+        """The report's first line without the timestamp: what a reader recognises."""
+        first = self.excerpt.splitlines()[0] if self.excerpt.strip() else ""
+        return strip_prefix(first).strip() or self.kind
 
 
 def scan(text: str) -> list[KernelEvent]:
@@ -128,8 +137,8 @@ def fatal_pattern() -> str:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """How a watched boot ended: the marker seen, a fatal event, EOF, or the deadline."""
+class WatchResult:
+    """How a watched console wait ended: the marker seen, a fatal event, EOF, or the deadline."""
 
     reason: str  # "marker" | "fatal" | "lab" (the init gave up) | "eof" | "timeout"
     event: KernelEvent | None = None
@@ -138,11 +147,12 @@ class Outcome:
 class Watcher:
     """Follows a live console (a pexpect child) until a marker, a fatal report, EOF or a deadline."""
 
-    def __init__(self, child: pexpect.spawn, log_path: Path) -> None:
+    def __init__(self, child: pexpect.spawn, log_path: Path, settle: float = 3.0) -> None:
         self.child = child
         self.log_path = log_path
+        self.settle = settle  # after a fatal report starts: how long its rest may take to reach the log
 
-    def wait(self, marker: str, timeout: float) -> Outcome:
+    def wait(self, marker: str, deadline: Deadline) -> WatchResult:
         patterns = [
             re.compile(re.escape(marker)),
             re.compile(fatal_pattern()),
@@ -150,21 +160,19 @@ class Watcher:
             pexpect.EOF,
             pexpect.TIMEOUT,
         ]
-        index = self.child.expect(patterns, timeout=timeout)
+        index = self.child.expect(patterns, timeout=deadline.left())
         if index == 0:
-            return Outcome("marker")
+            return WatchResult("marker")
         if index == 1:
-            # Let the rest of the report reach the log before classifying it.
             try:
-                self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=3)
+                self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=min(self.settle, deadline.left()))
             except pexpect.ExceptionPexpect:
                 pass
-            text = self.text()
-            fatal = [e for e in scan(text) if e.fatal]
-            return Outcome("fatal", fatal[0] if fatal else None)
+            fatal = [e for e in scan(self.text()) if e.fatal]
+            return WatchResult("fatal", fatal[0] if fatal else None)
         if index == 2:
-            return Outcome("lab")
-        return Outcome("eof" if index == 3 else "timeout")
+            return WatchResult("lab")
+        return WatchResult("eof" if index == 3 else "timeout")
 
     def text(self) -> str:
         return read(self.log_path)

@@ -115,15 +115,30 @@ def host_codename(os_release: Path = Path("/etc/os-release")) -> str:
     raise LabError(f"{os_release} names no VERSION_CODENAME: `klab source fetch` needs a Debian host; pass --src DIR")
 
 
-def private_sources(entries: list[Entry], codename: str) -> str:
-    """The private sources.list: the host's own Debian suites, then the newer suites on the same archive."""
-    own = [e for e in entries if any(s == codename or s.startswith(codename + "-") for s in e.suites)]
-    archive = next((e for e in own if codename in e.suites and e.uris), None)
+def _own(entries: list[Entry], codename: str) -> list[Entry]:
+    return [e for e in entries if any(s == codename or s.startswith(codename + "-") for s in e.suites)]
+
+
+def _archive(entries: list[Entry], codename: str) -> Entry:
+    """The host's main Debian archive: the entry that carries the release's own suite."""
+    archive = next((e for e in _own(entries, codename) if codename in e.suites and e.uris), None)
     if archive is None:
         raise LabError(
             f"the host's apt sources have no Debian archive for {codename!r} (checked /etc/apt/sources.list and "
             "sources.list.d): add one, or pass --src DIR with a kernel tree"
         )
+    return archive
+
+
+def archive_uri(etc: Path = Path("/etc/apt")) -> str:
+    """The host's Debian archive URI (its mirror): what guest images are bootstrapped from."""
+    return _archive(host_entries(etc), host_codename()).uris[0]
+
+
+def private_sources(entries: list[Entry], codename: str) -> str:
+    """The private sources.list: the host's own Debian suites, then the newer suites on the same archive."""
+    own = _own(entries, codename)
+    archive = _archive(entries, codename)
     lines = []
     for entry in own:
         for uri in entry.uris:

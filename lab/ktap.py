@@ -31,10 +31,11 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from lab.console import strip_prefix
+
 INDENT = "    "
 
 # printk timestamp, then optional caller id (CONFIG_PRINTK_CALLER, 5.1+); the kernel puts one space after "]".
-_CONSOLE_PREFIX = re.compile(r"^\s*\[\s*\d+\.\d+\] ?(?:\[\s*[CT]\d+\] ?)?")
 _HEADER = re.compile(r"^(?:KTAP|TAP) version (\d+)\s*$")
 _PLAN = re.compile(r"^1\.\.(\d+)\s*$")
 _RESULT = re.compile(r"^(ok|not ok) (\d+)(?: -)?(?: (.*?))?\s*$")
@@ -103,7 +104,7 @@ class _Line:
 
 
 def _strip(raw: str) -> _Line:
-    line = _CONSOLE_PREFIX.sub("", raw.rstrip("\r\n"), count=1).rstrip()
+    line = strip_prefix(raw.rstrip("\r\n")).rstrip()
     body = line.lstrip(" ")
     return _Line((len(line) - len(body)) // len(INDENT), body)
 

@@ -28,21 +28,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tarfile
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lab import console, ktap, proc, results
+from lab import atomic, proc, qemu, suites
 from lab.arches import Arch
 from lab.errors import LabError, UserError
 from lab.paths import REPO_ROOT, SUITES, cache_dir
-from lab.results import Cell, Status
 
 GUEST = REPO_ROOT / "lab" / "guest"
 INIT = GUEST / "lava-init"
@@ -74,27 +71,21 @@ class JobRequest:
 
 
 def kernel_cmdline(req: JobRequest) -> str:
-    """Root on the first virtio disk (the rootfs), our init; a crash ends the job at once."""
-    args = [f"console={req.arch.console}", "root=/dev/vda", "rootfstype=ext4", "rw", f"init={INIT_IN_IMAGE}"]
-    # loglevel=6: LAVA waits for the "Linux version" banner, which is KERN_NOTICE (5).
-    args += ["panic=-1", "oops=panic", "loglevel=6"]
+    """The lab's own command line for an image root, with our init; a crash ends the job at once.
+
+    loglevel=6: LAVA waits for the "Linux version" banner, which is KERN_NOTICE (5).
+    """
+    args = [*qemu.crash_args(req.arch, loglevel=6), *qemu.IMAGE_ROOT, f"init={INIT_IN_IMAGE}"]
     return " ".join(args + ([req.append] if req.append else []))
 
 
 def guest_steps(req: JobRequest) -> list[str]:
-    """The test definition's run steps: the suites (their exit status is not LAVA's business), then the cases."""
-    run = ["python3", "-u", "/klab/suites/run.py", "--json", RESULTS_IN_GUEST]
-    for suite in req.suites:
-        run += ["--suite", suite]
-    for pattern in req.patterns:
-        run += ["-k", pattern]
-    return [" ".join(_sh_quote(a) for a in run) + " || true", f"python3 /klab/lava-cases {RESULTS_IN_GUEST}"]
+    """The test definition's run steps: the suites (their exit status is not LAVA's business), then the cases.
 
-
-def _sh_quote(word: str) -> str:
-    """Single-quote unless plainly safe: LAVA writes steps into a shell script verbatim."""
-    safe = all(c.isalnum() or c in "-_./=:," for c in word)
-    return word if word and safe else "'" + word.replace("'", "'\\''") + "'"
+    LAVA writes steps into a shell script verbatim: every word is shell-quoted.
+    """
+    run = suites.run_line("/klab/suites", req.suites, req.patterns, RESULTS_IN_GUEST)
+    return [f"{run} || true", f"python3 /klab/lava-cases {RESULTS_IN_GUEST}"]
 
 
 def job_definition(req: JobRequest, urls: dict[str, str], cell: str) -> dict[str, Any]:
@@ -210,26 +201,25 @@ def lava_rootfs(arch: Arch, image: Path) -> Path:
     final = cache_dir("lava") / f"rootfs-{arch.name}-{h.hexdigest()[:16]}.ext4"
     if final.is_file():
         return final
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     log = final.with_suffix(".log")
+    deadline = proc.Deadline.after(TOOL_TIMEOUT)
     try:
-        proc.run(["cp", "--sparse=always", str(image), str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
-        commands = tmp.with_suffix(".debugfs")
-        commands.write_text(
-            f"cd {os.path.dirname(_resolved_in_image(INIT_IN_IMAGE))}\n"
-            f"write {INIT} {os.path.basename(INIT_IN_IMAGE)}\n"
-            f"sif {os.path.basename(INIT_IN_IMAGE)} mode 0100755\n"
-        )
-        proc.run(["debugfs", "-w", "-f", str(commands), str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
-        commands.unlink()
-        proc.run(["e2fsck", "-f", "-y", str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log, check=False)
-        proc.run(["resize2fs", "-M", str(tmp)], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
-        size_mb = tmp.stat().st_size // (1 << 20) + ROOTFS_HEADROOM_MB
-        proc.run(["resize2fs", str(tmp), f"{size_mb}M"], deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
+        with atomic.replacing(final) as tmp:
+            proc.run(["cp", "--sparse=always", str(image), str(tmp)], deadline=deadline, log=log)
+            commands = tmp.with_suffix(".debugfs")
+            commands.write_text(
+                f"cd {os.path.dirname(_resolved_in_image(INIT_IN_IMAGE))}\n"
+                f"write {INIT} {os.path.basename(INIT_IN_IMAGE)}\n"
+                f"sif {os.path.basename(INIT_IN_IMAGE)} mode 0100755\n"
+            )
+            proc.run(["debugfs", "-w", "-f", str(commands), str(tmp)], deadline=deadline, log=log)
+            commands.unlink()
+            proc.run(["e2fsck", "-f", "-y", str(tmp)], deadline=deadline, log=log, check=False)
+            proc.run(["resize2fs", "-M", str(tmp)], deadline=deadline, log=log)
+            size_mb = tmp.stat().st_size // (1 << 20) + ROOTFS_HEADROOM_MB
+            proc.run(["resize2fs", str(tmp), f"{size_mb}M"], deadline=deadline, log=log)
     except proc.CommandFailed as exc:
-        tmp.unlink(missing_ok=True)
         raise LabError(f"cannot make the LAVA rootfs from {image}: {exc}; log: {log}") from exc
-    os.replace(tmp, final)
     return final
 
 
@@ -254,37 +244,54 @@ def write_payload(path: Path) -> None:
         info.uname = info.gname = "root"
         return info
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+    with atomic.replacing(path) as tmp, tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
         tar.add(SUITES, arcname="klab/suites", filter=clean)
         tar.add(CASES, arcname="klab/lava-cases", filter=clean)
-    os.replace(tmp, path)
+
+
+EXT4_MAGIC = (1080, b"\x53\xef")  # the superblock's s_magic, 0xEF53 little-endian, 1024 + 56 bytes in
+
+
+def check_image(image: Path, arch: Arch) -> None:
+    """The rootfs must be an ext4 image (the lab's, from `klab image build`): refuse anything else up front."""
+    fix = f"build the lab's image with `klab image build --arch {arch.name}`"
+    if not image.is_file():
+        raise UserError(f"guest image {image} does not exist; {fix}")
+    with open(image, "rb") as f:
+        f.seek(EXT4_MAGIC[0])
+        if f.read(2) != EXT4_MAGIC[1]:
+            raise UserError(f"guest image {image} is not an ext4 image; {fix}")
 
 
 def write_job(req: JobRequest, out: Path, cell: str) -> Path:
-    """Write the job and its artifacts (kernel, rootfs, payload) in `<job stem>-artifacts/` beside it."""
+    """Write the job and its artifacts (kernel, rootfs, payload) in `<job stem>-artifacts/` beside it.
+
+    Inputs are checked first; the artifacts are made in a temporary dir renamed
+    into place, and the job file is written last, so a failure leaves nothing.
+    """
     if not req.kernel.is_file():
         raise UserError(f"kernel image {req.kernel} does not exist")
-    if not req.image.is_file():
-        raise UserError(
-            f"guest image {req.image} does not exist; build it with `klab image build --arch {req.arch.name}`"
-        )
+    check_image(req.image, req.arch)
     artifacts = out.parent / f"{out.stem}-artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    files = {
-        "kernel": artifacts / req.kernel.name,
-        "rootfs": artifacts / "rootfs.ext4",
-        "payload": artifacts / "payload.tar",
-    }
-    shutil.copyfile(req.kernel, files["kernel"])
-    _link_or_copy(lava_rootfs(req.arch, req.image), files["rootfs"])
-    write_payload(files["payload"])
+    names = {"kernel": req.kernel.name, "rootfs": "rootfs.ext4", "payload": "payload.tar"}
+    staging = out.parent / f".{out.stem}-artifacts.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        shutil.copyfile(req.kernel, staging / names["kernel"])
+        _link_or_copy(lava_rootfs(req.arch, req.image), staging / names["rootfs"])
+        write_payload(staging / names["payload"])
+        if artifacts.exists():
+            shutil.rmtree(artifacts)
+        staging.rename(artifacts)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     urls = {
-        k: (f"{req.url_base.rstrip('/')}/{p.name}" if req.url_base else p.resolve().as_uri()) for k, p in files.items()
+        k: (f"{req.url_base.rstrip('/')}/{name}" if req.url_base else (artifacts / name).resolve().as_uri())
+        for k, name in names.items()
     }
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(yaml.safe_dump(job_definition(req, urls, cell), sort_keys=False, width=1000))
-    os.replace(tmp, out)
+    atomic.write_text(out, yaml.safe_dump(job_definition(req, urls, cell), sort_keys=False, width=1000))
     return artifacts
 
 
@@ -294,121 +301,3 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         proc.run(["cp", "--sparse=always", str(src), str(dst)], deadline=proc.Deadline.after(TOOL_TIMEOUT))
-
-
-# --- results back -----------------------------------------------------------------------------------
-
-# LAVA's four results; lava-cases sends ERROR as unknown.
-_STATUS = {"pass": Status.PASS, "fail": Status.FAIL, "skip": Status.SKIP, "unknown": Status.ERROR}
-LOG_NAME = "lava.log"  # where `lava-run ... > DIR/lava.log 2>&1` puts the dispatcher's log
-
-
-@dataclass
-class LavaRun:
-    """What a LAVA job left: its result records, the console, and the job verdict."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    console: str = ""
-    boot_command: str = ""
-    seconds: float = 0.0
-
-
-def read_lava_results(path: Path) -> LavaRun:
-    """A lava-run log (one YAML record a line; a dir means DIR/lava.log) or a server's results export."""
-    if path.is_dir():
-        path = path / LOG_NAME
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise UserError(f"cannot read LAVA results {path}: {exc.strerror}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
-        doc = None
-    if isinstance(doc, list) and all(isinstance(r, dict) and "suite" in r and "name" in r for r in doc):
-        # The server's /results/<job>/yaml: suite is the definition, name the case.
-        return LavaRun([dict(r, case=r["name"], definition=r["suite"]) for r in doc])
-    return _read_log(text, path)
-
-
-def _read_log(text: str, path: Path) -> LavaRun:
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.startswith("{"):
-            continue
-        try:
-            rec = yaml.safe_load(line)
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}:{number}: not a LAVA log record: {exc}") from exc
-        if isinstance(rec, dict):
-            records.append(rec)
-    if not records:
-        raise UserError(f"{path}: no LAVA log records or results in it; pass lava-run's log or a results export")
-    run = LavaRun([r["msg"] for r in records if r.get("lvl") == "results" and isinstance(r.get("msg"), dict)])
-    run.console = "".join(f"{r['msg']}\n" for r in records if r.get("lvl") == "target" and isinstance(r["msg"], str))
-    boot = [r["msg"] for r in records if isinstance(r.get("msg"), str) and r["msg"].startswith("Boot command: ")]
-    run.boot_command = boot[0] if boot else ""
-    stamps = [_timestamp(r.get("dt")) for r in records]
-    known = [s for s in stamps if s is not None]
-    run.seconds = round(max(known) - min(known), 2) if known else 0.0
-    return run
-
-
-def _timestamp(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
-
-
-def to_cell(run: LavaRun, cell_id: str, arch: str, planned: list[tuple[str, str]], kernel_release: str = "") -> Cell:
-    """One results.Cell: LAVA's verdict per test, reasons and logs from the guest's KTAP on the console."""
-    by_ktap = {(t.suite, t.name): t for t in results.from_ktap(ktap.parse(run.console))} if run.console else {}
-    tests = []
-    for rec in run.records:
-        if rec.get("definition") == "lava" or "case" not in rec:
-            continue  # the dispatcher's own actions, not tests
-        suite, _, name = str(rec["case"]).partition(".")
-        status = _STATUS.get(str(rec.get("result")), Status.ERROR)
-        seen = by_ktap.get((suite, name))
-        reason = f"LAVA: {rec.get('result')}" if status is not Status.PASS else ""
-        if seen and seen.status is status:
-            reason = seen.reason
-        seconds = _float(rec.get("measurement")) if rec.get("units") == "seconds" else 0.0
-        tests.append(
-            {"suite": suite, "name": name, "status": status.value, "reason": reason, "duration": seconds}
-            | {"log": seen.log if seen else ""}
-        )
-    events = console.scan(run.console)
-    cell = Cell(id=cell_id, arch=arch, kernel_release=kernel_release or _release(run.console))
-    cell.kernel_events = events
-    cell.tests = results.collect(planned, {"tests": tests}, None, run.console, events)
-    cell.accel = "kvm" if ("accel=kvm" in run.boot_command or "-enable-kvm" in run.boot_command) else "tcg"
-    cell.accel_reason = "from the LAVA device's QEMU command line"
-    cell.error = _job_error(run.records)
-    cell.durations = {"total": run.seconds} if run.seconds else {}
-    return cell
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-_BANNER = re.compile(r"Linux version (\S+)")
-
-
-def _release(text: str) -> str:
-    """The kernel's own banner on the console, when the job did not say."""
-    match = _BANNER.search(text)
-    return match.group(1) if match else ""
-
-
-def _job_error(records: list[dict[str, Any]]) -> str:
-    """LAVA's job verdict: a failed job is a lab error here (a failed test is a test result, not this)."""
-    job = next((r for r in records if r.get("definition") == "lava" and r.get("case") == "job"), None)
-    if job is None or job.get("result") == "pass":
-        return ""
-    return f"LAVA job failed ({job.get('error_type', 'unknown')} error): {job.get('error_msg', 'no message')}"

@@ -1,31 +1,24 @@
 """The test matrix (lab.yaml): kernels x arches x boot parameter sets x suites.
 
-Both `klab test --matrix`, `make test-kernel` and the CI pipelines (through
-`klab ci matrix`) read this one file. Errors name the file and line.
+`klab test --matrix`, `make test-kernel` and the CI pipelines (through `klab
+ci matrix`) read this one file. Every value is checked against its expected
+type on the YAML node that holds it, so each error names the file, the line
+and the fix: `lab.yaml:8: suites must be a list such as [landlock, seccomp],
+not the string 'landlock'`.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from lab import arches, yamlfile
+from lab import arches, suites, yamlfile
 from lab.errors import UserError
 from lab.kconfig import DEFAULT_FRAGMENTS
-from lab.paths import SUITES
-
-ALL_SUITES = ("landlock", "landlock_ptrace", "bpf_lsm", "seccomp")
-
-# Allowed keys per mapping, and whether each is required.
-_SCHEMA: dict[str, dict[str, bool]] = {
-    "top": {"kernels": True, "arches": False, "suites": False, "boots": False, "rootfs": False},
-    "kernel": {"name": True, "source": True, "fragments": False},
-    "boot": {"name": True, "append": False, "suites": False, "expect_fail": False},
-}
 
 
 @dataclass(frozen=True)
@@ -45,8 +38,8 @@ class Boot:
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One guest boot: a kernel on an arch with one boot parameter set, running some suites."""
+class MatrixCell:
+    """One planned guest boot: a kernel on an arch with one boot parameter set, running some suites."""
 
     kernel: Kernel
     arch: str
@@ -68,78 +61,117 @@ class Matrix:
     rootfs: str = "auto"
     source_file: str = field(default="", compare=False)
 
-    def cells(self) -> list[Cell]:
+    def cells(self) -> list[MatrixCell]:
         out = []
         for kernel, arch, boot in itertools.product(self.kernels, self.arches, self.boots):
-            suites = boot.suites or self.suites
-            out.append(Cell(kernel, arch, boot, tuple(suites), self.rootfs))
+            out.append(MatrixCell(kernel, arch, boot, tuple(boot.suites or self.suites), self.rootfs))
         return out
 
 
-def _check_keys(node: yaml.Node, kind: str, path: Path, where: str) -> None:
-    if not isinstance(node, yaml.MappingNode):
-        raise UserError(f"{path}:{node.start_mark.line + 1}: {where} must be a mapping")
-    allowed = _SCHEMA[kind]
-    seen = set()
-    for key_node, _ in node.value:
-        key = key_node.value
-        if key not in allowed:
-            raise UserError(
-                f"{path}:{key_node.start_mark.line + 1}: unknown key {key!r} in {where}; "
-                f"expected one of: {', '.join(allowed)}"
-            )
-        seen.add(key)
-    for key, required in allowed.items():
-        if required and key not in seen:
-            raise UserError(f"{path}:{node.start_mark.line + 1}: {where} lacks the required key {key!r}")
+class _Reader:
+    """Typed access to the matrix's YAML nodes; every error carries file:line and the fix."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, node: yaml.Node, message: str) -> UserError:
+        return UserError(f"{self.path}:{node.start_mark.line + 1}: {message}")
+
+    def mapping(self, node: yaml.Node, where: str, keys: dict[str, bool]) -> dict[str, yaml.Node]:
+        """The mapping's values by key; unknown keys and missing required ones are errors."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, f"{where} must be a mapping (key: value lines), not {_shown(node)}")
+        out: dict[str, yaml.Node] = {}
+        for key_node, value in node.value:
+            key = str(key_node.value)
+            if key not in keys:
+                raise self.fail(key_node, f"unknown key {key!r} in {where}; expected one of: {', '.join(keys)}")
+            out[key] = value
+        for key, required in keys.items():
+            if required and key not in out:
+                raise self.fail(node, f"{where} lacks the required key {key!r}")
+        return out
+
+    def text(self, node: yaml.Node, where: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.value == "":
+            raise self.fail(node, f'{where} must be a single value such as "6.12", not {_shown(node)}')
+        return str(node.value)
+
+    def items(self, node: yaml.Node, where: str, example: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, f"{where} must be a list such as {example}, not {_shown(node)}")
+        return list(node.value)
+
+    def words(self, node: yaml.Node, where: str, example: str, check: Callable[[str], str] | None = None) -> list[str]:
+        out = []
+        for item in self.items(node, where, example):
+            word = self.text(item, f"each of {where}")
+            if check is not None:
+                try:
+                    word = check(word)
+                except UserError as exc:
+                    raise self.fail(item, str(exc)) from exc
+            out.append(word)
+        return out
 
 
-def _items(node: yaml.Node, key: str) -> list[yaml.Node]:
-    for key_node, value in node.value:
-        if key_node.value == key:
-            if not isinstance(value, yaml.SequenceNode):
-                raise ValueError(key)
-            return list(value.value)
-    return []
+def _shown(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return f"the string {node.value!r}" if node.value != "" else "an empty value"
+    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+def _suite(name: str) -> str:
+    suites.check(name, "suite")
+    return name
+
+
+def _arch(name: str) -> str:
+    return arches.get(name).name
 
 
 def load(path: Path) -> Matrix:
     """Parse and validate a matrix file; every problem is a UserError with file:line."""
-    root, data = yamlfile.load(path, "matrix")
+    root, _ = yamlfile.load(path, "matrix")
     if root is None:
         raise UserError(f"{path}: empty matrix file; it needs at least `kernels:`")
-    _check_keys(root, "top", path, "the matrix")
-    try:
-        for i, node in enumerate(_items(root, "kernels")):
-            _check_keys(node, "kernel", path, f"kernels[{i}]")
-        for i, node in enumerate(_items(root, "boots")):
-            _check_keys(node, "boot", path, f"boots[{i}]")
-    except ValueError as exc:
-        raise UserError(f"{path}: `{exc}` must be a list") from exc
-    return _build(data, path)
-
-
-def _build(data: dict[str, Any], path: Path) -> Matrix:
-    kernels = tuple(
-        Kernel(str(k["name"]), str(k["source"]), tuple(k.get("fragments") or DEFAULT_FRAGMENTS))
-        for k in data["kernels"]
+    r = _Reader(path)
+    top = r.mapping(
+        root, "the matrix", {"kernels": True, "arches": False, "suites": False, "boots": False, "rootfs": False}
     )
-    arch_names = tuple(arches.get(a).name for a in data.get("arches") or arches.ARCHES)
-    suites = tuple(data.get("suites") or ALL_SUITES)
-    boots = tuple(
-        Boot(
-            str(b["name"]), str(b.get("append") or ""), tuple(b.get("suites") or ()), tuple(b.get("expect_fail") or ())
+    kernels = []
+    for i, node in enumerate(r.items(top["kernels"], "kernels", '[{name: "6.12", source: "debian:6.12"}]')):
+        k = r.mapping(node, f"kernels[{i}]", {"name": True, "source": True, "fragments": False})
+        frags = r.words(k["fragments"], "fragments", "[base, landlock]") if "fragments" in k else DEFAULT_FRAGMENTS
+        kernels.append(
+            Kernel(r.text(k["name"], "a kernel's name"), r.text(k["source"], "a kernel's source"), tuple(frags))
         )
-        for b in data.get("boots") or [{"name": "default"}]
-    )
-    for suite in suites + tuple(s for b in boots for s in b.suites):
-        check_suite(suite, path)
+    arch_names = r.words(top["arches"], "arches", "[x86_64, arm64]", _arch) if "arches" in top else list(arches.ARCHES)
+    suite_names = r.words(top["suites"], "suites", "[landlock, seccomp]", _suite) if "suites" in top else []
+    boots = []
+    for i, node in enumerate(r.items(top["boots"], "boots", "[{name: default}]") if "boots" in top else []):
+        b = r.mapping(node, f"boots[{i}]", {"name": True, "append": False, "suites": False, "expect_fail": False})
+        boots.append(
+            Boot(
+                r.text(b["name"], "a boot's name"),
+                r.text(b["append"], "append") if "append" in b else "",
+                tuple(r.words(b["suites"], "suites", "[bpf_lsm]", _suite) if "suites" in b else ()),
+                tuple(
+                    r.words(b["expect_fail"], "expect_fail", "[bpf_lsm.canary_counts_file_open]")
+                    if "expect_fail" in b
+                    else ()
+                ),
+            )
+        )
     names = [b.name for b in boots]
     if len(set(names)) != len(names):
-        raise UserError(f"{path}: boot names must be unique (they name cells): {names}")
-    return Matrix(kernels, arch_names, suites, boots, str(data.get("rootfs") or "auto"), str(path))
-
-
-def check_suite(name: str, where: Path | str = "--suite") -> None:
-    if name not in ALL_SUITES or not (SUITES / name / "__init__.py").is_file():
-        raise UserError(f"{where}: unknown suite {name!r}; choose from: {', '.join(ALL_SUITES)}")
+        raise r.fail(top["boots"], f"boot names must be unique (they name cells): {names}")
+    rootfs = r.text(top["rootfs"], "rootfs") if "rootfs" in top else "auto"
+    return Matrix(
+        tuple(kernels),
+        tuple(arch_names),
+        tuple(suite_names or suites.all_suites()),
+        tuple(boots) or (Boot("default"),),
+        rootfs,
+        str(path),
+    )

@@ -1,7 +1,8 @@
-"""The main job: matrix -> kernel builds -> images -> cells -> reports.
+"""The main job: matrix -> kernel builds -> images -> cell specs.
 
-`make test-kernel` and `klab test --matrix` come here. Builds run one at a
-time (each uses every core); guests then run `jobs` at a time.
+`make test-kernel`, `klab test --matrix`, CI cells and bisect steps come
+here. Builds run one at a time (each uses every core); guests then run
+`jobs` at a time (lab.testrun).
 """
 
 from __future__ import annotations
@@ -9,24 +10,25 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 from lab import arches, build, images, kconfig, matrix, source
 from lab.arches import Arch
+from lab.buildrecord import BuildManifest
 from lab.qemu import HOST_ROOTFS
 from lab.testrun import CellSpec
 
 
-def source_path(kernel: matrix.Kernel) -> Path:
-    """`debian:6.12` is fetched into the cache; anything else is a path to a tree."""
-    if kernel.source.startswith("debian:"):
-        return source.fetch(kernel.source.split(":", 1)[1])
-    return Path(kernel.source)
+def source_path(spec: str) -> Path:
+    """`debian:6.12` (lab.yaml's `source:`, `--src`) is fetched into the cache; anything else is a path to a tree."""
+    if spec.startswith("debian:"):
+        return source.fetch(spec.split(":", 1)[1])
+    return Path(spec).expanduser()
 
 
-def build_kernel(  # type: ignore[no-untyped-def]
-    src: Path, arch: Arch, fragments: tuple[str, ...], log=sys.stderr, build_dir: Path | None = None
-) -> dict[str, Any]:
+def build_kernel(
+    src: Path, arch: Arch, fragments: tuple[str, ...], log: IO[str] = sys.stderr, build_dir: Path | None = None
+) -> BuildManifest:
     """Build (or find up to date) one kernel; returns its build.json."""
     loaded = tuple(kconfig.load_fragments(fragments, f"arch/{arch.name}"))
     req = build.BuildRequest(source.resolve(src), arch, loaded, build_dir=build_dir)
@@ -34,17 +36,17 @@ def build_kernel(  # type: ignore[no-untyped-def]
     return run_build(req, log)
 
 
-def run_build(req: build.BuildRequest, log=sys.stderr) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_build(req: build.BuildRequest, log: IO[str] = sys.stderr) -> BuildManifest:
     """build.build with a progress line while it runs and one line at the end: up to date, or built in N s."""
     start = time.monotonic()
-    doc = build.build(req, progress=build.progress_printer(req.arch.name))
-    if not doc.get("up_to_date") and sys.stderr.isatty():
+    result = build.build(req, progress=build.progress_printer(req.arch.name))
+    if not result.up_to_date and sys.stderr.isatty():
         sys.stderr.write("\n")  # end the progress line
-    state = "up to date" if doc.get("up_to_date") else f"built in {time.monotonic() - start:.0f}s"
-    print(f"klab: {req.arch.name} {doc['kernelrelease']}: {state} ({req.directory()})", file=log)
-    for option, why in (doc.get("not_applicable") or {}).items():
+    state = "up to date" if result.up_to_date else f"built in {time.monotonic() - start:.0f}s"
+    print(f"klab: {req.arch.name} {result.manifest.kernelrelease}: {state} ({req.directory()})", file=log)
+    for option, why in result.manifest.not_applicable.items():
         print(f"klab: CONFIG_{option} not requested: {why}", file=log)
-    return doc
+    return result.manifest
 
 
 def rootfs_for(arch: Arch, choice: str) -> tuple[str, str]:
@@ -55,7 +57,7 @@ def rootfs_for(arch: Arch, choice: str) -> tuple[str, str]:
         return HOST_ROOTFS, ""
     if choice == "image":
         doc = images.build_image(arch, images.find_recipe(images.DEFAULT_RECIPE))
-        return str(doc["image"]), str(doc["sha256"])
+        return doc.image, doc.sha256
     return choice, ""
 
 
@@ -71,26 +73,25 @@ def matrix_specs(
     """Build every kernel x arch the matrix needs and turn its cells into runnable specs."""
     wanted_arches = {arches.get(a).name for a in arch_names} if arch_names else set(mtx.arches)
     cells = [c for c in mtx.cells() if c.arch in wanted_arches]
-    builds: dict[tuple[str, str], dict[str, Any]] = {}
+    builds: dict[tuple[str, str], BuildManifest] = {}
     rootfs: dict[str, tuple[str, str]] = {}
     specs = []
     for cell in cells:
         arch = arches.get(cell.arch)
         key = (cell.kernel.name, arch.name)
         if key not in builds:
-            src = src_override or source_path(cell.kernel)
+            src = src_override or source_path(cell.kernel.source)
             builds[key] = build_kernel(src, arch, cell.kernel.fragments)
         if arch.name not in rootfs:
             rootfs[arch.name] = rootfs_for(arch, cell.rootfs)
         chosen = tuple(s for s in cell.suites if not suites or s in suites)
         if not chosen:
             continue
-        doc = builds[key]
         specs.append(
             CellSpec(
                 id=cell.id,
                 arch=arch,
-                kernel=Path(doc["artifacts"]["image"]),
+                kernel=builds[key].image,
                 rootfs=rootfs[arch.name][0],
                 image_hash=rootfs[arch.name][1],
                 suites=chosen,
@@ -98,8 +99,7 @@ def matrix_specs(
                 append=cell.boot.append,
                 expect_fail=cell.boot.expect_fail,
                 accel=accel,
-                build=doc,
-                kernel_name=cell.kernel.name,
+                build=builds[key],
             )
         )
     return specs

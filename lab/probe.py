@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import platform
+import re
 import shutil
-import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
-from lab import accel, arches, images
+from lab import accel, arches, hostprep, proc, source
 from lab.errors import LabBaseError
+from lab.paths import cache_root
 
 
 @dataclass(frozen=True)
@@ -20,11 +22,10 @@ class Item:
 
 def _version(argv: list[str]) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        out = proc.run(argv, deadline=proc.Deadline.after(30), check=False).output.strip()
+    except proc.CommandFailed as exc:
         return str(exc)
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0] if text else f"exit {out.returncode}"
+    return out.splitlines()[0] if out else "no output"
 
 
 def _tool(what: str, binary: str, package: str, version_arg: str = "--version") -> Item:
@@ -34,12 +35,60 @@ def _tool(what: str, binary: str, package: str, version_arg: str = "--version") 
     return Item(what, True, _version([path, version_arg]))
 
 
+def _as_number(version: str) -> int | None:
+    """pahole's "v1.24" -> 124, the form Kconfig compares (PAHOLE_VERSION >= 122)."""
+    match = re.search(r"(\d+)\.(\d+)", version)
+    return int(match.group(1)) * 100 + int(match.group(2)) if match else None
+
+
+def btf_needs(tree: Path) -> tuple[int | None, int | None]:
+    """(the pahole DEBUG_INFO_BTF depends on, the pahole changes.rst lists as the minimum) for a kernel tree."""
+    kconfig = tree / "lib/Kconfig.debug"
+    text = kconfig.read_text(errors="replace") if kconfig.is_file() else ""
+    block = (
+        text.split("config DEBUG_INFO_BTF\n", 1)[1].split("\nconfig ", 1)[0]
+        if "config DEBUG_INFO_BTF\n" in text
+        else ""
+    )
+    needed = [int(n) for n in re.findall(r"PAHOLE_VERSION >= (\d+)", block)]
+    changes = tree / "Documentation/process/changes.rst"
+    listed = (
+        re.search(r"^pahole\s+(\d+\.\d+)", changes.read_text(errors="replace"), re.M) if changes.is_file() else None
+    )
+    return (max(needed) if needed else None), (_as_number(listed.group(1)) if listed else None)
+
+
+def pahole_items() -> list[Item]:
+    """pahole, and which fetched kernels it can build BTF for (the BPF LSM needs BTF)."""
+    item = _tool("pahole (BTF)", "pahole", "dwarves")
+    have = _as_number(item.detail) if item.ok else None
+    out = [item]
+    for tree in sorted((cache_root() / "src").glob("linux-*[0-9]")):
+        if not source.marker(tree).is_file():
+            continue
+        needed, listed = btf_needs(tree)
+        name = f"  BTF for {tree.name}"
+        if have is None:
+            out.append(Item(name, False, "no pahole: install dwarves"))
+        elif needed is not None and have < needed:
+            out.append(Item(name, False, f"DEBUG_INFO_BTF needs pahole >= {needed / 100:.2f}; install a newer dwarves"))
+        else:
+            note = ""
+            if listed is not None and have < listed:
+                note = (
+                    f"; changes.rst lists {listed / 100:.2f} (newer pahole adds kfunc tags and optimized-function "
+                    "encoding, which the lab's suites do not use)"
+                )
+            out.append(Item(name, True, f"yes (DEBUG_INFO_BTF needs >= {(needed or 0) / 100:.2f}){note}"))
+    return out
+
+
 def collect() -> list[Item]:
     items = [
         Item("host", True, f"{platform.machine()}, kernel {platform.release()}"),
         _tool("make", "make", "make"),
         _tool("gcc", "gcc", "build-essential"),
-        _tool("pahole (BTF)", "pahole", "dwarves"),
+        *pahole_items(),
         _tool("ccache", "ccache", "ccache"),
         _tool("mmdebstrap", "mmdebstrap", "mmdebstrap"),
         _tool("mke2fs", "mke2fs", "e2fsprogs", "-V"),
@@ -55,7 +104,7 @@ def collect() -> list[Item]:
                 items.append(Item(f"{arch.name} accelerator", True, f"{decision.accel}: {decision.why}"))
             except LabBaseError as exc:
                 items.append(Item(f"{arch.name} accelerator", False, str(exc)))
-        missing = images.image_prereqs(arch)
+        missing = hostprep.image_prereqs(arch)
         items.append(Item(f"{arch.name} image build", not missing, "; ".join(missing) or "ready"))
     return items
 

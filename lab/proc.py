@@ -53,6 +53,7 @@ class Result:
     returncode: int
     output: str
     duration: float
+    timed_out: bool = False
 
 
 class CommandFailed(Exception):
@@ -134,7 +135,7 @@ def run(
         if logf:
             logf.close()
     output = "".join(chunks)
-    result = Result(tuple(argv), child.returncode, output, time.monotonic() - start)
+    result = Result(tuple(argv), child.returncode, output, time.monotonic() - start, timed_out)
     if check and (timed_out or child.returncode != 0):
         raise CommandFailed(argv, child.returncode, tail_lines(output), log, timed_out)
     return result

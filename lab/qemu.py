@@ -24,6 +24,7 @@ from lab.accel import Decision
 from lab.arches import Arch
 from lab.errors import KernelFailure, LabError, UserError
 from lab.paths import REPO_ROOT
+from lab.proc import Deadline
 
 HOST_ROOTFS = "host"
 # Where the lab's init mounts the shares in the guest (see lab/guest/init).
@@ -84,14 +85,17 @@ def check_kernel_image(arch: Arch, kernel: Path) -> None:
             )
 
 
+# Root on the first virtio disk: the lab's ext4 image.
+IMAGE_ROOT = ("root=/dev/vda", "rootfstype=ext4", "rw")
+
+
+def crash_args(arch: Arch, loglevel: int = 5) -> list[str]:
+    """The console, and a crash that ends the run at once instead of hanging until the deadline."""
+    return [f"console={arch.console}", "panic=-1", "oops=panic", f"loglevel={loglevel}"]
+
+
 def kernel_cmdline(plan: BootPlan) -> str:
-    args = [
-        f"console={plan.arch.console}",
-        # A crash ends the run at once instead of hanging until the deadline.
-        "panic=-1",
-        "oops=panic",
-        "loglevel=5",
-    ]
+    args = crash_args(plan.arch)
     if plan.rootfs == HOST_ROOTFS:
         args += [
             "root=root",
@@ -101,7 +105,7 @@ def kernel_cmdline(plan: BootPlan) -> str:
             f"init={plan.klab_dir / 'lab/guest/init'}",
         ]
     else:
-        args += ["root=/dev/vda", "rootfstype=ext4", "rw", "init=/sbin/klab-init"]
+        args += [*IMAGE_ROOT, "init=/sbin/klab-init"]
     if plan.ssh_port is not None:
         args.append("ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off")
     if plan.append:
@@ -214,42 +218,42 @@ class Machine:
         assert self.child is not None
         return console.Watcher(self.child, self.plan.console_log)
 
-    def wait_for_init(self) -> float:
+    def wait_for_init(self, deadline: Deadline) -> float:
         """Wait until the lab's init runs; a panic or a silent hang first is a kernel failure."""
-        outcome = self.watcher().wait(console.INIT_STARTED, self.plan.boot_timeout)
-        if outcome.reason == "marker":
+        result = self.watcher().wait(console.INIT_STARTED, deadline.within(self.plan.boot_timeout))
+        if result.reason == "marker":
             return time.monotonic() - self.started
-        raise self.failure(outcome, "before the lab's init started")
+        raise self.failure(result, "before the lab's init started")
 
-    def wait_for_exit(self, timeout: float) -> console.Outcome:
+    def wait_for_exit(self, deadline: Deadline) -> console.WatchResult:
         """Wait for QEMU to exit (the guest powers off); returns early on a fatal report."""
         assert self.child is not None
-        outcome = self.watcher().wait("\0never\0", timeout)
-        if outcome.reason == "eof":
+        result = self.watcher().wait("\0never\0", deadline)
+        if result.reason == "eof":
             self.child.close()
-        return outcome
+        return result
 
-    def failure(self, outcome: console.Outcome, when: str) -> KernelFailure:
-        """Turn a bad console outcome into a KernelFailure; raises LabError when the lab is at fault."""
+    def failure(self, result: console.WatchResult, when: str) -> LabError | KernelFailure:
+        """The error a bad console wait means: LabError when the lab is at fault, else KernelFailure."""
         text = self.watcher().text()
         fatal_init = console.init_fatal(text)
         if fatal_init:
-            raise LabError(f"the guest could not be set up: {fatal_init} (console: {self.plan.console_log})")
+            return LabError(f"the guest could not be set up: {fatal_init} (console: {self.plan.console_log})")
         qemu_error = re.search(r"^qemu-system-\w+: .*$", text, re.MULTILINE)
         if qemu_error and not console.reached_init(text):
-            raise LabError(f"QEMU failed: {qemu_error.group(0)}")
-        if outcome.reason == "fatal" and outcome.event is not None:
-            return KernelFailure(f"kernel {outcome.event.kind} {when}", outcome.event.kind, outcome.event.excerpt)
-        if outcome.reason == "timeout":
+            return LabError(f"QEMU failed: {qemu_error.group(0)}")
+        if result.reason == "fatal" and result.event is not None:
+            return KernelFailure(f"kernel {result.event.kind} {when}", result.event.kind, result.event.excerpt)
+        if result.reason == "timeout":
             phase = "boot_timeout" if not console.reached_init(text) else "timeout"
             what = "no output at all" if not console.tail(text).strip() else "the console went quiet"
             return KernelFailure(f"{phase} {when}: {what}", phase, console.tail(text))
-        if outcome.reason == "eof":
+        if result.reason == "eof":
             events = [e for e in console.scan(text) if e.fatal]
             if events:
                 return KernelFailure(f"kernel {events[0].kind} {when}", events[0].kind, events[0].excerpt)
             return KernelFailure(f"guest stopped {when}", "died", console.tail(text))
-        return KernelFailure(f"unexpected console state {when}", outcome.reason)
+        return KernelFailure(f"unexpected console state {when}", result.reason)
 
     def close(self) -> None:
         """Stop QEMU: it normally exited already; otherwise terminate, then kill."""

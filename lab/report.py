@@ -22,7 +22,7 @@ from pathlib import Path
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
 from lab import ktap
-from lab.results import BAD, Cell, Status, TestResult, Verdict, headline
+from lab.results import BAD, CellResult, CellVerdict, Status, TestResult
 
 _PROPERTIES = (
     "arch",
@@ -37,7 +37,7 @@ _PROPERTIES = (
 )
 
 
-def write_junit(path: Path, cells: list[Cell]) -> None:
+def write_junit(path: Path, cells: list[CellResult]) -> None:
     """JUnit XML for CI viewers, written to a temporary file and renamed."""
     xml = JUnitXml()
     for cell in cells:
@@ -49,7 +49,7 @@ def write_junit(path: Path, cells: list[Cell]) -> None:
     os.replace(tmp, path)
 
 
-def _junit_suite(cell: Cell, classname: str, tests: list[TestResult], *extra: TestCase) -> TestSuite:
+def _junit_suite(cell: CellResult, classname: str, tests: list[TestResult], *extra: TestCase) -> TestSuite:
     suite = TestSuite(classname)
     for key in _PROPERTIES:
         suite.add_property(key, str(getattr(cell, key)))
@@ -79,13 +79,13 @@ def _junit_case(classname: str, test: TestResult) -> TestCase:
     return case
 
 
-def _kernel_case(cell: Cell) -> TestCase:
+def _kernel_case(cell: CellResult) -> TestCase:
     """The cell's own health: kernel events anywhere in the run, or the lab error that stopped it."""
     case = TestCase("kernel", f"{cell.id}.cell", cell.durations.get("total", 0.0))
     fatal = [e for e in cell.kernel_events if e.fatal]
     element: Error | Failure
     if fatal:
-        element = Error(f"kernel {fatal[0].kind}: {headline(fatal[0])}", fatal[0].kind)
+        element = Error(f"kernel {fatal[0].kind}: {fatal[0].title}", fatal[0].kind)
     elif cell.error:
         element = Error(f"lab error: {cell.error}", "lab")
     elif cell.kernel_events:
@@ -98,18 +98,18 @@ def _kernel_case(cell: Cell) -> TestCase:
     return case
 
 
-def to_ktap(cells: list[Cell]) -> ktap.Test:
+def to_ktap(cells: list[CellResult]) -> ktap.Test:
     """The cells as one KTAP tree: root -> cell -> suite -> test."""
     root = ktap.Test(planned=len(cells))
     for number, cell in enumerate(cells, 1):
-        node = ktap.Test(cell.id, _node_status(cell.verdict() is Verdict.PASS), number, planned=len(cell.suites()))
+        node = ktap.Test(cell.id, _node_status(cell.verdict() is CellVerdict.PASS), number, planned=len(cell.suites()))
         for i, suite in enumerate(cell.suites(), 1):
             tests = [t for t in cell.tests if t.suite == suite]
             passed = not any(t.status in BAD for t in tests)
             child = ktap.Test(suite, _node_status(passed), i, planned=len(tests))
             child.subtests = [_ktap_leaf(t, j) for j, t in enumerate(tests, 1)]
             node.subtests.append(child)
-        node.log = [f"kernel {e.kind}: {headline(e)}" for e in cell.kernel_events]
+        node.log = [f"kernel {e.kind}: {e.title}" for e in cell.kernel_events]
         node.log += [f"lab error: {cell.error}"] if cell.error else []
         root.subtests.append(node)
     return root
@@ -129,7 +129,7 @@ def _ktap_leaf(test: TestResult, number: int) -> ktap.Test:
     return leaf
 
 
-def write_ktap(path: Path, cells: list[Cell]) -> None:
+def write_ktap(path: Path, cells: list[CellResult]) -> None:
     """The run as KTAP (for tools that read kunit output), written to a temporary file and renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(ktap.emit(to_ktap(cells)))
@@ -141,7 +141,7 @@ def write_ktap(path: Path, cells: list[Cell]) -> None:
 _LEGEND = "per suite: passed/failed/skipped/missing (failed counts errors too); kernel events: kind, ! when fatal"
 
 
-def _rows(cells: list[Cell]) -> tuple[list[str], list[list[str]]]:
+def _rows(cells: list[CellResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the cell x suite table, shared by the text and Markdown forms."""
     suites = list(dict.fromkeys(s for cell in cells for s in cell.suites()))
     header = ["cell", "kernel", "accel", "wall", *suites, "kernel events", "verdict"]
@@ -168,21 +168,19 @@ def _rows(cells: list[Cell]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _event_kinds(cell: Cell) -> str:
+def _event_kinds(cell: CellResult) -> str:
     kinds = [e.kind + ("!" if e.fatal else "") for e in cell.kernel_events]
     return ",".join(dict.fromkeys(kinds)) or "-"
 
 
-def _problems(cells: list[Cell], per_cell: int = 20) -> list[str]:
+def _problems(cells: list[CellResult], per_cell: int = 20) -> list[str]:
     """What a reader must look at: bad tests, kernel events, lab errors; capped per cell (results.json has all)."""
     out = []
     for cell in cells:
         # A lab error explains its cell's MISS tests: one line says it.
         bad = [t for t in cell.tests if t.status in BAD and not (cell.error and t.status is Status.MISS)]
         lines = [f"{t.status.value} {cell.id} {t.full_name}: {t.reason}" for t in bad]
-        lines += [
-            f"KERNEL {cell.id} {e.kind}{' (fatal)' if e.fatal else ''}: {headline(e)}" for e in cell.kernel_events
-        ]
+        lines += [f"KERNEL {cell.id} {e.kind}{' (fatal)' if e.fatal else ''}: {e.title}" for e in cell.kernel_events]
         lines += [f"LAB {cell.id}: {cell.error}"] if cell.error else []
         if len(lines) > per_cell:
             lines[per_cell - 1 :] = [f"... {cell.id}: {len(lines) - per_cell + 1} more in results.json"]
@@ -190,7 +188,7 @@ def _problems(cells: list[Cell], per_cell: int = 20) -> list[str]:
     return out
 
 
-def summary_table(cells: list[Cell]) -> str:
+def summary_table(cells: list[CellResult]) -> str:
     """A plain-text table (cell x suite) plus the problems, for terminals and CI logs alike."""
     header, rows = _rows(cells)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -200,7 +198,7 @@ def summary_table(cells: list[Cell]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(cells: list[Cell]) -> str:
+def summary_markdown(cells: list[CellResult]) -> str:
     """The same table in Markdown, for a CI job summary."""
     header, rows = _rows(cells)
 

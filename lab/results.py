@@ -9,8 +9,8 @@ Where results come from (`collect`):
   KTAP plan alone only numbers them, so a suite absent from `planned` keeps
   its unnamed gaps as MISS tests named "#N".
 
-Kernel events (lab.console.KernelEvent) all stay on the Cell and all count
-against it: a cell with any event is not a pass (`Cell.verdict`). A non-fatal
+Kernel events (lab.console.KernelEvent) all stay on the CellResult and all count
+against it: a cell with any event is not a pass (`CellResult.verdict`). A non-fatal
 event (WARNING, BUG, KASAN, UBSAN, lockdep, RCU stall, hung task...) seen while
 a suite was running also fails that suite, even when each of its tests passed:
 it gets one synthetic result, appended after its tests and named
@@ -26,20 +26,17 @@ tests it cut short are MISS, and the cell fails.
 from __future__ import annotations
 
 import enum
-import json
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, TypeVar
 
-from lab import ktap, manifest
+from lab import ktap
 from lab.console import KernelEvent
 from lab.errors import LabError, UserError
 
 SPLATS = "kernel_splats"
 FORMAT = "kernel-lab/results/1"
 _KTAP_VERDICT = re.compile(r"^(FAIL|ERROR|MISS): ?(.*)$")
-_CONSOLE_PREFIX = re.compile(r"^\s*\[\s*\d+\.\d+\] ?(?:\[\s*[CT]\d+\] ?)?")
 
 
 class Status(enum.Enum):
@@ -55,7 +52,7 @@ class Status(enum.Enum):
 BAD = (Status.FAIL, Status.ERROR, Status.MISS)
 
 
-class Verdict(enum.Enum):
+class CellVerdict(enum.Enum):
     """A cell's outcome, as bisect and CI need it: a lab fault is neither a pass nor a fail."""
 
     PASS = "pass"
@@ -80,7 +77,7 @@ class TestResult:
 
 
 @dataclass
-class Cell:
+class CellResult:
     """One (arch, kernel, variant) run: what ran, on what, how long, what the kernel said, and the tests."""
 
     id: str  # e.g. "x86_64.6.12.default": unique within a run, stable across runs
@@ -110,25 +107,25 @@ class Cell:
                 out[test.status] += 1
         return out
 
-    def verdict(self) -> Verdict:
+    def verdict(self) -> CellVerdict:
         bad_tests = any(t.status in (Status.FAIL, Status.ERROR) for t in self.tests)
         if bad_tests or self.kernel_events:
-            return Verdict.FAIL
+            return CellVerdict.FAIL
         if self.error:
-            return Verdict.LAB_ERROR
-        return Verdict.FAIL if any(t.status is Status.MISS for t in self.tests) else Verdict.PASS
+            return CellVerdict.LAB_ERROR
+        return CellVerdict.FAIL if any(t.status is Status.MISS for t in self.tests) else CellVerdict.PASS
 
 
-def exit_status(cells: list[Cell]) -> int:
+def exit_status(cells: list[CellResult]) -> int:
     """0 all passed; 1 a test failed or a kernel is bad; errors.EXIT_LAB when only the lab failed.
 
     Bisect reads 1 as "bad", so a cell the lab could not run must never give 1
     on its own: with no kernel or test failure anywhere, a lab error gives 128.
     """
     verdicts = {cell.verdict() for cell in cells}
-    if Verdict.FAIL in verdicts:
+    if CellVerdict.FAIL in verdicts:
         return 1
-    return LabError.exit_code if Verdict.LAB_ERROR in verdicts else 0
+    return LabError.exit_code if CellVerdict.LAB_ERROR in verdicts else 0
 
 
 # --- collecting -----------------------------------------------------------------------------------
@@ -167,7 +164,7 @@ def from_guest_json(doc: dict[str, Any]) -> list[TestResult]:
     for i, rec in enumerate(tests):
         where = f"guest results JSON, test {i}"
         try:
-            out.append(_test_from_dict(rec, where))
+            out.append(test_from_dict(rec, where))
         except UserError as exc:
             raise LabError(str(exc)) from exc
     return out
@@ -229,14 +226,8 @@ def events_by_suite(console_text: str, events: list[KernelEvent]) -> dict[str, l
     return out
 
 
-def headline(event: KernelEvent) -> str:
-    """The report's first line without the console timestamp: what a reader recognises."""
-    first = event.excerpt.splitlines()[0] if event.excerpt.strip() else ""
-    return _CONSOLE_PREFIX.sub("", first).strip() or event.kind
-
-
 def _splat_result(suite: str, events: list[KernelEvent]) -> TestResult:
-    reason = f"{events[0].kind}: {headline(events[0])}"
+    reason = f"{events[0].kind}: {events[0].title}"
     if len(events) > 1:
         reason += f" (+{len(events) - 1} more)"
     log = "\n\n".join(e.excerpt for e in events)
@@ -248,97 +239,13 @@ def _insert_after_suite(results: list[TestResult], extra: TestResult) -> None:
     results.insert(last + 1, extra)
 
 
-# --- results.json ---------------------------------------------------------------------------------
-
-_CELL_TEXT = (
-    "arch",
-    "kernel_release",
-    "describe",
-    "config_sha256",
-    "qemu_version",
-    "accel",
-    "accel_reason",
-    "image",
-    "append",
-    "console_log",
-    "error",
-)
-
-
-def write_json(path: Path, cells: list[Cell], meta: dict[str, Any]) -> None:
-    """results.json: run metadata, one record per cell, one flat record per test (easy to query)."""
-    doc = {
-        "format": FORMAT,
-        "meta": meta,
-        "exit_status": exit_status(cells),
-        "cells": [_cell_to_dict(cell) for cell in cells],
-        "tests": [_test_to_dict(cell, test) for cell in cells for test in cell.tests],
-    }
-    manifest.write(path, doc)
-
-
-def _cell_to_dict(cell: Cell) -> dict[str, Any]:
-    doc: dict[str, Any] = {key: getattr(cell, key) for key in _CELL_TEXT}
-    doc.update(id=cell.id, verdict=cell.verdict().value, durations=dict(cell.durations))
-    doc["kernel_events"] = [
-        {"kind": e.kind, "offset": e.offset, "excerpt": e.excerpt, "fatal": e.fatal} for e in cell.kernel_events
-    ]
-    return doc
-
-
-def _test_to_dict(cell: Cell, test: TestResult) -> dict[str, Any]:
-    return {
-        "cell": cell.id,
-        "arch": cell.arch,
-        "kernel_release": cell.kernel_release,
-        "accel": cell.accel,
-        "suite": test.suite,
-        "name": test.name,
-        "status": test.status.value,
-        "duration": test.duration,
-        "reason": test.reason,
-        "log": test.log,
-    }
-
-
-def load_json(path: Path) -> list[Cell]:
-    """Read results.json back into cells (the CI merge job and the LAVA importer start here)."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read results: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UserError(f"{path}: not a kernel-lab results file (format must be {FORMAT!r})")
-    cells: dict[str, Cell] = {}
-    for i, rec in enumerate(_get(doc, "cells", list, str(path))):
-        cell = _cell_from_dict(rec, f"{path}: cells[{i}]")
-        cells[cell.id] = cell
-    for i, rec in enumerate(_get(doc, "tests", list, str(path))):
-        where = f"{path}: tests[{i}]"
-        cell_id = _get(rec, "cell", str, where)
-        if cell_id not in cells:
-            raise UserError(f"{where}: unknown cell {cell_id!r}")
-        cells[cell_id].tests.append(_test_from_dict(rec, where))
-    return list(cells.values())
-
-
-def merge(paths: list[Path]) -> list[Cell]:
-    """Cells from several results.json files (one per CI job); a cell id seen twice is an error."""
-    seen: dict[str, Path] = {}
-    out: list[Cell] = []
-    for path in paths:
-        for cell in load_json(path):
-            if cell.id in seen:
-                raise UserError(f"cell {cell.id!r} is in both {seen[cell.id]} and {path}")
-            seen[cell.id] = path
-            out.append(cell)
-    return out
+# --- reading test records (guest JSON, results.json) ---------------------------------------------
 
 
 _T = TypeVar("_T")
 
 
-def _get(rec: Any, key: str, kind: type[_T], where: str, default: _T | None = None) -> _T:
+def get_field(rec: Any, key: str, kind: type[_T], where: str, default: _T | None = None) -> _T:
     """rec[key] checked against `kind`; the error names the file and record, for a user to fix."""
     if not isinstance(rec, dict):
         raise UserError(f"{where}: expected an object")
@@ -350,51 +257,15 @@ def _get(rec: Any, key: str, kind: type[_T], where: str, default: _T | None = No
     return value
 
 
-def _cell_from_dict(rec: Any, where: str) -> Cell:
-    events = [
-        KernelEvent(
-            _get(e, "kind", str, where),
-            _get(e, "offset", int, where),
-            _get(e, "excerpt", str, where),
-            _get(e, "fatal", bool, where),
-        )
-        for e in _get(rec, "kernel_events", list, where, [])
-    ]
-    durations = {
-        str(k): _get({"v": v}, "v", float, f"{where}: durations")
-        for k, v in _get(rec, "durations", dict, where, {}).items()
-    }
-
-    def text(key: str) -> str:
-        return _get(rec, key, str, where, "")
-
-    return Cell(
-        id=_get(rec, "id", str, where),
-        arch=text("arch"),
-        kernel_release=text("kernel_release"),
-        describe=text("describe"),
-        config_sha256=text("config_sha256"),
-        qemu_version=text("qemu_version"),
-        accel=text("accel"),
-        accel_reason=text("accel_reason"),
-        image=text("image"),
-        append=text("append"),
-        durations=durations,
-        console_log=text("console_log"),
-        kernel_events=events,
-        error=text("error"),
-    )
-
-
-def _test_from_dict(rec: Any, where: str) -> TestResult:
-    status = _get(rec, "status", str, where)
+def test_from_dict(rec: Any, where: str) -> TestResult:
+    status = get_field(rec, "status", str, where)
     if status not in Status.__members__:
         raise UserError(f"{where}: unknown status {status!r}; one of {', '.join(Status.__members__)}")
     return TestResult(
-        suite=_get(rec, "suite", str, where),
-        name=_get(rec, "name", str, where),
+        suite=get_field(rec, "suite", str, where),
+        name=get_field(rec, "name", str, where),
         status=Status(status),
-        duration=_get(rec, "duration", float, where, 0.0),
-        reason=_get(rec, "reason", str, where, ""),
-        log=_get(rec, "log", str, where, ""),
+        duration=get_field(rec, "duration", float, where, 0.0),
+        reason=get_field(rec, "reason", str, where, ""),
+        log=get_field(rec, "log", str, where, ""),
     )

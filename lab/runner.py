@@ -13,6 +13,7 @@ from typing import IO
 from lab import accel, console
 from lab.arches import Arch, is_native
 from lab.errors import KernelFailure, LabError, UserError
+from lab.proc import Deadline
 from lab.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
 
 COMMAND_TIMEOUT = 600.0
@@ -89,13 +90,16 @@ def _console_on_failure(log: Path) -> Iterator[None]:
 
 
 def run_command(
-    plan: BootPlan, command: str, timeout: float = COMMAND_TIMEOUT, stream: IO[str] | None = None
+    plan: BootPlan, command: str, deadline: Deadline | None = None, stream: IO[str] | None = None
 ) -> RunResult:
-    """Boot, run `command` (a shell command line) in the guest, power off.
+    """Boot, run `command` (a shell command line) in the guest, power off, all by `deadline`.
 
-    Raises KernelFailure when the kernel crashes or hangs (before or during the
-    command), LabError when the lab could not do its part.
+    The boot, the command and the power-off draw on that one deadline (the
+    default: COMMAND_TIMEOUT, stretched under TCG). Raises KernelFailure when
+    the kernel crashes or hangs (before or during the command), LabError when
+    the lab could not do its part.
     """
+    deadline = deadline or Deadline.after(plan.scaled(COMMAND_TIMEOUT))
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     ctl = prepare_control(plan, "run", command)
     start = time.monotonic()
@@ -103,12 +107,12 @@ def run_command(
         if stream is not None:
             assert vm.child is not None and vm._logf is not None
             vm.child.logfile_read = _Tee(vm._logf, stream)
-        boot = vm.wait_for_init()
-        outcome = vm.watcher().wait(console.COMMAND_EXITED, plan.scaled(timeout))
-        if outcome.reason not in ("marker", "eof"):
-            raise vm.failure(outcome, "while the command ran")
+        boot = vm.wait_for_init(deadline)
+        result = vm.watcher().wait(console.COMMAND_EXITED, deadline)
+        if result.reason not in ("marker", "eof"):
+            raise vm.failure(result, "while the command ran")
         # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
-        vm.wait_for_exit(plan.scaled(15))
+        vm.wait_for_exit(deadline.within(plan.scaled(15)))
     text = console.read(plan.console_log)
     events = console.scan(text)
     status_file = ctl / "exit-status"

@@ -26,6 +26,7 @@ import pexpect
 import pexpect.fdpexpect
 
 from lab.errors import LabError
+from lab.proc import Deadline
 from lab.qemu import GUEST_RESULTS, BootPlan, Machine, prepare_control
 
 
@@ -86,7 +87,7 @@ class Session:
         """Ask the guest to power off; QEMU is killed if it does not go within a few seconds."""
         if self.vm.child is not None and self.vm.child.isalive():
             self._poweroff()
-            self.vm.wait_for_exit(self.plan.scaled(10))
+            self.vm.wait_for_exit(Deadline.after(self.plan.scaled(10)))
         self.vm.close()
 
     def _poweroff(self) -> None:
@@ -95,6 +96,8 @@ class Session:
 
 class AgentSession(Session):
     """Commands over the virtio-serial agent shell started by the lab's init (mode=agent)."""
+
+    ANSWER_SLACK = 10.0  # seconds on top of the command's own timeout for its output to come back
 
     def __init__(self, plan: BootPlan) -> None:
         if not plan.agent:
@@ -107,7 +110,7 @@ class AgentSession(Session):
         self.plan.results_dir.mkdir(parents=True, exist_ok=True)
         prepare_control(self.plan, "agent")
         self.vm.start()
-        self.boot_seconds = self.vm.wait_for_init()
+        self.boot_seconds = self.vm.wait_for_init(Deadline.after(self.plan.boot_timeout))
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(str(self.plan.agent_socket))
         self.chan = pexpect.fdpexpect.fdspawn(self.sock.fileno(), encoding="utf-8", codec_errors="replace")
@@ -129,7 +132,8 @@ class AgentSession(Session):
         )
         start = time.monotonic()
         self.chan.send(script)
-        deadline = self.plan.scaled(timeout) + 10
+        # One deadline for the whole answer: the three parts share it, so a call never waits three times over.
+        deadline = Deadline.after(self.plan.scaled(timeout) + self.ANSWER_SLACK)
         status = self._expect(rf"KLAB-RC-{token} (\d+)", deadline)
         stdout = self._expect(rf"(\S*) KLAB-OUT-{token}", deadline)
         stderr = self._expect(rf"(\S*) KLAB-ERR-{token}", deadline)
@@ -140,9 +144,9 @@ class AgentSession(Session):
             time.monotonic() - start,
         )
 
-    def _expect(self, pattern: str, timeout: float) -> str:
+    def _expect(self, pattern: str, deadline: Deadline) -> str:
         assert self.chan is not None
-        index = self.chan.expect([pattern, pexpect.EOF, pexpect.TIMEOUT], timeout=timeout)
+        index = self.chan.expect([pattern, pexpect.EOF, pexpect.TIMEOUT], timeout=deadline.left())
         if index != 0:
             events = self.vm.watcher().text()
             raise LabError(
@@ -182,7 +186,7 @@ class SSHSession(Session):
         (ctl / "ssh").write_text("")
         (ctl / "authorized_keys").write_text(f"{key.get_name()} {key.get_base64()} klab\n")
         self.vm.start()
-        self.boot_seconds = self.vm.wait_for_init()
+        self.boot_seconds = self.vm.wait_for_init(Deadline.after(self.plan.boot_timeout))
         assert self.plan.ssh_port is not None
         wait_for_banner(self.plan.ssh_port, self.plan.scaled(60))
         client = paramiko.SSHClient()

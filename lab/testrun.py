@@ -2,25 +2,22 @@
 
 Data flows one way: a CellSpec (kernel, arch, rootfs, boot parameters,
 suites) -> one guest boot running suites/run.py -> the guest's JSON and KTAP
-(over the results share) plus the console -> a results.Cell.
+(over the results share) plus the console -> a results.CellResult.
 """
 
 from __future__ import annotations
 
-import shlex
 import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from lab import accel, console, manifest, report, results
+from lab import accel, atomic, console, manifest, report, results, resultsjson, suites
 from lab.arches import Arch
-from lab.errors import KernelFailure, LabBaseError, LabError
-from lab.paths import SUITES
+from lab.buildrecord import BuildManifest
+from lab.errors import KernelFailure, LabBaseError
+from lab.proc import Deadline
 from lab.qemu import GUEST_KLAB, GUEST_RESULTS
 from lab.runner import make_plan, run_command
 
@@ -43,32 +40,14 @@ class CellSpec:
     accel: str = "auto"
     memory_mb: int = 0
     cpus: int = 0
-    build: dict[str, Any] | None = None  # the build.json of the kernel, when it came from `klab build`
+    build: BuildManifest | None = None  # the kernel's build.json, when it came from `klab build`
     image_hash: str = ""
-    kernel_name: str = ""  # the matrix's kernel label ("6.12")
-
-
-def planned_tests(suites: tuple[str, ...], patterns: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """The tests a cell will run, collected on the host from suites/run.py --list (the guest runs the same file)."""
-    argv = [sys.executable, str(SUITES / "run.py"), "--list"]
-    for suite in suites:
-        argv += ["--suite", suite]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        raise LabError(f"listing the suites failed: {out.stderr.strip() or out.stdout.strip()}")
-    names = [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    chosen = [n for n in names if not patterns or any(p in n for p in patterns)]
-    return [(n.split(".", 1)[0], n.split(".", 1)[1]) for n in chosen]
 
 
 def guest_command(spec: CellSpec) -> str:
     """The shell line the guest runs: KTAP to the console and a file, JSON to the results share."""
-    argv = ["python3", "-u", f"{GUEST_KLAB}/suites/run.py", "--json", f"{GUEST_RESULTS}/guest.json"]
-    for suite in spec.suites:
-        argv += ["--suite", suite]
-    for pattern in spec.patterns:
-        argv += ["-k", pattern]
-    return f"{shlex.join(argv)} 2>&1 | tee {GUEST_RESULTS}/guest.ktap"
+    line = suites.run_line(f"{GUEST_KLAB}/suites", spec.suites, spec.patterns, f"{GUEST_RESULTS}/guest.json")
+    return f"{line} 2>&1 | tee {GUEST_RESULTS}/guest.ktap"
 
 
 def qemu_version(arch: Arch) -> str:
@@ -78,9 +57,9 @@ def qemu_version(arch: Arch) -> str:
         return "unknown"
 
 
-def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
+def run_cell(spec: CellSpec, results_dir: Path) -> results.CellResult:
     """Boot once, run the cell's suites, collect. Kernel failures become results; lab faults become cell.error."""
-    planned = planned_tests(spec.suites, spec.patterns)
+    planned = suites.planned_tests(spec.suites, spec.patterns)
     share = results_dir / "cells" / spec.id
     if share.exists():
         shutil.rmtree(share)
@@ -103,7 +82,7 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
         )
         cell.accel, cell.accel_reason = plan.accel.accel, plan.accel.why
         console_log = plan.console_log
-        run = run_command(plan, guest_command(spec), timeout=SUITE_TIMEOUT)
+        run = run_command(plan, guest_command(spec), Deadline.after(plan.scaled(SUITE_TIMEOUT)))
         cell.durations["boot"] = round(run.boot_seconds, 2)
     except KernelFailure as exc:
         cell.error = "" if exc.kind else str(exc)
@@ -115,7 +94,7 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
     if hang is not None:
         # No kernel report to point at: record the hang, at the end of the console, as the cell's event.
         events.append(console.KernelEvent(hang.kind, len(text), hang.excerpt, True))
-    guest_json = manifest.read(share / "guest.json")
+    guest_json = manifest.read_json(share / "guest.json")
     ktap_text = _read(share / "guest.ktap") or None
     cell.kernel_events = events
     cell.tests = _apply_expectations(results.collect(planned, guest_json, ktap_text, text, events), spec.expect_fail)
@@ -129,14 +108,14 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.Cell:
     return cell
 
 
-def _empty_cell(spec: CellSpec) -> results.Cell:
-    build = spec.build or {}
-    return results.Cell(
+def _empty_cell(spec: CellSpec) -> results.CellResult:
+    build = spec.build
+    return results.CellResult(
         id=spec.id,
         arch=spec.arch.name,
-        kernel_release=str(build.get("kernelrelease", "")),
-        describe=str(build.get("source", {}).get("describe", "")),
-        config_sha256=str(build.get("config_sha256", "")),
+        kernel_release=build.kernelrelease if build else "",
+        describe=build.source.describe if build else "",
+        config_sha256=build.config_sha256 if build else "",
         qemu_version=qemu_version(spec.arch),
         image=spec.rootfs if spec.rootfs == "host" else f"{spec.rootfs} sha256:{spec.image_hash}",
         append=spec.append,
@@ -163,7 +142,7 @@ def _read(path: Path) -> str:
         return ""
 
 
-def run_cells(specs: list[CellSpec], results_dir: Path, jobs: int = 1) -> list[results.Cell]:
+def run_cells(specs: list[CellSpec], results_dir: Path, jobs: int = 1) -> list[results.CellResult]:
     """Run cells, `jobs` guests at a time; report order follows the specs."""
     results_dir.mkdir(parents=True, exist_ok=True)
     if jobs <= 1 or len(specs) <= 1:
@@ -172,16 +151,10 @@ def run_cells(specs: list[CellSpec], results_dir: Path, jobs: int = 1) -> list[r
         return list(pool.map(lambda s: run_cell(s, results_dir), specs))
 
 
-def write_reports(results_dir: Path, cells: list[results.Cell], meta: dict[str, Any]) -> None:
+def write_reports(results_dir: Path, cells: list[results.CellResult], meta: resultsjson.RunMeta) -> None:
     """results.json, junit.xml, results.ktap and summary.txt/.md, each written atomically."""
-    results.write_json(results_dir / "results.json", cells, meta)
+    resultsjson.write(results_dir / "results.json", cells, meta)
     report.write_junit(results_dir / "junit.xml", cells)
     report.write_ktap(results_dir / "results.ktap", cells)
-    for name, text in (("summary.txt", report.summary_table(cells)), ("summary.md", report.summary_markdown(cells))):
-        tmp = results_dir / f".{name}.tmp"
-        tmp.write_text(text + "\n")
-        tmp.replace(results_dir / name)
-
-
-def build_manifest(build_dir: Path) -> dict[str, Any] | None:
-    return manifest.read(build_dir / "build.json")
+    atomic.write_text(results_dir / "summary.txt", report.summary_table(cells) + "\n")
+    atomic.write_text(results_dir / "summary.md", report.summary_markdown(cells) + "\n")

@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="write the results as JSON here (atomically)")
     parser.add_argument("--list", action="store_true", help="print SUITE.TEST names and exit")
+    parser.add_argument("--list-suites", action="store_true", help="print the suite names, in run order, and exit")
     args = parser.parse_args(argv)
+    if args.list_suites:
+        print("\n".join(SUITES))
+        return 0
     suites = load(args.suite or list(SUITES))
     if args.list:
         for suite in suites:

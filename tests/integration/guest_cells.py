@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from lab import matrix, pipeline, results, testrun
+from lab import matrix, pipeline, results, resultsjson, suites, testrun
 from lab.paths import REPO_ROOT
 
 LAB_YAML = REPO_ROOT / "lab.yaml"
@@ -24,7 +24,7 @@ def lab_matrix() -> matrix.Matrix:
     return matrix.load(LAB_YAML)
 
 
-def older_kernel_cells() -> list[matrix.Cell]:
+def older_kernel_cells() -> list[matrix.MatrixCell]:
     """All suites on Debian's 6.1 as well (Landlock ABI 2, BPF LSM without 6.12's return-value checks):
     the gates for newer features must skip there with the reason, and nothing may fail."""
     lab = lab_matrix()
@@ -32,12 +32,12 @@ def older_kernel_cells() -> list[matrix.Cell]:
     return older.cells()
 
 
-def suite_tests(suites: tuple[str, ...]) -> list[str]:
+def suite_tests(chosen: tuple[str, ...]) -> list[str]:
     """SUITE.TEST names, statically listed on the host from the same suites/run.py the guest runs."""
-    return [f"{suite}.{name}" for suite, name in testrun.planned_tests(suites)]
+    return [f"{suite}.{name}" for suite, name in suites.planned_tests(chosen)]
 
 
-def cell_spec(cell: matrix.Cell) -> testrun.CellSpec:
+def cell_spec(cell: matrix.MatrixCell) -> testrun.CellSpec:
     """Build (or reuse) the cell's kernel and rootfs; one build at a time (build.py locks the build dir)."""
     specs = pipeline.matrix_specs(
         matrix.Matrix(
@@ -63,11 +63,11 @@ def boots() -> dict[str, int]:
     return counts
 
 
-def run_cell(cell: matrix.Cell) -> results.Cell:
+def run_cell(cell: matrix.MatrixCell) -> results.CellResult:
     spec = cell_spec(cell)
     record_boot(cell.id)
     out = testrun.run_cell(spec, RESULTS_ROOT)
-    testrun.write_reports(RESULTS_ROOT / "cells" / cell.id, [out], {"cell": cell.id})
+    testrun.write_reports(RESULTS_ROOT / "cells" / cell.id, [out], resultsjson.RunMeta(argv=(cell.id,)))
     return out
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, bisect, kconfig, pipeline, source
+from lab import arches, kconfig, pipeline, source
+from lab.cli import bisect_cmd
 from lab.paths import cache_dir
 
 pytestmark = pytest.mark.kernel
@@ -170,8 +171,6 @@ def ensure_scenario() -> Scenario:
     tmp = repo.with_name(repo.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(["cp", "-a", str(source.fetch("6.12")), str(tmp)], check=True)
-    # Without the lab's package stamp the tree is identified as a git tree (by path), not as Debian's package.
-    (tmp / ".klab-source.json").unlink(missing_ok=True)
     git(tmp, "init", "-q", "-b", "main")
     git(tmp, "add", "-A", "-f")  # Debian's .gitignore has `/*` (NOTES.md)
     git(tmp, "commit", "-q", "-m", "Debian linux-source-6.12 as shipped")
@@ -203,7 +202,7 @@ def scenario() -> Scenario:
 
 def test_bisect_names_the_landlock_regression(scenario: Scenario, tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="klab")
-    bisect.register_cli(parser.add_subparsers(dest="command", required=True))
+    bisect_cmd.register(parser.add_subparsers(dest="command", required=True))
     work = tmp_path / "bisect"
     argv = ["bisect", "--src", str(scenario.repo), "--good", "klab-good", "--bad", "klab-bad"]
     argv += ["--build-dir", str(cache_dir("bisect-scenario") / "build" / "x86_64")]

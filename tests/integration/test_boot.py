@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, arches, images, kconfig, manifest, pipeline, qemu, runner, session, source
+from lab import accel, arches, images, kconfig, manifest, pipeline, qemu, recipes, runner, session, source
 from lab.errors import KernelFailure
 from lab.paths import REPO_ROOT
 
@@ -21,12 +21,11 @@ pytestmark = pytest.mark.kernel
 
 
 def _kernel(arch: str) -> Path:
-    doc = pipeline.build_kernel(source.fetch("6.12"), arches.get(arch), kconfig.DEFAULT_FRAGMENTS)
-    return Path(doc["artifacts"]["image"])
+    return pipeline.build_kernel(source.fetch("6.12"), arches.get(arch), kconfig.DEFAULT_FRAGMENTS).image
 
 
 def _image(arch: str) -> str:
-    return str(images.build_image(arches.get(arch), images.find_recipe(images.DEFAULT_RECIPE))["image"])
+    return images.build_image(arches.get(arch), recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
 
 
 def klab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -130,6 +129,7 @@ def test_kvm_probe_decides_and_kvm_demand_is_checked() -> None:
     assert why
     probe = klab("probe")
     assert probe.returncode == 0 and "x86_64 accelerator" in probe.stdout
+    assert "BTF for linux-6.12" in probe.stdout and "pahole (BTF)" in probe.stdout
     forced = klab("run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--accel", "kvm", "--", "true")
     if works:
         assert forced.returncode == 0

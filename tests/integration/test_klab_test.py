@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from lab import ktap, manifest, testrun
+from lab import ktap, manifest, suites
 from lab.paths import REPO_ROOT
 
 pytestmark = pytest.mark.kernel
@@ -22,8 +22,8 @@ def klab(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     )
 
 
-def planned(*suites: str) -> list[str]:
-    return [f"{suite}.{name}" for suite, name in testrun.planned_tests(suites)]
+def planned(*chosen: str) -> list[str]:
+    return [f"{suite}.{name}" for suite, name in suites.planned_tests(chosen)]
 
 
 def test_test_kernel_matrix_writes_every_report(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, images, lava, matrix, pipeline, proc, results
+from lab import arches, images, lavaresults, matrix, pipeline, proc, recipes, results, resultsjson
 from lab.cli import main as klab
 from lab.paths import REPO_ROOT
 
@@ -43,11 +43,11 @@ def lava_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("lava-run must run as root")
     arch = arches.get("x86_64")
     kernel = matrix.load(REPO_ROOT / "lab.yaml").kernels[0]
-    doc = pipeline.build_kernel(pipeline.source_path(kernel), arch, kernel.fragments)
-    image = images.build_image(arch, images.find_recipe(images.DEFAULT_RECIPE))["image"]
+    doc = pipeline.build_kernel(pipeline.source_path(kernel.source), arch, kernel.fragments)
+    image = images.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
     work = tmp_path_factory.mktemp("lava")
     job, device = work / "job.yaml", work / "device.yaml"
-    argv = ["lava", "job", "--arch", "x86_64", "--build", str(Path(doc["artifacts"]["image"]).parents[3])]
+    argv = ["lava", "job", "--arch", "x86_64", "--build", str(doc.build_dir)]
     argv += ["--rootfs", image, "--suite", "seccomp", "--suite", "bpf_lsm", "--append", NOBPF, "--out", str(job)]
     argv += [arg for p in PATTERNS for arg in ("-k", p)]
     assert klab(argv) == 0
@@ -59,7 +59,7 @@ def lava_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc.run(
         [LAVA_RUN, "--job-id", job_id, "--output-dir", str(out), "--device", str(device), str(job)],
         deadline=proc.Deadline.after(JOB_SECONDS),
-        log=work / lava.LOG_NAME,
+        log=work / lavaresults.LOG_NAME,
         check=False,
     )
     print(f"lava-run took {time.monotonic() - start:.1f}s")
@@ -71,7 +71,7 @@ def test_job_definition_is_what_lava_accepts(lava_run: Path) -> None:
     assert job["device_type"] == "qemu"
     assert [next(iter(a)) for a in job["actions"]] == ["deploy", "boot", "test"]
     assert yaml.safe_load((lava_run / "out" / "result.yaml").read_text())["result"] == "pass", (
-        lava_run / lava.LOG_NAME
+        lava_run / lavaresults.LOG_NAME
     ).read_text()[-4000:]
 
 
@@ -79,7 +79,7 @@ def test_per_test_results_come_back(lava_run: Path) -> None:
     out = lava_run / "results"
     status = klab(["lava", "results", "--lava-results", str(lava_run), "--out", str(out)])
     assert status == 1  # the canary failed, as it must with bpf missing from lsm=
-    (cell,) = results.load_json(out / "results.json")
+    (cell,) = resultsjson.load_cells(out / "results.json")
     got = {(t.suite, t.name): t.status for t in cell.tests}
     assert got == EXPECTED, got
     assert cell.id.startswith("x86_64.6.12") and cell.accel == "tcg" and not cell.error

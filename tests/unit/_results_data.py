@@ -15,7 +15,7 @@ from typing import Any
 
 from lab import results
 from lab.console import KernelEvent
-from lab.results import Cell
+from lab.results import CellResult
 
 ROOT = Path(__file__).resolve().parents[1] / "data"
 KTAP = ROOT / "ktap"
@@ -61,11 +61,11 @@ def panic_events(console: str) -> list[KernelEvent]:
     ]
 
 
-def cells() -> list[Cell]:
+def cells() -> list[CellResult]:
     """Three cells: JSON + a WARNING mid-suite; truncated KTAP + a panic; a lab error before boot."""
     splat = text("console-splat.log")
     splat_ev = splat_events(splat)
-    good = Cell(
+    good = CellResult(
         id="x86_64.6.12.default",
         arch="x86_64",
         kernel_release="6.12.0-klab",
@@ -83,7 +83,7 @@ def cells() -> list[Cell]:
     )
     panic = text("console-panic.log")
     panic_ev = panic_events(panic)
-    crashed = Cell(
+    crashed = CellResult(
         id="arm64.6.12.default",
         arch="arm64",
         kernel_release="6.12.0-klab",
@@ -98,7 +98,7 @@ def cells() -> list[Cell]:
         kernel_events=panic_ev,
         tests=results.collect(PLANNED, None, text("guest-truncated.ktap"), panic, panic_ev),
     )
-    lab = Cell(
+    lab = CellResult(
         id="x86_64.6.1.default",
         arch="x86_64",
         qemu_version="7.2.11",

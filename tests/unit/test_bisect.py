@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from lab import bisect
-from lab.bisect import Attempt, Outcome, Verdict
+from lab.bisect import drive, git, record, report, step
+from lab.bisect.record import Settings, StepRecord
+from lab.bisect.verdict import Attempt, CommitOutcome, classify, combine, run_attempts
+from lab.bisect.verdict import StepVerdict as Verdict
+from lab.cli import bisect_cmd
 from lab.console import KernelEvent
 from lab.errors import (
     EXIT_FAILED,
@@ -26,7 +31,7 @@ from lab.errors import (
     LabError,
     UserError,
 )
-from lab.results import Cell, Status
+from lab.results import CellResult, Status
 from lab.results import TestResult as Result
 
 TEST = "landlock_ptrace.attach_child_to_parent__child_domain"
@@ -55,8 +60,8 @@ def test_abort_stops_git_bisect_run_and_skip_is_not_bad() -> None:
 # --- classify: one cell -> one attempt ------------------------------------------------------------
 
 
-def cell(*tests: tuple[str, Status], events: tuple[KernelEvent, ...] = (), error: str = "") -> Cell:
-    out = Cell(id="x86_64.bisect.abc.run1", arch="x86_64", error=error, kernel_events=list(events))
+def cell(*tests: tuple[str, Status], events: tuple[KernelEvent, ...] = (), error: str = "") -> CellResult:
+    out = CellResult(id="x86_64.bisect.abc.run1", arch="x86_64", error=error, kernel_events=list(events))
     out.tests = [Result(*name.split(".", 1), status, reason="why") for name, status in tests]
     return out
 
@@ -66,7 +71,7 @@ PANIC_IN_TEST = KernelEvent("panic", 2000, "Kernel panic - not syncing: Oops", T
 HANG_AT_BOOT = KernelEvent("boot_timeout", 500, "", True)
 WARN = KernelEvent("warning", 2000, "WARNING: CPU: 0 PID: 1", False)
 
-CLASSIFY: list[tuple[str, Cell, str, int | None, Verdict, bool, str]] = [
+CLASSIFY: list[tuple[str, CellResult, str, int | None, Verdict, bool, str]] = [
     ("pass", cell((TEST, Status.PASS)), "skip", TESTS_START, Verdict.GOOD, False, "passed"),
     ("other tests ignored", cell((TEST, Status.PASS), (OTHER, Status.FAIL)), "skip", 1000, Verdict.GOOD, False, ""),
     ("fail", cell((TEST, Status.FAIL)), "skip", TESTS_START, Verdict.BAD, False, f"{TEST} FAIL"),
@@ -88,9 +93,9 @@ CLASSIFY: list[tuple[str, Cell, str, int | None, Verdict, bool, str]] = [
     ("case", "the_cell", "boot_failure", "start", "verdict", "boot", "reason"), CLASSIFY, ids=[c[0] for c in CLASSIFY]
 )
 def test_classify(
-    case: str, the_cell: Cell, boot_failure: str, start: int | None, verdict: Verdict, boot: bool, reason: str
+    case: str, the_cell: CellResult, boot_failure: str, start: int | None, verdict: Verdict, boot: bool, reason: str
 ) -> None:
-    attempt = bisect.classify(the_cell, [TEST], boot_failure, start)
+    attempt = classify(the_cell, [TEST], boot_failure, start)
     assert (attempt.verdict, attempt.boot_failure) == (verdict, boot)
     assert reason in attempt.reason
 
@@ -118,15 +123,15 @@ COMBINE: list[tuple[list[Attempt], Verdict, bool]] = [
 
 @pytest.mark.parametrize(("attempts", "verdict", "flaky"), COMBINE)
 def test_combine_bad_only_when_every_run_failed(attempts: list[Attempt], verdict: Verdict, flaky: bool) -> None:
-    outcome = bisect.combine(attempts)
+    outcome = combine(attempts)
     assert (outcome.verdict, outcome.flaky) == (verdict, flaky)
 
 
 def test_combine_says_flaky_and_how_often() -> None:
-    assert bisect.combine([BAD, BAD, GOOD]) == Outcome(
+    assert combine([BAD, BAD, GOOD]) == CommitOutcome(
         Verdict.GOOD, "flaky: passed 1 of 3 runs (FAIL: expected EPERM)", True
     )
-    assert "all 3 runs" in bisect.combine([BAD, BAD, BAD]).reason
+    assert "all 3 runs" in combine([BAD, BAD, BAD]).reason
 
 
 def scripted(*attempts: Attempt) -> tuple[Callable[[int], Attempt], list[int]]:
@@ -153,20 +158,20 @@ def scripted(*attempts: Attempt) -> tuple[Callable[[int], Attempt], list[int]]:
 )
 def test_run_attempts_retries_only_failures(script: tuple[Attempt, ...], retries: int, runs: int) -> None:
     attempt, calls = scripted(*script)
-    assert len(bisect.run_attempts(attempt, retries)) == runs
+    assert len(run_attempts(attempt, retries)) == runs
     assert calls == list(range(runs))
 
 
 def test_build_failure_reason_is_the_compiler_error(tmp_path: Path) -> None:
     log = tmp_path / "build.log"
     log.write_text("  CC      security/landlock/fs.o\nsyscalls.c:249:34: error: 'X' undeclared\nmake: *** Error 2\n")
-    reason = bisect._build_failure(BuildError("kernel build failed: make -C ... exited 2", log, "make: *** Error 2"))
+    reason = step.build_failure(BuildError("kernel build failed: make -C ... exited 2", log, "make: *** Error 2"))
     assert reason == "build failed: syscalls.c:249:34: error: 'X' undeclared"
-    assert bisect._build_failure(BuildError("kernel build failed: make exited 2")) == (
+    assert step.build_failure(BuildError("kernel build failed: make exited 2")) == (
         "build failed: kernel build failed: make exited 2"
     )
     mismatch = ConfigMismatch("1 requested option(s) did not land in .config:\n  CONFIG_BPF_LSM=y ...")
-    assert bisect._build_failure(mismatch) == "config: 1 requested option(s) did not land in .config:"
+    assert step.build_failure(mismatch) == "config: 1 requested option(s) did not land in .config:"
 
 
 # --- the bisect log -------------------------------------------------------------------------------
@@ -186,10 +191,10 @@ git bisect good 2222
 
 
 def test_log_steps_and_culprit() -> None:
-    assert bisect._log_steps(LOG) == [("skip", "5555"), ("bad", "3333"), ("good", "2222")]
-    assert bisect._log_hashes(LOG, "# first bad commit: [") == ["3333"]
-    assert bisect._finished(LOG)
-    assert not bisect._finished(LOG.rsplit("# first", 1)[0])
+    assert report.log_steps(LOG) == [("skip", "5555"), ("bad", "3333"), ("good", "2222")]
+    assert report.log_hashes(LOG, "# first bad commit: [") == ["3333"]
+    assert drive.finished(LOG)
+    assert not drive.finished(LOG.rsplit("# first", 1)[0])
 
 
 # --- the driver on a toy git tree (a shell-free fake step instead of a kernel) ---------------------
@@ -221,9 +226,10 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
-@pytest.fixture
-def toy(tmp_path: Path) -> dict[str, Any]:
-    repo = tmp_path / "tree"
+@pytest.fixture(scope="module")
+def toy_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """The toy tree, made once per module (eleven commits cost a few hundred ms)."""
+    repo = tmp_path_factory.mktemp("toy") / "tree"
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "work")
     (repo / "v").write_text("0\n")
@@ -240,24 +246,34 @@ def toy(tmp_path: Path) -> dict[str, Any]:
         _git(repo, "add", "-A")
         _git(repo, "commit", "-qm", f"change {i}")
         shas.append(_git(repo, "rev-parse", "HEAD").strip())
+    return repo, shas
+
+
+@pytest.fixture
+def toy(toy_template: tuple[Path, list[str]], tmp_path: Path) -> dict[str, Any]:
+    """A fresh copy of the toy tree for each test (tests check out, bisect and dirty it)."""
+    template, shas = toy_template
+    repo = tmp_path / "tree"
+    shutil.copytree(template, repo, symlinks=True)
     script = tmp_path / "fake_step.py"
     script.write_text(FAKE_STEP)
     return {"repo": repo, "shas": shas, "argv": [sys.executable, str(script)], "calls": tmp_path / "calls.txt"}
 
 
-def fake_judge(settings: bisect.Settings, work: Path, phase: str) -> dict[str, Any]:
+def fake_judge(settings: Settings, work: Path, phase: str) -> StepRecord:
     """Endpoints without a kernel: the same rule as the fake step."""
     repo = Path(settings.src)
-    info = bisect.commit_info(repo, "HEAD")
+    info = git.commit_info(repo, "HEAD")
     verdict = Verdict.BAD if (repo / "r").exists() else Verdict.GOOD
-    record = {"phase": phase, **info, "verdict": verdict.value, "exit": verdict.exit_code, "reason": "", "dir": ""}
-    bisect._append_record(work, record)
-    return record
+    done = StepRecord(phase, verdict.value, verdict.exit_code, "", commit=info.commit, subject=info.subject)
+    record.append_record(work, done)
+    return done
 
 
-def settings_for(toy: dict[str, Any]) -> bisect.Settings:
+def settings_for(toy: dict[str, Any], **changes: Any) -> Settings:
     shas = toy["shas"]
-    return bisect.Settings(str(toy["repo"]), shas[0], shas[-1], "x86_64", [TEST], ["landlock_ptrace"], ["base"])
+    settings = Settings(str(toy["repo"]), shas[0], shas[-1], "x86_64", (TEST,), ("landlock_ptrace",), ("base",))
+    return dataclasses.replace(settings, **changes)
 
 
 def calls(toy: dict[str, Any]) -> list[int]:
@@ -276,17 +292,17 @@ def test_drive_finds_culprit_skips_broken_build_and_restores_tree(
 ) -> None:
     monkeypatch.setenv("FAKE_STEP_LOG", str(toy["calls"]))
     work = tmp_path / "work"
-    report = bisect.drive(settings_for(toy), work, toy["argv"], judge=fake_judge)
-    assert report.culprit is not None and report.culprit["commit"] == toy["shas"][3]
-    assert report.culprit["subject"] == "change 3" and report.culprit["author"] == "T <t@example.org>"
-    verdicts = {toy["shas"].index(s["commit"]): s["verdict"] for s in report.bisect_steps()}
+    found = drive.drive(settings_for(toy), work, toy["argv"], judge=fake_judge)
+    assert found.culprit is not None and found.culprit["commit"] == toy["shas"][3]
+    assert found.culprit["subject"] == "change 3" and found.culprit["author"] == "T <t@example.org>"
+    verdicts = {toy["shas"].index(s.commit): s.verdict for s in found.bisect_steps()}
     assert verdicts.get(5) == "skip"  # the broken build was stepped on and skipped, not blamed
-    assert len(report.bisect_steps()) <= report.max_steps == 6
-    assert [s["phase"] for s in report.steps[:2]] == ["good", "bad"]
+    assert len(found.bisect_steps()) <= found.max_steps == 6
+    assert [s.phase for s in found.steps[:2]] == ["good", "bad"]
     assert (work / "bisect.log").read_text().count("# first bad commit") == 1
     assert json.loads((work / "bisect.json").read_text())["culprit"]["commit"] == toy["shas"][3]
     assert_restored(toy["repo"])
-    assert "first bad commit: " + toy["shas"][3] in bisect.render(report)
+    assert "first bad commit: " + toy["shas"][3] in report.render(found)
 
 
 def test_lab_abort_restores_tree_and_rerun_resumes(
@@ -296,17 +312,16 @@ def test_lab_abort_restores_tree_and_rerun_resumes(
     monkeypatch.setenv("FAKE_STEP_ABORT_AT_CALL", "3")  # the lab "fails" on the third step
     work = tmp_path / "work"
     with pytest.raises(LabError, match="git bisect run exited"):
-        bisect.drive(settings_for(toy), work, toy["argv"], judge=fake_judge)
+        drive.drive(settings_for(toy), work, toy["argv"], judge=fake_judge)
     assert_restored(toy["repo"])
     before = calls(toy)
     assert len(before) == 3 and before[0] == 5  # the midpoint is the broken build
     assert "git bisect skip" in (work / "bisect.log").read_text()
 
     monkeypatch.delenv("FAKE_STEP_ABORT_AT_CALL")
-    settings = settings_for(toy)
-    settings.endpoints = bisect.load_settings(work / bisect.STATE).endpoints
-    report = bisect.drive(settings, work, toy["argv"], judge=fake_judge)
-    assert report.culprit is not None and report.culprit["commit"] == toy["shas"][3]
+    settings = settings_for(toy, endpoints=record.load_settings(work / record.STATE).endpoints)
+    found = drive.drive(settings, work, toy["argv"], judge=fake_judge)
+    assert found.culprit is not None and found.culprit["commit"] == toy["shas"][3]
     after = calls(toy)[3:]
     assert after[0] == before[2] and not set(after) & set(before[:2])  # resumed at the aborted step, no rework
     assert [json.loads(line)["phase"] for line in (work / "steps.jsonl").read_text().splitlines()] == ["good", "bad"]
@@ -318,16 +333,15 @@ def test_sigterm_mid_bisect_restores_tree(toy: dict[str, Any], tmp_path: Path, m
     monkeypatch.setenv("FAKE_STEP_SIGTERM_AT", "3")
     monkeypatch.setenv("FAKE_STEP_DRIVER", str(os.getpid()))
     with pytest.raises(KeyboardInterrupt):
-        bisect.drive(settings_for(toy), tmp_path / "work", toy["argv"], judge=fake_judge)
+        drive.drive(settings_for(toy), tmp_path / "work", toy["argv"], judge=fake_judge)
     assert_restored(toy["repo"])
     assert "git bisect skip" in (tmp_path / "work" / "bisect.log").read_text()
 
 
 def test_endpoint_that_does_not_fail_stops_with_a_clear_message(toy: dict[str, Any], tmp_path: Path) -> None:
-    settings = settings_for(toy)
-    settings.bad = toy["shas"][2]  # before the regression: passes
+    settings = settings_for(toy, bad=toy["shas"][2])  # before the regression: passes
     with pytest.raises(UserError, match=r"--bad [0-9a-f]{12} passes: nothing to bisect"):
-        bisect.drive(settings, tmp_path / "work", ["false"], judge=fake_judge)
+        drive.drive(settings, tmp_path / "work", ["false"], judge=fake_judge)
     assert_restored(toy["repo"])
 
 
@@ -335,12 +349,12 @@ def test_refuses_a_dirty_tree_and_a_foreign_bisect(toy: dict[str, Any], tmp_path
     repo: Path = toy["repo"]
     (repo / "v").write_text("edited\n")
     with pytest.raises(UserError, match="uncommitted changes"):
-        bisect.drive(settings_for(toy), tmp_path / "work", ["false"], judge=fake_judge)
+        drive.drive(settings_for(toy), tmp_path / "work", ["false"], judge=fake_judge)
     assert (repo / "v").read_text() == "edited\n"
     _git(repo, "checkout", "v")
     _git(repo, "bisect", "start")
     with pytest.raises(UserError, match="already in progress"):
-        bisect.drive(settings_for(toy), tmp_path / "work2", ["false"], judge=fake_judge)
+        drive.drive(settings_for(toy), tmp_path / "work2", ["false"], judge=fake_judge)
     _git(repo, "bisect", "reset")
 
 
@@ -348,14 +362,14 @@ def test_cli_flags_parse(tmp_path: Path) -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    bisect.register_cli(parser.add_subparsers(dest="command"))
+    bisect_cmd.register(parser.add_subparsers(dest="command"))
     argv = ["bisect", "--src", "t", "--good", "v1", "--bad", "v2", "--arch", "x86_64", "--test", TEST]
     args = parser.parse_args([*argv, "--fragments", "base", "landlock", "--retries", "2", "--boot-failure", "bad"])
     assert (args.fragments, args.retries, args.boot_failure, args.func) == (
         ["base", "landlock"],
         2,
         "bad",
-        bisect.cmd_bisect,
+        bisect_cmd.cmd_bisect,
     )
     assert parser.parse_args(argv).boot_failure == "skip"
     assert parser.parse_args([*argv, "--build-dir", "out"]).build_dir == Path("out")
@@ -363,7 +377,6 @@ def test_cli_flags_parse(tmp_path: Path) -> None:
 
 def test_a_bisect_in_another_build_dir_is_another_bisect(toy: dict[str, Any]) -> None:
     """Resuming must not mix build dirs: the kept .config and objects belong to one of them."""
-    first, second = settings_for(toy), settings_for(toy)
-    assert first.same_bisect(second)
-    second.build_dir = "/elsewhere"
-    assert not first.same_bisect(second)
+    first = settings_for(toy)
+    assert first.same_bisect(settings_for(toy))
+    assert not first.same_bisect(settings_for(toy, build_dir="/elsewhere"))

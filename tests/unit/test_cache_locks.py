@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, images, paths, source
+from lab import arches, hostprep, images, paths, recipes, source
 
 
 class _Arrivals:
@@ -100,17 +100,16 @@ def test_parallel_image_builds_build_once(tmp_path: Path, monkeypatch: pytest.Mo
     arrivals = _Arrivals(monkeypatch, images)
     built: list[str] = []
 
-    def build(recipe: images.Recipe, arch: arches.Arch, progress: object) -> dict[str, str]:
+    def build(recipe: recipes.Recipe, arch: arches.Arch, progress: object) -> dict[str, str]:
         arrivals.wait_for(2)
         built.append(arch.name)
         return {"image": "built"}
 
     monkeypatch.setattr(images, "cached_image", lambda recipe, arch: {"image": "cached"} if built else None)
     monkeypatch.setattr(images, "_build_image", build)
-    monkeypatch.setattr(images, "ensure_binfmt", lambda arch: None)  # host set-up is not what this test is about
-    monkeypatch.setattr(images, "image_prereqs", lambda arch: [])
-    recipe = images.find_recipe(images.DEFAULT_RECIPE)
+    ready = hostprep.Host(euid=0, which=lambda tool: "/usr/bin/" + tool, native=lambda arch: True)
+    recipe = recipes.find_recipe(recipes.DEFAULT_RECIPE)
     got: list[str] = []
-    _run_threads(lambda: got.append(images.build_image(arches.get("arm64"), recipe)["image"]), 2)
+    _run_threads(lambda: got.append(images.build_image(arches.get("arm64"), recipe, host=ready)["image"]), 2)
     assert built == ["arm64"]
     assert sorted(got) == ["built", "cached"]

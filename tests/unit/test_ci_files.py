@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lab import cli, export, matrix
+from lab import cli, matrix
+from lab.cli import ci_cmds
 from lab.paths import REPO_ROOT
 
 GITHUB = REPO_ROOT / "ci" / "github-actions.yml"
@@ -113,7 +114,7 @@ def test_github_keeps_reports_even_on_failure() -> None:
 
 def test_gitlab_schema() -> None:
     doc = _load(GITLAB)
-    assert doc["stages"] == list(export.GITLAB_STAGES)
+    assert doc["stages"] == list(ci_cmds.GITLAB_STAGES)
     for name, job in doc.items():
         if name in GITLAB_GLOBAL_KEYS:
             continue
@@ -130,7 +131,7 @@ def test_gitlab_schema() -> None:
 
 def test_gitlab_child_pipeline_resolves_against_the_file_it_includes() -> None:
     parent = _load(GITLAB)
-    child = yaml.safe_load(export.gitlab_child(matrix.load(REPO_ROOT / "lab.yaml")))
+    child = yaml.safe_load(ci_cmds.gitlab_child(matrix.load(REPO_ROOT / "lab.yaml")))
     assert child["include"] == [{"local": "ci/gitlab-ci.yml"}]
     assert child["stages"] == parent["stages"]
     for name, job in child.items():

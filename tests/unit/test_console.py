@@ -8,6 +8,7 @@ import pexpect
 import pytest
 
 from lab import console
+from lab.proc import Deadline
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONSOLES = DATA / "console"
@@ -70,14 +71,17 @@ def test_ordinary_lines_are_not_events() -> None:
     assert console.scan(text) == []
 
 
-def _watch(tmp_path: Path, log: Path, marker: str, timeout: float, then_sleep: float) -> tuple[console.Outcome, str]:
+def _watch(
+    tmp_path: Path, log: Path, marker: str, timeout: float, then_sleep: float
+) -> tuple[console.WatchResult, str]:
     """Replay a recorded console through a real pexpect child and the real Watcher; (outcome, recorded text)."""
     script = f"cat {log}; sleep {then_sleep}"
     child = pexpect.spawn("sh", ["-c", script], encoding="utf-8", codec_errors="replace", searchwindowsize=8192)
     record = tmp_path / "console.log"
     with open(record, "w") as f:
         child.logfile_read = f
-        outcome = console.Watcher(child, record).wait(marker, timeout=timeout)
+        # A short settle: the recordings hold whole reports already; a live console gets its default 3 s.
+        outcome = console.Watcher(child, record, settle=0.2).wait(marker, Deadline.after(timeout))
     child.close(force=True)
     return outcome, console.read(record)
 
@@ -100,7 +104,9 @@ def test_watcher_replays_real_consoles(tmp_path: Path, log: str, marker: str, re
 
 
 def test_watcher_times_out_on_a_silent_hang(tmp_path: Path) -> None:
-    outcome, text = _watch(tmp_path, CONSOLES / "x86_64-init-hang.log", console.INIT_STARTED, timeout=2, then_sleep=30)
+    outcome, text = _watch(
+        tmp_path, CONSOLES / "x86_64-init-hang.log", console.INIT_STARTED, timeout=0.5, then_sleep=30
+    )
     assert outcome.reason == "timeout"
     assert not console.reached_init(text)
 

@@ -20,7 +20,10 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_repo_lab_yaml_cells() -> None:
     mtx = matrix.load(REPO_ROOT / "lab.yaml")
     ids = [c.id for c in mtx.cells()]
-    assert ids == ["x86_64.6.12.default", "x86_64.6.12.nobpf", "arm64.6.12.default", "arm64.6.12.nobpf"]
+    assert ids == [
+        "x86_64.6.12.default", "x86_64.6.12.nobpf", "arm64.6.12.default", "arm64.6.12.nobpf",
+        "x86_64.7.3.default", "x86_64.7.3.nobpf", "arm64.7.3.default", "arm64.7.3.nobpf",
+    ]  # fmt: skip
     nobpf = next(c for c in mtx.cells() if c.boot.name == "nobpf")
     assert nobpf.suites == ("bpf_lsm",) and "bpf" not in nobpf.boot.append.split("lsm=")[1].split(",")
     assert nobpf.boot.expect_fail == ("bpf_lsm.canary_counts_file_open",)
@@ -54,3 +57,29 @@ def test_unknown_suite_and_arch(tmp_path: Path) -> None:
 def test_top_level_unknown_key(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"lab.yaml:2: unknown key 'arch' in the matrix"):
         matrix.load(_write(tmp_path, "kernels: [{name: a, source: b}]\narch: [x86_64]\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "kernels: [{name: a, source: b}]\nsuites: landlock\n",
+            r"lab.yaml:2: suites must be a list such as \[landlock, seccomp\], not the string 'landlock'",
+        ),
+        (
+            "kernels: [{name: a, source: b}]\narches: [x86_64, sparc]\n",
+            r"lab.yaml:2: unknown arch 'sparc'; choose one of",
+        ),
+        ("kernels: [{name: a, source: b}]\nsuites: [seccomp, lsm]\n", r"lab.yaml:2: suite: unknown suite 'lsm'"),
+        ("kernels: {name: a}\n", r"lab.yaml:1: kernels must be a list such as"),
+        ("kernels: [{name: [a], source: b}]\n", r"lab.yaml:1: a kernel's name must be a single value"),
+        (
+            "kernels: [{name: a, source: b}]\nboots: [{name: x, suites: bpf_lsm}]\n",
+            r"lab.yaml:2: suites must be a list",
+        ),
+        ("kernels: [{name: a, source: b}]\nboots: [{name: x}, {name: x}]\n", r"lab.yaml:2: boot names must be unique"),
+    ],
+)
+def test_type_errors_name_file_line_and_fix(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(UserError, match=expected):
+        matrix.load(_write(tmp_path, text))

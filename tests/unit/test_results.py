@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from lab import console, ktap, results
+from lab import console, ktap, results, resultsjson
 from lab.console import KernelEvent
 from lab.errors import LabError, UserError
-from lab.results import SPLATS, Cell, Status, Verdict
+from lab.results import SPLATS, CellResult, CellVerdict, Status
 from tests.unit._results_data import (
     PLANNED,
     RESULTS,
@@ -185,18 +185,18 @@ def test_malformed_guest_json_is_a_lab_error(doc: dict[str, Any], message: str) 
 @pytest.mark.parametrize(
     ("statuses", "events", "error", "verdict"),
     [
-        ([Status.PASS, Status.SKIP], [], "", Verdict.PASS),
-        ([Status.PASS, Status.FAIL], [], "", Verdict.FAIL),
-        ([Status.ERROR], [], "", Verdict.FAIL),
-        ([Status.MISS], [], "", Verdict.FAIL),
-        ([Status.PASS], [KernelEvent("warning", 10, "WARNING: CPU: 0 PID: 1", False)], "", Verdict.FAIL),
-        ([Status.MISS], [], "QEMU died", Verdict.LAB_ERROR),
-        ([Status.MISS], [KernelEvent("panic", 10, "Kernel panic", True)], "console hung up", Verdict.FAIL),
-        ([Status.FAIL, Status.MISS], [], "QEMU died", Verdict.FAIL),
+        ([Status.PASS, Status.SKIP], [], "", CellVerdict.PASS),
+        ([Status.PASS, Status.FAIL], [], "", CellVerdict.FAIL),
+        ([Status.ERROR], [], "", CellVerdict.FAIL),
+        ([Status.MISS], [], "", CellVerdict.FAIL),
+        ([Status.PASS], [KernelEvent("warning", 10, "WARNING: CPU: 0 PID: 1", False)], "", CellVerdict.FAIL),
+        ([Status.MISS], [], "QEMU died", CellVerdict.LAB_ERROR),
+        ([Status.MISS], [KernelEvent("panic", 10, "Kernel panic", True)], "console hung up", CellVerdict.FAIL),
+        ([Status.FAIL, Status.MISS], [], "QEMU died", CellVerdict.FAIL),
     ],
 )
-def test_verdict(statuses: list[Status], events: list[KernelEvent], error: str, verdict: Verdict) -> None:
-    cell = Cell("c", "x86_64", kernel_events=events, error=error)
+def test_verdict(statuses: list[Status], events: list[KernelEvent], error: str, verdict: CellVerdict) -> None:
+    cell = CellResult("c", "x86_64", kernel_events=events, error=error)
     cell.tests = [results.TestResult("s", f"t{i}", s) for i, s in enumerate(statuses)]
     assert cell.verdict() is verdict
 
@@ -205,32 +205,34 @@ def test_verdict(statuses: list[Status], events: list[KernelEvent], error: str, 
     ("verdicts", "code"),
     [
         ([], 0),
-        ([Verdict.PASS], 0),
-        ([Verdict.PASS, Verdict.FAIL], 1),
-        ([Verdict.LAB_ERROR, Verdict.PASS], 128),
-        ([Verdict.LAB_ERROR, Verdict.FAIL], 1),
+        ([CellVerdict.PASS], 0),
+        ([CellVerdict.PASS, CellVerdict.FAIL], 1),
+        ([CellVerdict.LAB_ERROR, CellVerdict.PASS], 128),
+        ([CellVerdict.LAB_ERROR, CellVerdict.FAIL], 1),
     ],
 )
-def test_exit_status(verdicts: list[Verdict], code: int) -> None:
+def test_exit_status(verdicts: list[CellVerdict], code: int) -> None:
     made = {
-        Verdict.PASS: Cell("p", "x86_64", tests=[results.TestResult("s", "t", Status.PASS)]),
-        Verdict.FAIL: Cell("f", "x86_64", tests=[results.TestResult("s", "t", Status.FAIL)]),
-        Verdict.LAB_ERROR: Cell("l", "x86_64", error="no QEMU", tests=[results.TestResult("s", "t", Status.MISS)]),
+        CellVerdict.PASS: CellResult("p", "x86_64", tests=[results.TestResult("s", "t", Status.PASS)]),
+        CellVerdict.FAIL: CellResult("f", "x86_64", tests=[results.TestResult("s", "t", Status.FAIL)]),
+        CellVerdict.LAB_ERROR: CellResult(
+            "l", "x86_64", error="no QEMU", tests=[results.TestResult("s", "t", Status.MISS)]
+        ),
     }
     assert results.exit_status([made[v] for v in verdicts]) == code
 
 
 def test_exit_status_of_the_fixture_cells() -> None:
-    assert [c.verdict() for c in cells()] == [Verdict.FAIL, Verdict.FAIL, Verdict.LAB_ERROR]
+    assert [c.verdict() for c in cells()] == [CellVerdict.FAIL, CellVerdict.FAIL, CellVerdict.LAB_ERROR]
     assert results.exit_status(cells()) == 1
 
 
-META = {"argv": ["klab", "test-kernel", "--arches", "x86_64 arm64"], "klab_version": "0.1.0", "started": "fixed"}
+META = resultsjson.RunMeta(argv=("klab", "test-kernel", "--arches", "x86_64", "arm64"), started=1764500000.0)
 
 
 def test_results_json_matches_golden(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
-    results.write_json(path, cells(), META)
+    resultsjson.write(path, cells(), META)
     got = json.dumps(normalise_json(json.loads(path.read_text())), indent=2, sort_keys=True) + "\n"
     assert got == golden("results.golden.json", got)
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
@@ -238,17 +240,17 @@ def test_results_json_matches_golden(tmp_path: Path) -> None:
 
 def test_results_json_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
-    results.write_json(path, cells(), META)
-    assert results.load_json(path) == cells()
+    resultsjson.write(path, cells(), META)
+    assert resultsjson.load_cells(path) == cells()
 
 
 def test_merge(tmp_path: Path) -> None:
     first, second = cells()[:2], cells()[2:]
-    results.write_json(tmp_path / "a.json", first, META)
-    results.write_json(tmp_path / "b.json", second, META)
-    assert results.merge([tmp_path / "a.json", tmp_path / "b.json"]) == cells()
+    resultsjson.write(tmp_path / "a.json", first, META)
+    resultsjson.write(tmp_path / "b.json", second, META)
+    assert resultsjson.merge([tmp_path / "a.json", tmp_path / "b.json"]) == cells()
     with pytest.raises(UserError, match="'x86_64.6.1.default' is in both"):
-        results.merge([tmp_path / "b.json", tmp_path / "b.json"])
+        resultsjson.merge([tmp_path / "b.json", tmp_path / "b.json"])
 
 
 def golden_doc() -> dict[str, Any]:
@@ -281,4 +283,4 @@ def test_load_json_rejects_bad_files(tmp_path: Path, doc: Any, message: str) -> 
     if doc is not None:
         path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     with pytest.raises(UserError, match=message):
-        results.load_json(path)
+        resultsjson.load_cells(path)

@@ -1,11 +1,11 @@
-"""The lab outside one machine: CI pipelines (`klab ci`) and LAVA (`klab lava`).
+"""`klab ci` and `klab lava`: the command glue for CI pipelines and LAVA labs.
 
 Both CI files in ci/ take their cells from `klab ci matrix`, which reads
 lab.yaml, so a kernel or arch added there reaches GitHub Actions and GitLab CI
 without editing either. A CI cell is one (kernel, arch): it builds that kernel
 once and runs every boot of the matrix for it (`klab ci run`); the merge job
 joins the cells' results.json (`klab ci merge`). LAVA jobs and their results
-are in lab.lava; this module wires them to the command line.
+are in lab.lava and lab.lavaresults; this module wires them to the command line.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-from lab import arches, build, images, lava, manifest, matrix, pipeline, results, testrun
+from lab import arches, images, lava, lavaresults, matrix, pipeline, recipes, results, resultsjson, testrun
+from lab import suites as suite_list
+from lab.cli import args as common
 from lab.errors import UserError
 from lab.paths import REPO_ROOT
 
@@ -83,20 +85,22 @@ def run_ci_cell(mtx: matrix.Matrix, kernel: str, arch: str, results_dir: Path, j
     start = time.time()
     specs = pipeline.matrix_specs(replace(mtx, kernels=tuple(chosen)), arch_names=(arch,), accel=accel)
     cells = testrun.run_cells(specs, results_dir, jobs)
-    meta = {"argv": sys.argv, "started": start, "wall_seconds": round(time.time() - start, 2), "jobs": jobs}
+    meta = resultsjson.RunMeta(tuple(sys.argv), start, round(time.time() - start, 2), jobs)
     testrun.write_reports(results_dir, cells, meta)
     return results.exit_status(cells)
 
 
-def merge_results(paths: list[Path], out: Path, expected: list[tuple[str, str]]) -> list[results.Cell]:
+def merge_results(paths: list[Path], out: Path, expected: list[tuple[str, str]]) -> list[results.CellResult]:
     """Join the cells' results; a cell the matrix promised that never came back is a lab error, not a pass."""
-    cells = results.merge(paths)
+    if not paths and not expected:
+        raise UserError("nothing to merge: give the cells' results.json files, or --matrix to name the cells expected")
+    cells = resultsjson.merge(paths)
     seen = {cell.id for cell in cells}
     for cell_id, arch in expected:
         if cell_id not in seen:
-            cells.append(results.Cell(id=cell_id, arch=arch, error="no results.json came back from its CI job"))
+            cells.append(results.CellResult(id=cell_id, arch=arch, error="no results.json came back from its CI job"))
     out.mkdir(parents=True, exist_ok=True)
-    testrun.write_reports(out, cells, {"argv": sys.argv, "merged_from": [str(p) for p in paths]})
+    testrun.write_reports(out, cells, resultsjson.RunMeta(argv=tuple(sys.argv), merged_from=tuple(map(str, paths))))
     return cells
 
 
@@ -121,28 +125,15 @@ def cmd_ci_merge(args: argparse.Namespace) -> int:
     return results.exit_status(cells)
 
 
-def _lava_kernel(args: argparse.Namespace, arch: arches.Arch) -> tuple[Path, str]:
-    """(kernel image, kernel release) from --kernel or the build dir's build.json."""
-    if args.kernel:
-        return Path(args.kernel), ""
-    doc = manifest.read(Path(args.build) / build.MANIFEST)
-    if doc is None:
-        raise UserError(f"{args.build} has no build.json: not a finished klab build dir (run `klab build` first)")
-    if doc["arch"] != arch.name:
-        raise UserError(f"{args.build} is an {doc['arch']} build, not {arch.name}; pass --arch {doc['arch']}")
-    return Path(doc["artifacts"]["image"]), str(doc.get("kernelrelease", ""))
-
-
 def cmd_lava_job(args: argparse.Namespace) -> int:
     arch = arches.get(args.arch)
     for suite in args.suite:
-        matrix.check_suite(suite)
-    kernel, release = _lava_kernel(args, arch)
-    image = (
-        Path(args.rootfs)
-        if args.rootfs
-        else Path(images.build_image(arch, images.find_recipe(images.DEFAULT_RECIPE))["image"])
-    )
+        suite_list.check(suite)
+    kernel, doc = common.kernel_of(args, arch)
+    release = doc.kernelrelease if doc else ""
+    if args.rootfs and not Path(args.rootfs).is_file():
+        raise UserError(f"--rootfs {args.rootfs} does not exist; build the lab's image with `klab image build`")
+    image = Path(args.rootfs or images.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image)
     req = lava.JobRequest(
         arch, kernel, image, tuple(args.suite), tuple(args.patterns), release, args.append, args.url_base
     )
@@ -150,7 +141,7 @@ def cmd_lava_job(args: argparse.Namespace) -> int:
     artifacts = lava.write_job(req, Path(args.out), cell)
     print(
         f"klab: artifacts in {artifacts}; run locally: lava-run --job-id 1 --output-dir DIR "
-        f"--device DEVICE.yaml {args.out} > DIR/{lava.LOG_NAME} 2>&1",
+        f"--device DEVICE.yaml {args.out} > DIR/{lavaresults.LOG_NAME} 2>&1",
         file=sys.stderr,
     )
     print(args.out)
@@ -168,10 +159,10 @@ def cmd_lava_results(args: argparse.Namespace) -> int:
     job_file = Path(args.job) if args.job else (source / "job.yaml" if source.is_dir() else None)
     meta = _job_metadata(job_file)
     suites = tuple(meta.get("klab.suites", "").split())
-    planned = testrun.planned_tests(suites, tuple(meta.get("klab.patterns", "").split())) if suites else []
-    run = lava.read_lava_results(source)
+    planned = suite_list.planned_tests(suites, tuple(meta.get("klab.patterns", "").split())) if suites else []
+    run = lavaresults.read_lava_results(source)
     cell_id = args.cell or meta.get("klab.cell") or "lava"
-    cell = lava.to_cell(
+    cell = lavaresults.to_cell(
         run, cell_id, args.arch or meta.get("klab.arch", ""), planned, meta.get("klab.kernel_release", "")
     )
     out = Path(args.out)
@@ -179,7 +170,7 @@ def cmd_lava_results(args: argparse.Namespace) -> int:
     if run.console:
         (out / f"console-{cell_id}.log").write_text(run.console)
         cell.console_log = str(out / f"console-{cell_id}.log")
-    testrun.write_reports(out, [cell], {"argv": sys.argv, "lava_results": str(source)})
+    testrun.write_reports(out, [cell], resultsjson.RunMeta(argv=tuple(sys.argv), lava_results=str(source)))
     print((out / "summary.txt").read_text(), end="")
     return results.exit_status([cell])
 
@@ -195,8 +186,8 @@ def _job_metadata(path: Path | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `klab ci ...` and `klab lava ...`; lab.cli calls this."""
+def register(subparsers: Any) -> None:
+    """Add `klab ci ...` and `klab lava ...`."""
     ci = subparsers.add_parser("ci", help="CI pipelines: the cell matrix, one cell, merging results")
     sub = ci.add_subparsers(dest="ci_command", required=True)
     p = sub.add_parser(
@@ -221,14 +212,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     _register_lava(subparsers)
 
 
-def _register_lava(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _register_lava(subparsers: Any) -> None:
     lv = subparsers.add_parser("lava", help="LAVA: job definitions, a local device dictionary, results back")
     sub = lv.add_subparsers(dest="lava_command", required=True)
     p = sub.add_parser("job", help="write a LAVA job (qemu device type) and its artifacts for one kernel")
     p.add_argument("--arch", required=True, help="x86_64 or arm64")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--build", type=Path, help="a klab build dir (reads its build.json)")
-    which.add_argument("--kernel", type=Path, help="any kernel image (bzImage / Image)")
+    common.add_kernel_choice(p)
     p.add_argument("--suite", action="append", required=True, help="suite to run (repeatable)")
     p.add_argument("-k", dest="patterns", action="append", default=[], help="only tests whose SUITE.TEST contains this")
     p.add_argument("--rootfs", help="the lab's ext4 guest image (default: build or reuse debian-bookworm)")
@@ -244,7 +233,9 @@ def _register_lava(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     p.set_defaults(func=cmd_lava_device)
     p = sub.add_parser("results", help="turn a LAVA job's results into results.json, junit.xml and a summary")
     p.add_argument(
-        "--lava-results", required=True, help=f"lava-run's log, a dir holding {lava.LOG_NAME}, or a results export"
+        "--lava-results",
+        required=True,
+        help=f"lava-run's log, a dir holding {lavaresults.LOG_NAME}, or a results export",
     )
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument("--job", help="the job definition (its metadata names the cell and the planned tests)")

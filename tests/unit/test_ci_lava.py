@@ -1,4 +1,4 @@
-"""lab.export (CI matrix, cell merge) and lab.lava (job, device, results back), without LAVA or QEMU.
+"""lab.cli.ci_cmds (CI matrix, cell merge), lab.lava (job, device) and lab.lavaresults, without LAVA or QEMU.
 
 The LAVA results tests replay tests/data/lava/lava-run-canary.log, recorded
 from a real lava-run of a job `klab lava job` wrote (see its README).
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lab import arches, export, lava, matrix, results
+from lab import arches, lava, lavaresults, matrix, results, resultsjson
+from lab.cli import ci_cmds
 from lab.errors import UserError
 from lab.paths import REPO_ROOT
 
@@ -38,7 +40,7 @@ def _request(**extra: object) -> lava.JobRequest:
 def _klab(argv: list[str]) -> int:
     """The ci/lava commands through their own argparse wiring (as lab.cli adds them)."""
     p = argparse.ArgumentParser(prog="klab")
-    export.register_cli(p.add_subparsers(dest="command", required=True))
+    ci_cmds.register(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(argv)
     return int(args.func(args))
 
@@ -47,8 +49,8 @@ def _klab(argv: list[str]) -> int:
 
 
 def test_ci_cells_are_kernel_by_arch_with_their_boots() -> None:
-    cells = export.ci_cells(matrix.load(REPO_ROOT / "lab.yaml"))
-    assert [c["name"] for c in cells] == ["x86_64.6.12", "arm64.6.12"]
+    cells = ci_cmds.ci_cells(matrix.load(REPO_ROOT / "lab.yaml"))
+    assert [c["name"] for c in cells] == ["x86_64.6.12", "arm64.6.12", "x86_64.7.3", "arm64.7.3"]
     assert cells[0] == {
         "name": "x86_64.6.12",
         "kernel": "6.12",
@@ -62,15 +64,15 @@ def test_github_matrix_is_one_line_of_json(capsys: pytest.CaptureFixture[str]) -
     assert _klab(["ci", "matrix", "--matrix", str(REPO_ROOT / "lab.yaml")]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1
-    assert [c["arch"] for c in json.loads(out)["include"]] == ["x86_64", "arm64"]
+    assert [c["arch"] for c in json.loads(out)["include"]] == ["x86_64", "arm64", "x86_64", "arm64"]
 
 
 def test_gitlab_child_extends_the_templates_and_merges_every_cell() -> None:
-    doc = yaml.safe_load(export.gitlab_child(matrix.load(REPO_ROOT / "lab.yaml")))
+    doc = yaml.safe_load(ci_cmds.gitlab_child(matrix.load(REPO_ROOT / "lab.yaml")))
     assert doc["include"] == [{"local": "ci/gitlab-ci.yml"}]
-    assert doc["stages"] == list(export.GITLAB_STAGES)
+    assert doc["stages"] == list(ci_cmds.GITLAB_STAGES)
     cells = [name for name in doc if name.startswith("cell ")]
-    assert cells == ["cell x86_64.6.12", "cell arm64.6.12"]
+    assert cells == ["cell x86_64.6.12", "cell arm64.6.12", "cell x86_64.7.3", "cell arm64.7.3"]
     assert doc["cell arm64.6.12"]["variables"] == {
         "KLAB_CELL": "arm64.6.12",
         "KLAB_KERNEL": "6.12",
@@ -79,37 +81,41 @@ def test_gitlab_child_extends_the_templates_and_merges_every_cell() -> None:
     assert [n["job"] for n in doc["merge"]["needs"]] == cells
 
 
-def _results_file(path: Path, *cells: results.Cell) -> Path:
+def _results_file(path: Path, *cells: results.CellResult) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    results.write_json(path, list(cells), {})
+    resultsjson.write(path, list(cells), resultsjson.RunMeta())
     return path
 
 
 def test_merge_joins_cells_and_reports_missing_ones_as_lab_errors(tmp_path: Path) -> None:
-    ok = results.Cell("x86_64.6.12.default", "x86_64", tests=[results.TestResult("seccomp", "a", results.Status.PASS)])
-    bad = results.Cell("arm64.6.12.default", "arm64", tests=[results.TestResult("seccomp", "a", results.Status.FAIL)])
+    ok = results.CellResult(
+        "x86_64.6.12.default", "x86_64", tests=[results.TestResult("seccomp", "a", results.Status.PASS)]
+    )
+    bad = results.CellResult(
+        "arm64.6.12.default", "arm64", tests=[results.TestResult("seccomp", "a", results.Status.FAIL)]
+    )
     files = [_results_file(tmp_path / "a" / "results.json", ok), _results_file(tmp_path / "b" / "results.json", bad)]
-    cells = export.merge_results(
+    cells = ci_cmds.merge_results(
         files, tmp_path / "merged", [("x86_64.6.12.default", "x86_64"), ("x86_64.6.12.nobpf", "x86_64")]
     )
     assert [c.id for c in cells] == ["x86_64.6.12.default", "arm64.6.12.default", "x86_64.6.12.nobpf"]
-    assert cells[2].verdict() is results.Verdict.LAB_ERROR
+    assert cells[2].verdict() is results.CellVerdict.LAB_ERROR
     assert results.exit_status(cells) == 1
     for name in ("results.json", "junit.xml", "summary.md", "summary.txt"):
         assert (tmp_path / "merged" / name).is_file()
-    assert len(results.load_json(tmp_path / "merged" / "results.json")) == 3
+    assert len(resultsjson.load_cells(tmp_path / "merged" / "results.json")) == 3
 
 
 def test_merge_of_nothing_with_a_matrix_is_all_lab_errors(tmp_path: Path) -> None:
     status = _klab(["ci", "merge", "--matrix", str(REPO_ROOT / "lab.yaml"), "--out", str(tmp_path)])
     assert status == 128
-    assert {c.error for c in results.load_json(tmp_path / "results.json")} == {
+    assert {c.error for c in resultsjson.load_cells(tmp_path / "results.json")} == {
         "no results.json came back from its CI job"
     }
 
 
 def test_ci_run_rejects_an_unknown_kernel() -> None:
-    with pytest.raises(UserError, match="no kernel named '5.4'; choose one of: 6.12"):
+    with pytest.raises(UserError, match="no kernel named '5.4'; choose one of: 6.12, 7.3"):
         _klab(["ci", "run", "--kernel", "5.4", "--arch", "x86_64", "--results", "/nonexistent"])
 
 
@@ -124,7 +130,9 @@ def test_job_deploys_kernel_rootfs_and_payload_with_lavas_overlay() -> None:
     assert deploy["to"] == "tmpfs"
     images = deploy["images"]
     assert list(images) == ["kernel", "rootfs", "payload"]  # PCI order: the rootfs is /dev/vda
-    assert "console=ttyS0 root=/dev/vda" in images["kernel"]["image_arg"] and "lsm=bpf" in images["kernel"]["image_arg"]
+    append = images["kernel"]["image_arg"].split('"')[1].split()
+    assert append[0] == "console=ttyS0" and "root=/dev/vda" in append and append[-1] == "lsm=bpf"
+    assert "panic=-1" in append and "init=/sbin/klab-lava-init" in append
     assert f"init={lava.INIT_IN_IMAGE}" in images["kernel"]["image_arg"]
     assert images["payload"]["format"] == "tar" and images["payload"]["overlays"] == {"lava": True}
     assert f"serial={lava.PAYLOAD_SERIAL}" in images["payload"]["image_arg"]
@@ -139,7 +147,7 @@ def test_job_deploys_kernel_rootfs_and_payload_with_lavas_overlay() -> None:
 
 def test_guest_steps_quote_what_the_shell_would_split() -> None:
     steps = lava.guest_steps(_request(patterns=("a b", "it's")))
-    assert "-k 'a b' -k 'it'\\''s'" in steps[0]
+    assert shlex.split(steps[0].removesuffix(" || true"))[-4:] == ["-k", "a b", "-k", "it's"]
 
 
 def test_device_dict_offers_only_this_arch_and_its_qemu() -> None:
@@ -170,8 +178,8 @@ def test_payload_holds_the_suites_and_the_reporter_root_owned(tmp_path: Path) ->
 
 
 def test_recorded_lava_run_gives_per_test_statuses_and_reasons() -> None:
-    run = lava.read_lava_results(DATA / "lava-run-canary.log")
-    cell = lava.to_cell(run, "x86_64.6.12.lava", "x86_64", [])
+    run = lavaresults.read_lava_results(DATA / "lava-run-canary.log")
+    cell = lavaresults.to_cell(run, "x86_64.6.12.lava", "x86_64", [])
     got = {t.full_name: (t.status, t.duration) for t in cell.tests}
     assert got == {
         "seccomp.reject_empty": (results.Status.PASS, 0.04),
@@ -181,13 +189,13 @@ def test_recorded_lava_run_gives_per_test_statuses_and_reasons() -> None:
     canary = cell.tests[2]
     assert canary.reason.startswith("bpf is not in the active LSM list")  # from the guest's KTAP on the console
     assert cell.kernel_release == "6.12.117" and cell.accel == "tcg" and not cell.error and not cell.kernel_events
-    assert cell.verdict() is results.Verdict.FAIL
+    assert cell.verdict() is results.CellVerdict.FAIL
 
 
 def test_planned_tests_that_never_reported_are_missing() -> None:
-    run = lava.read_lava_results(DATA / "lava-run-canary.log")
+    run = lavaresults.read_lava_results(DATA / "lava-run-canary.log")
     planned = [("seccomp", "reject_empty"), ("seccomp", "never_ran")]
-    cell = lava.to_cell(run, "c", "x86_64", planned)
+    cell = lavaresults.to_cell(run, "c", "x86_64", planned)
     missing = [t for t in cell.tests if t.status is results.Status.MISS]
     assert [(t.name, t.reason) for t in missing] == [("never_ran", "never reported")]
 
@@ -200,9 +208,9 @@ def test_a_failed_lava_job_is_a_lab_error(tmp_path: Path) -> None:
         '{"dt": "2026-11-26T01:36:38.27", "lvl": "results", "msg": {"case": "job", "definition": "lava", '
         '"error_msg": "auto-login-action timed out after 300 seconds", "error_type": "Job", "result": "fail"}}\n'
     )
-    cell = lava.to_cell(lava.read_lava_results(tmp_path), "c", "x86_64", [("seccomp", "reject_empty")])
+    cell = lavaresults.to_cell(lavaresults.read_lava_results(tmp_path), "c", "x86_64", [("seccomp", "reject_empty")])
     assert cell.error == "LAVA job failed (Job error): auto-login-action timed out after 300 seconds"
-    assert cell.verdict() is results.Verdict.LAB_ERROR
+    assert cell.verdict() is results.CellVerdict.LAB_ERROR
     assert [t.status for t in cell.tests] == [results.Status.MISS]
 
 
@@ -224,7 +232,7 @@ def test_a_server_results_export_is_read_too(tmp_path: Path) -> None:
             ]
         )
     )
-    cell = lava.to_cell(lava.read_lava_results(export_file), "c", "x86_64", [])
+    cell = lavaresults.to_cell(lavaresults.read_lava_results(export_file), "c", "x86_64", [])
     assert [(t.name, t.status) for t in cell.tests] == [
         ("abi_version", results.Status.PASS),
         ("scoped_signal", results.Status.SKIP),
@@ -236,10 +244,10 @@ def test_a_server_results_export_is_read_too(tmp_path: Path) -> None:
 def test_lava_results_command_uses_the_jobs_metadata(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / lava.LOG_NAME).write_text((DATA / "lava-run-canary.log").read_text())
+    (run_dir / lavaresults.LOG_NAME).write_text((DATA / "lava-run-canary.log").read_text())
     (run_dir / "job.yaml").write_text((DATA / "job-canary.yaml").read_text())
     assert _klab(["lava", "results", "--lava-results", str(run_dir), "--out", str(tmp_path / "out")]) == 1
-    (cell,) = results.load_json(tmp_path / "out" / "results.json")
+    (cell,) = resultsjson.load_cells(tmp_path / "out" / "results.json")
     assert cell.id == "x86_64.6.12.lava" and cell.arch == "x86_64"
     assert len(cell.tests) == 3  # the job's -k patterns planned exactly these three
     assert (tmp_path / "out" / "junit.xml").is_file() and (tmp_path / "out" / "console-x86_64.6.12.lava.log").is_file()
@@ -248,6 +256,6 @@ def test_lava_results_command_uses_the_jobs_metadata(tmp_path: Path) -> None:
 def test_unreadable_lava_results_are_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "x.log").write_text("not a log\n")
     with pytest.raises(UserError, match="no LAVA log records"):
-        lava.read_lava_results(tmp_path / "x.log")
+        lavaresults.read_lava_results(tmp_path / "x.log")
     with pytest.raises(UserError, match="cannot read LAVA results"):
-        lava.read_lava_results(tmp_path / "missing.log")
+        lavaresults.read_lava_results(tmp_path / "missing.log")

@@ -1,0 +1,171 @@
+"""One `git bisect run` step: build the checked-out commit, boot it, run the selected tests, judge.
+
+`python -m lab.bisect --state FILE` comes here. This is where kernel-lab's
+errors become `git bisect run` answers (STYLE.md): 0 good, 1 bad, 125
+untestable, 129 abort. A lab fault aborts the bisect (git stops on >127), so
+it never marks a commit bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import arches, ktap, pipeline, results, resultsjson, testrun
+from lab.bisect.git import commit_info, interrupts_raise, save_log
+from lab.bisect.record import AttemptRecord, Settings, StepRecord, append_record, load_settings, step_records
+from lab.bisect.verdict import Attempt, CommitOutcome, StepVerdict, classify, combine, run_attempts
+from lab.errors import BuildError, ConfigMismatch, LabBaseError
+
+
+@dataclass
+class _Made:
+    """What a step made so far, for its record: filled in as the build and the test runs go."""
+
+    durations: dict[str, float] = field(default_factory=dict)
+    build_dir: str = ""
+    build_log: str = ""
+    results: str = ""
+    consoles: list[str] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+def evaluate(settings: Settings, work: Path, phase: str) -> StepRecord:
+    """Build and test the commit checked out in the tree; append and return its step record."""
+    repo = Path(settings.src)
+    info = commit_info(repo, "HEAD")
+    number = len(step_records(work)) + 1
+    step_dir = work / "steps" / f"{number:02d}-{phase}-{info.commit[:12]}"
+    step_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    made = _Made()
+    start = time.monotonic()
+    try:
+        outcome = _build_and_test(settings, step_dir, info.commit, made)
+    except LabBaseError as exc:
+        outcome = CommitOutcome(StepVerdict.ABORT, f"lab error: {exc}")
+    made.durations["total"] = round(time.monotonic() - start, 1)
+    record = StepRecord(
+        phase=phase,
+        verdict=outcome.verdict.value,
+        exit=outcome.verdict.exit_code,
+        reason=outcome.reason,
+        step=number,
+        commit=info.commit,
+        subject=info.subject,
+        author=info.author,
+        dir=str(step_dir),
+        started=started,
+        durations=made.durations,
+        flaky=outcome.flaky,
+        build_dir=made.build_dir,
+        build_log=made.build_log,
+        results=made.results,
+        consoles=tuple(made.consoles),
+        attempts=tuple(AttemptRecord(a.verdict.value, a.reason) for a in made.attempts),
+    )
+    append_record(work, record)
+    d = made.durations
+    print(
+        f"klab bisect: step {number} ({phase}) {info.commit[:12]} {info.subject[:60]!r}: "
+        f"{outcome.verdict.value.upper()} ({outcome.reason}); build {d.get('build', 0):.0f}s, "
+        f"test {d.get('test', 0):.0f}s, total {d['total']:.0f}s",
+        flush=True,
+    )
+    return record
+
+
+def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made) -> CommitOutcome:
+    arch = arches.get(settings.arch)
+    t0 = time.monotonic()
+    try:
+        build_dir = Path(settings.build_dir) if settings.build_dir else None
+        doc = pipeline.build_kernel(Path(settings.src), arch, settings.fragments, build_dir=build_dir)
+    except (BuildError, ConfigMismatch) as exc:
+        made.durations["build"] = round(time.monotonic() - t0, 1)
+        made.build_log = _keep_build_log(getattr(exc, "log", None), step_dir)
+        return CommitOutcome(StepVerdict.SKIP, f"untestable: {build_failure(exc)}")
+    made.durations["build"] = round(time.monotonic() - t0, 1)
+    made.build_dir = str(doc.build_dir)
+    made.build_log = _keep_build_log(Path(doc.artifacts.log), step_dir)
+    rootfs, image_hash = pipeline.rootfs_for(arch, settings.rootfs)
+    cells: list[results.CellResult] = []
+
+    def attempt(i: int) -> Attempt:
+        spec = testrun.CellSpec(
+            id=f"{arch.name}.bisect.{commit[:12]}.run{i + 1}",
+            arch=arch,
+            kernel=doc.image,
+            rootfs=rootfs,
+            image_hash=image_hash,
+            suites=settings.suites,
+            patterns=settings.tests,
+            accel=settings.accel,
+            build=doc,
+        )
+        cell = testrun.run_cell(spec, step_dir)
+        cells.append(cell)
+        return classify(cell, settings.tests, settings.boot_failure, _tests_start(cell))
+
+    t1 = time.monotonic()
+    made.attempts = run_attempts(attempt, settings.retries)
+    made.durations["test"] = round(time.monotonic() - t1, 1)
+    meta = resultsjson.RunMeta(commit=commit, tests=settings.tests)
+    resultsjson.write(step_dir / "results.json", cells, meta)
+    made.results = str(step_dir / "results.json")
+    made.consoles = [c.console_log for c in cells]
+    return combine(made.attempts)
+
+
+def build_failure(exc: BuildError | ConfigMismatch) -> str:
+    """One line: the compiler's first error when there is one, not the whole make command."""
+    if isinstance(exc, ConfigMismatch):
+        return f"config: {str(exc).splitlines()[0]}"
+    text = exc.log.read_text(errors="replace") if exc.log and exc.log.is_file() else exc.tail
+    error = next((line.strip() for line in text.splitlines() if " error: " in line), "")
+    return f"build failed: {error}" if error else f"build failed: {str(exc).splitlines()[0]}"
+
+
+def _keep_build_log(log: Path | None, step_dir: Path) -> str:
+    """Copy the build log into the step dir: the next step's build rewrites the build dir's own."""
+    if log is None or not log.is_file():
+        return ""
+    shutil.copyfile(log, step_dir / "build.log")
+    return str(step_dir / "build.log")
+
+
+def _tests_start(cell: results.CellResult) -> int | None:
+    """Console offset where the first suite began, or None when no suite ever started."""
+    try:
+        text = Path(cell.console_log).read_text(errors="replace") if cell.console_log else ""
+    except OSError:
+        return None
+    spans = ktap.suite_spans(text)
+    return min(s.start for s in spans) if spans else None
+
+
+def step_main(argv: Sequence[str] | None = None) -> int:
+    """What `git bisect run` calls: judge HEAD, answer 0/1/125, or 129 to abort. Never raises."""
+    parser = argparse.ArgumentParser(prog="python -m lab.bisect", description="one `git bisect run` step")
+    parser.add_argument("--state", type=Path, required=True)
+    args = parser.parse_args(argv)
+    work = args.state.parent
+    try:
+        with interrupts_raise():
+            settings = load_settings(args.state)
+            save_log(Path(settings.src), work)
+            return evaluate(settings, work, "bisect").exit
+    except KeyboardInterrupt:
+        print("klab bisect: step interrupted: aborting the bisect", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a bug must abort the bisect, never read as "bad"
+        traceback.print_exc()
+        abort = StepVerdict.ABORT
+        bug = StepRecord(phase="bisect", verdict=abort.value, exit=abort.exit_code, reason=f"bug: {exc!r}")
+        append_record(work, bug)
+    return StepVerdict.ABORT.exit_code

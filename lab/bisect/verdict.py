@@ -1,0 +1,105 @@
+"""How one test run of one commit becomes a `git bisect run` answer: pure functions, tested from tables."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from lab import results
+
+BOOT_FAILURE_CHOICES = ("skip", "bad")
+
+
+class StepVerdict(enum.Enum):
+    """A step's answer, and the exit status `git bisect run` reads for it."""
+
+    GOOD = "good"
+    BAD = "bad"
+    SKIP = "skip"  # this commit cannot be tested: it does not build, its config cannot land, it does not boot
+    ABORT = "abort"  # the lab failed: stop the bisect rather than guess
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+# git: 0 good, 1-127 bad except 125, 125 skip, >127 aborts `git bisect run`. 129 rather than
+# errors.EXIT_LAB (128) because git itself dies with 128, and a log should tell the two apart.
+_EXIT_CODES = {StepVerdict.GOOD: 0, StepVerdict.BAD: 1, StepVerdict.SKIP: 125, StepVerdict.ABORT: 129}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One boot of one commit, judged on the selected tests only."""
+
+    verdict: StepVerdict
+    reason: str
+    boot_failure: bool = False  # the kernel died before any selected test started
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    """A commit's verdict over all its attempts (--retries)."""
+
+    verdict: StepVerdict
+    reason: str
+    flaky: bool = False  # it failed at least once and passed at least once
+
+
+def classify(cell: results.CellResult, patterns: Sequence[str], boot_failure: str, tests_start: int | None) -> Attempt:
+    """Judge a cell by the selected tests; `tests_start` is the console offset where the first suite began."""
+    selected = [t for t in cell.tests if any(p in t.full_name for p in patterns)]
+    fatal = next((e for e in cell.kernel_events if e.fatal), None)
+    if fatal is not None and (tests_start is None or fatal.offset < tests_start):
+        verdict = StepVerdict.BAD if boot_failure == "bad" else StepVerdict.SKIP
+        return Attempt(verdict, f"boot failure before the test started: kernel {fatal.kind}", boot_failure=True)
+    failed = [t for t in selected if t.status in (results.Status.FAIL, results.Status.ERROR)]
+    if failed:
+        first = failed[0]
+        return Attempt(StepVerdict.BAD, f"{first.full_name} {first.status.value}: {first.reason}".rstrip(": "))
+    missing = [t for t in selected if t.status is results.Status.MISS]
+    if missing and fatal is not None:
+        return Attempt(StepVerdict.BAD, f"{missing[0].full_name}: kernel {fatal.kind} during the test")
+    if cell.error:
+        return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}")
+    if missing or not selected:
+        return Attempt(StepVerdict.ABORT, f"the selected test(s) never reported and the kernel said nothing: {cell.id}")
+    skipped = [t for t in selected if t.status is results.Status.SKIP]
+    if skipped:
+        return Attempt(StepVerdict.SKIP, f"{skipped[0].full_name} skipped: {skipped[0].reason}")
+    return Attempt(StepVerdict.GOOD, f"{len(selected)} selected test(s) passed")
+
+
+def should_retry(attempt: Attempt) -> bool:
+    """A failure or a boot failure may be flaky; a pass, a test's own skip or a lab fault is final."""
+    return attempt.verdict is StepVerdict.BAD or attempt.boot_failure
+
+
+def combine(attempts: Sequence[Attempt]) -> CommitOutcome:
+    """Bad only when every attempt failed; any pass makes the commit good (flaky if it also failed)."""
+    if not attempts:
+        raise ValueError("no attempts to combine")
+    abort = next((a for a in attempts if a.verdict is StepVerdict.ABORT), None)
+    if abort is not None:
+        return CommitOutcome(StepVerdict.ABORT, abort.reason)
+    passes = sum(a.verdict is StepVerdict.GOOD for a in attempts)
+    fails = [a for a in attempts if a.verdict is StepVerdict.BAD]
+    if passes:
+        if fails:
+            reason = f"flaky: passed {passes} of {len(attempts)} runs ({fails[0].reason})"
+            return CommitOutcome(StepVerdict.GOOD, reason, True)
+        return CommitOutcome(StepVerdict.GOOD, attempts[-1].reason)
+    if len(fails) == len(attempts):
+        runs = f" (all {len(attempts)} runs)" if len(attempts) > 1 else ""
+        return CommitOutcome(StepVerdict.BAD, fails[0].reason + runs)
+    skip = next(a for a in attempts if a.verdict is StepVerdict.SKIP)
+    return CommitOutcome(StepVerdict.SKIP, skip.reason, flaky=bool(fails))
+
+
+def run_attempts(attempt: Callable[[int], Attempt], retries: int) -> list[Attempt]:
+    """Run attempt(0), then retry a failing one up to `retries` more times (a pass stops early)."""
+    done = [attempt(0)]
+    while should_retry(done[-1]) and len(done) <= retries:
+        done.append(attempt(len(done)))
+    return done

@@ -1,0 +1,138 @@
+"""Arguments shared by several commands, spelled the same everywhere, and checked before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lab import arches, build, buildrecord, images, kconfig, pipeline, qemu, recipes, runner, source, suites
+from lab.buildrecord import BuildManifest
+from lab.errors import UserError
+
+ACCELS = ("auto", "kvm", "tcg")
+
+
+def add_arch(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--arch", required=required, help=f"the guest's arch: {' or '.join(sorted(arches.ARCHES))}")
+
+
+def split_words(values: list[str] | None) -> list[str]:
+    """`--arches x86_64 arm64`, `--arches x86_64,arm64` and `--arches "x86_64 arm64"` all mean the same."""
+    return [word for value in values or [] for word in value.replace(",", " ").split()]
+
+
+def add_arches(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--arches", action="extend", nargs="+", metavar="ARCH", help="only these arches of the matrix (default: all)"
+    )
+
+
+def add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--src",
+        default=f"debian:{source.DEFAULT_VERSION}",
+        help="kernel tree: a directory, or debian:X.Y for Debian's linux-source-X.Y (default: %(default)s)",
+    )
+
+
+def add_fragments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--fragment",
+        dest="fragments",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="FRAG",
+        help=f"kconfig fragment (a name from kconfigs/ or a .config path) added to the defaults "
+        f"({' '.join(kconfig.DEFAULT_FRAGMENTS)}); repeatable",
+    )
+    p.add_argument(
+        "--bare",
+        action="store_true",
+        help="start from no fragment at all: only the -f ones, plus arch/<arch> (which needs what base.config sets)",
+    )
+
+
+def fragment_names(args: argparse.Namespace) -> list[str]:
+    """The fragments a build uses: the defaults plus -f, or only -f with --bare; each once, in order."""
+    names = list(args.fragments) if args.bare else [*kconfig.DEFAULT_FRAGMENTS, *args.fragments]
+    if args.bare and not names:
+        raise UserError("--bare needs at least one -f FRAG (the arch fragment alone cannot boot)")
+    return list(dict.fromkeys(names))
+
+
+def build_request(args: argparse.Namespace) -> build.BuildRequest:
+    """Validate every build input before anything runs (the tree is fetched when it is debian:X.Y)."""
+    arch = arches.get(args.arch)
+    fragments = kconfig.load_fragments(fragment_names(args), f"arch/{arch.name}")
+    kconfig.merged_request(fragments)
+    src = source.resolve(pipeline.source_path(args.src))
+    extra = {"jobs": args.jobs} if getattr(args, "jobs", None) else {}
+    return build.BuildRequest(src, arch, tuple(fragments), llvm=args.llvm, build_dir=args.build_dir, **extra)
+
+
+def add_kernel_choice(p: argparse.ArgumentParser, required: bool = True) -> None:
+    which = p.add_mutually_exclusive_group(required=required)
+    which.add_argument("--build", type=Path, help="a klab build dir (reads its build.json)")
+    which.add_argument("--kernel", type=Path, help="any kernel image (bzImage / Image)")
+
+
+def kernel_of(args: argparse.Namespace, arch: arches.Arch) -> tuple[Path, BuildManifest | None]:
+    """The kernel image from --kernel, or from the build dir's manifest (checked against --arch)."""
+    if args.kernel:
+        qemu.check_kernel_image(arch, Path(args.kernel))
+        return Path(args.kernel), None
+    doc = buildrecord.load(Path(args.build), arch)
+    qemu.check_kernel_image(arch, doc.image)
+    return doc.image, doc
+
+
+def add_guest(p: argparse.ArgumentParser) -> None:
+    """How the guest boots: rootfs, command line, size, accelerator."""
+    p.add_argument(
+        "--rootfs",
+        default="auto",
+        help="host (this machine's / over 9p, same arch only), image (the lab's Debian image), "
+        "or the path of an ext4 image (default: host when the arch is native, else image)",
+    )
+    p.add_argument("--append", default="", help="extra kernel command line")
+    p.add_argument("--mem", type=int, default=0, help="guest memory in MiB (default: the arch's)")
+    p.add_argument("--cpus", type=int, default=0, help="guest CPUs (default: the arch's)")
+    p.add_argument("--accel", default="auto", choices=ACCELS, help="auto: KVM only where a probe guest really boots")
+
+
+def rootfs_path(choice: str, arch: arches.Arch) -> str:
+    """host, or the path of the image to boot (the lab's own is built on first use)."""
+    if choice == "auto":
+        choice = qemu.HOST_ROOTFS if arches.is_native(arch) else "image"
+    if choice == "image":
+        return images.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
+    return choice
+
+
+def boot_plan(args: argparse.Namespace, **extra: object) -> qemu.BootPlan:
+    arch = arches.get(args.arch)
+    kernel, _ = kernel_of(args, arch)
+    return runner.make_plan(
+        arch,
+        kernel,
+        rootfs=rootfs_path(args.rootfs, arch),
+        accel_request=args.accel,
+        append=args.append,
+        memory_mb=args.mem,
+        cpus=args.cpus,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """Which tests: suites and -k patterns, as in suites/run.py."""
+    p.add_argument("--suite", action="append", default=[], help="suite to run (repeatable; default: all)")
+    p.add_argument("-k", dest="patterns", action="append", default=[], help="only tests whose SUITE.TEST contains this")
+
+
+def check_suites(names: list[str]) -> tuple[str, ...]:
+    for name in names:
+        suites.check(name)
+    return tuple(names)

@@ -1,0 +1,74 @@
+"""Commands that boot a guest for a person: `klab run` (one command) and `klab shell`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from lab import qemu, runner, session
+from lab.cli import args as common
+from lab.errors import UserError
+from lab.proc import Deadline
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise UserError("no command given: klab run ... -- CMD [ARGS...]")
+    plan = common.boot_plan(args)
+    print(f"$ {shlex.join(qemu.qemu_argv(plan))}", file=sys.stderr)
+    print(f"klab: accel {plan.accel.accel} ({plan.accel.why})", file=sys.stderr)
+    deadline = Deadline.after(plan.scaled(args.timeout))
+    result = runner.run_command(plan, shlex.join(command), deadline, stream=sys.stdout)
+    print(
+        f"klab: exit {result.exit_status}, boot {result.boot_seconds:.1f}s, total {result.total_seconds:.1f}s, "
+        f"console {result.console_log}",
+        file=sys.stderr,
+    )
+    for event in result.events:
+        print(f"klab: kernel {event.kind}: {event.title}", file=sys.stderr)
+    return result.exit_status
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    if args.ssh:
+        plan = common.boot_plan(args, ssh_port=qemu.free_port())
+        with session.SSHSession(plan) as sess:
+            print(f"klab: guest up in {sess.boot_seconds:.1f}s; ssh session (exit to power off)", file=sys.stderr)
+            return session.interactive_ssh(sess)
+    plan = common.boot_plan(args)
+    qemu.prepare_control(plan, "shell")
+    with qemu.Machine(plan) as vm:
+        assert vm.child is not None
+        vm.child.logfile_read = None
+        vm.child.interact(escape_character=None)
+    return 0
+
+
+def _add_boot_args(p: argparse.ArgumentParser) -> None:
+    common.add_arch(p)
+    common.add_kernel_choice(p)
+    common.add_guest(p)
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="boot a kernel, run CMD in the guest, exit with its status",
+        epilog="example: klab run --arch x86_64 --build ~/.cache/kernel-lab/build/x86_64-linux-7.3-KEY -- uname -r",
+    )
+    _add_boot_args(run)
+    run.add_argument("--timeout", type=float, default=600, help="seconds for the command (stretched under TCG)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    run.set_defaults(func=cmd_run)
+
+    sh = sub.add_parser(
+        "shell",
+        help="boot a kernel and give an interactive shell (console, or --ssh)",
+        epilog="example: klab shell --arch arm64 --kernel arch/arm64/boot/Image",
+    )
+    _add_boot_args(sh)
+    sh.add_argument("--ssh", action="store_true", help="use SSH (paramiko) instead of the serial console")
+    sh.set_defaults(func=cmd_shell)
