@@ -10,6 +10,7 @@ its data, so the calls are told apart by syscall number. The test process is the
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
@@ -26,6 +27,7 @@ test = suite.test
 
 ACTIONS_LOGGED = "/proc/sys/kernel/seccomp/actions_logged"
 AUDIT_CONFIG_CHANGE = 1305
+PR_SET_NAME = 15
 
 
 def _actions_logged() -> str:
@@ -45,11 +47,21 @@ def _write_actions_logged(names: str) -> int:
 Verdict = tuple[str, str, str]  # (syscall, sig, code) fields of an AUDIT_SECCOMP record
 
 
+def _tag_comm() -> None:
+    """Child side: a comm no other process has, so held records of an earlier holder of the pid never match."""
+    name = ctypes.create_string_buffer(_comm(os.getpid()).encode())
+    expect_eq(_klab.libc.prctl(PR_SET_NAME, ctypes.addressof(name), 0, 0, 0), 0, "prctl(PR_SET_NAME)")
+
+
+def _comm(pid: int) -> str:
+    return f"klabsc{pid:x}"[:15]
+
+
 def _verdicts(log: _audit.AuditLog, pid: int, last_syscall: int) -> list[Verdict]:
     """pid's AUDIT_SECCOMP records as (syscall, sig, code), collected until the one for last_syscall."""
 
     def mine(record: _audit.Record) -> bool:
-        return record.fields.get("pid") == str(pid)
+        return record.fields.get("pid") == str(pid) and record.fields.get("comm") == _comm(pid)
 
     got = log.wait_for(lambda r: mine(r) and r.fields.get("syscall") == str(last_syscall), {_audit.AUDIT_SECCOMP})
     records = [r for r in got + log.records({_audit.AUDIT_SECCOMP}) if mine(r)]
@@ -61,6 +73,7 @@ def _verdicts(log: _audit.AuditLog, pid: int, last_syscall: int) -> list[Verdict
 def _logging_child(wfd: int) -> int:
     """Filters, oldest first: A (FLAG_LOG) ERRNO for getppid(MAGIC) and getppid(MAGIC+1); B ERRNO for
     getpid(MAGIC) and getppid(MAGIC+1); C LOG for gettid(MAGIC) and uname(MAGIC). Reports the results."""
+    _tag_comm()
     _klab.set_no_new_privs()
     a = sc.rules(("getppid", sc.RET_ERRNO | errno.E2BIG, MAGIC), ("getppid", sc.RET_ERRNO | errno.E2BIG, MAGIC + 1))
     b = sc.rules(("getpid", sc.RET_ERRNO | errno.EXDEV, MAGIC), ("getppid", sc.RET_ERRNO | errno.EXDEV, MAGIC + 1))
@@ -85,6 +98,7 @@ def _run_logging_child() -> int:
 
 
 def _killed_child(wfd: int) -> int:
+    _tag_comm()
     sc.no_core()
     _klab.set_no_new_privs()
     sc.must_install(sc.rules(("getppid", sc.RET_KILL_PROCESS, MAGIC)))
