@@ -59,3 +59,4 @@ class KernelFailure(LabBaseError):
         self.kind = kind
         self.excerpt = excerpt
         self.console_log: Path | None = None
+        self.memory_dump: Path | None = None  # the guest's memory (ELF), when the run asked for it

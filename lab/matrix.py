@@ -33,8 +33,6 @@ class Boot:
     name: str
     append: str = ""
     suites: tuple[str, ...] = ()  # empty: the matrix's suites
-    # Tests that must FAIL in this boot (canaries): a failure passes, a pass fails.
-    expect_fail: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,7 @@ class Matrix:
     boots: tuple[Boot, ...] = (Boot("default"),)
     rootfs: str = "auto"
     source_file: str = field(default="", compare=False)
+    known_failures: str = ""  # path of the known-failures file (lab.knownfail), relative paths resolved
 
     def cells(self) -> list[MatrixCell]:
         out = []
@@ -136,9 +135,8 @@ def load(path: Path) -> Matrix:
     if root is None:
         raise UserError(f"{path}: empty matrix file; it needs at least `kernels:`")
     r = _Reader(path)
-    top = r.mapping(
-        root, "the matrix", {"kernels": True, "arches": False, "suites": False, "boots": False, "rootfs": False}
-    )
+    keys = {"kernels": True, "arches": False, "suites": False, "boots": False, "rootfs": False, "known_failures": False}
+    top = r.mapping(root, "the matrix", keys)
     kernels = []
     for i, node in enumerate(r.items(top["kernels"], "kernels", '[{name: "6.12", source: "debian:6.12"}]')):
         k = r.mapping(node, f"kernels[{i}]", {"name": True, "source": True, "fragments": False})
@@ -150,23 +148,30 @@ def load(path: Path) -> Matrix:
     suite_names = r.words(top["suites"], "suites", "[landlock, seccomp]", _suite) if "suites" in top else []
     boots = []
     for i, node in enumerate(r.items(top["boots"], "boots", "[{name: default}]") if "boots" in top else []):
-        b = r.mapping(node, f"boots[{i}]", {"name": True, "append": False, "suites": False, "expect_fail": False})
+        if isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                if key_node.value == "expect_fail":
+                    raise r.fail(
+                        key_node, "expect_fail moved to known-failures.yaml: an entry with test, boots, reason"
+                    )
+        b = r.mapping(node, f"boots[{i}]", {"name": True, "append": False, "suites": False})
         boots.append(
             Boot(
                 r.text(b["name"], "a boot's name"),
                 r.text(b["append"], "append") if "append" in b else "",
                 tuple(r.words(b["suites"], "suites", "[bpf_lsm]", _suite) if "suites" in b else ()),
-                tuple(
-                    r.words(b["expect_fail"], "expect_fail", "[bpf_lsm.canary_counts_file_open]")
-                    if "expect_fail" in b
-                    else ()
-                ),
             )
         )
     names = [b.name for b in boots]
     if len(set(names)) != len(names):
         raise r.fail(top["boots"], f"boot names must be unique (they name cells): {names}")
     rootfs = r.text(top["rootfs"], "rootfs") if "rootfs" in top else "auto"
+    known = ""
+    if "known_failures" in top:
+        known_path = path.parent / r.text(top["known_failures"], "known_failures")
+        if not known_path.is_file():
+            raise r.fail(top["known_failures"], f"known_failures: {known_path} does not exist; fix the path")
+        known = str(known_path)
     return Matrix(
         tuple(kernels),
         tuple(arch_names),
@@ -174,4 +179,5 @@ def load(path: Path) -> Matrix:
         tuple(boots) or (Boot("default"),),
         rootfs,
         str(path),
+        known,
     )

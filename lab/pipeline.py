@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import IO
 
-from lab import arches, build, images, kconfig, matrix, source
+from lab import arches, build, images, kconfig, knownfail, matrix, source
 from lab.arches import Arch
 from lab.buildrecord import BuildManifest
+from lab.progress import Progress
 from lab.qemu import HOST_ROOTFS
 from lab.testrun import CellSpec
 
@@ -27,22 +28,35 @@ def source_path(spec: str) -> Path:
 
 
 def build_kernel(
-    src: Path, arch: Arch, fragments: tuple[str, ...], log: IO[str] = sys.stderr, build_dir: Path | None = None
+    src: Path,
+    arch: Arch,
+    fragments: tuple[str, ...],
+    log: IO[str] = sys.stderr,
+    build_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> BuildManifest:
     """Build (or find up to date) one kernel; returns its build.json."""
     loaded = tuple(kconfig.load_fragments(fragments, f"arch/{arch.name}"))
     req = build.BuildRequest(source.resolve(src), arch, loaded, build_dir=build_dir)
     kconfig.merged_request(req.fragments)
-    return run_build(req, log)
+    return run_build(req, log, progress)
 
 
-def run_build(req: build.BuildRequest, log: IO[str] = sys.stderr) -> BuildManifest:
-    """build.build with a progress line while it runs and one line at the end: up to date, or built in N s."""
+def run_build(req: build.BuildRequest, log: IO[str] = sys.stderr, progress: Progress | None = None) -> BuildManifest:
+    """build.build with live progress, and one line at the end: up to date, or built in N s."""
     start = time.monotonic()
-    result = build.build(req, progress=build.progress_printer(req.arch.name))
-    if not result.up_to_date and sys.stderr.isatty():
+    label = f"build {req.arch.name} {req.source.path.name}"
+    if progress is not None:
+        progress.phase(label, "building")
+        on_line = progress.make_steps(label)
+    else:
+        on_line = build.progress_printer(req.arch.name)
+    result = build.build(req, progress=on_line)
+    if progress is None and not result.up_to_date and sys.stderr.isatty():
         sys.stderr.write("\n")  # end the progress line
     state = "up to date" if result.up_to_date else f"built in {time.monotonic() - start:.0f}s"
+    if progress is not None:
+        progress.phase(label, "done", verdict=state)
     print(f"klab: {req.arch.name} {result.manifest.kernelrelease}: {state} ({req.directory()})", file=log)
     for option, why in result.manifest.not_applicable.items():
         print(f"klab: CONFIG_{option} not requested: {why}", file=log)
@@ -69,6 +83,9 @@ def matrix_specs(
     patterns: tuple[str, ...] = (),
     src_override: Path | None = None,
     accel: str = "auto",
+    known: tuple[knownfail.Entry, ...] = (),
+    repeat: int = 1,
+    progress: Progress | None = None,
 ) -> list[CellSpec]:
     """Build every kernel x arch the matrix needs and turn its cells into runnable specs."""
     wanted_arches = {arches.get(a).name for a in arch_names} if arch_names else set(mtx.arches)
@@ -81,7 +98,7 @@ def matrix_specs(
         key = (cell.kernel.name, arch.name)
         if key not in builds:
             src = src_override or source_path(cell.kernel.source)
-            builds[key] = build_kernel(src, arch, cell.kernel.fragments)
+            builds[key] = build_kernel(src, arch, cell.kernel.fragments, progress=progress)
         if arch.name not in rootfs:
             rootfs[arch.name] = rootfs_for(arch, cell.rootfs)
         chosen = tuple(s for s in cell.suites if not suites or s in suites)
@@ -97,9 +114,11 @@ def matrix_specs(
                 suites=chosen,
                 patterns=patterns,
                 append=cell.boot.append,
-                expect_fail=cell.boot.expect_fail,
                 accel=accel,
                 build=builds[key],
+                boot=cell.boot.name,
+                known=known,
+                repeat=repeat,
             )
         )
     return specs

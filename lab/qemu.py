@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import IO
 
 import pexpect
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from lab import console
 from lab.accel import Decision
@@ -50,6 +52,8 @@ class BootPlan:
     cpus: int = 0
     ssh_port: int | None = None
     agent: bool = False
+    gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:PORT (`--gdb`); the kernel then boots with nokaslr
+    qmp: bool = False  # a QMP socket, and a panic that halts instead of rebooting: the memory can be dumped
     klab_dir: Path = field(default=REPO_ROOT)
 
     @property
@@ -59,6 +63,10 @@ class BootPlan:
     @property
     def agent_socket(self) -> Path:
         return self.workdir / "agent.sock"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.workdir / "qmp.sock"
 
     @property
     def boot_timeout(self) -> float:
@@ -89,13 +97,20 @@ def check_kernel_image(arch: Arch, kernel: Path) -> None:
 IMAGE_ROOT = ("root=/dev/vda", "rootfstype=ext4", "rw")
 
 
-def crash_args(arch: Arch, loglevel: int = 5) -> list[str]:
-    """The console, and a crash that ends the run at once instead of hanging until the deadline."""
-    return [f"console={arch.console}", "panic=-1", "oops=panic", f"loglevel={loglevel}"]
+def crash_args(arch: Arch, loglevel: int = 5, keep_panicked: bool = False) -> list[str]:
+    """The console, and a crash that ends the run at once instead of hanging until the deadline.
+
+    With keep_panicked the kernel stays in its panic loop (panic=0) instead, so
+    the host can dump its memory before QEMU is stopped.
+    """
+    panic = "panic=0" if keep_panicked else "panic=-1"
+    return [f"console={arch.console}", panic, "oops=panic", f"loglevel={loglevel}"]
 
 
 def kernel_cmdline(plan: BootPlan) -> str:
-    args = crash_args(plan.arch)
+    args = crash_args(plan.arch, keep_panicked=plan.qmp)
+    if plan.gdb_port is not None:
+        args.append("nokaslr")  # symbols from vmlinux at their link addresses: what gdb reads
     if plan.rootfs == HOST_ROOTFS:
         args += [
             "root=root",
@@ -142,10 +157,22 @@ def qemu_argv(plan: BootPlan) -> list[str]:
     if plan.agent:
         argv += ["-chardev", f"socket,id=agent,path={plan.agent_socket},server=on,wait=off"]
         argv += ["-device", "virtio-serial-pci", "-device", "virtserialport,chardev=agent,name=klab"]
+    if plan.gdb_port is not None:
+        argv += ["-gdb", f"tcp:127.0.0.1:{plan.gdb_port}"]
+    if plan.qmp:
+        argv += ["-qmp", f"unix:{plan.qmp_socket},server=on,wait=off"]
     if plan.ssh_port is not None:
         argv += ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{plan.ssh_port}-:22"]
         argv += ["-device", "virtio-net-pci,netdev=net0"]
     return argv
+
+
+def gdb_command(vmlinux: Path, port: int) -> str:
+    """The command that attaches gdb to a guest started with --gdb; lx-symbols needs CONFIG_GDB_SCRIPTS."""
+    argv = ["gdb-multiarch", str(vmlinux), "-ex", f"target remote 127.0.0.1:{port}"]
+    if (vmlinux.parent / "vmlinux-gdb.py").exists():
+        argv += ["-ex", "lx-symbols"]
+    return shlex.join(argv)
 
 
 def free_port() -> int:
@@ -254,6 +281,20 @@ class Machine:
                 return KernelFailure(f"kernel {events[0].kind} {when}", events[0].kind, events[0].excerpt)
             return KernelFailure(f"guest stopped {when}", "died", console.tail(text))
         return KernelFailure(f"unexpected console state {when}", result.reason)
+
+    def dump_memory(self, dest: Path) -> Path | None:
+        """The guest's memory as an ELF core (QMP dump-guest-memory), for `crash` or gdb; None without QMP."""
+        if not self.plan.qmp or self.child is None or not self.child.isalive():
+            return None
+        monitor = QEMUMonitorProtocol(str(self.plan.qmp_socket))
+        try:
+            monitor.connect()
+            monitor.cmd("dump-guest-memory", paging=False, protocol=f"file:{dest}")
+        except (OSError, QMPError) as exc:
+            raise LabError(f"dumping the guest's memory failed: {exc}") from exc
+        finally:
+            monitor.close()
+        return dest
 
     def close(self) -> None:
         """Stop QEMU: it normally exited already; otherwise terminate, then kill."""

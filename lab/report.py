@@ -1,4 +1,4 @@
-"""Reports over `lab.results` cells: JUnit XML, KTAP, and text/Markdown summaries.
+"""Reports over `lab.results` cells for tools: JUnit XML and KTAP (people read lab.summary and lab.htmlreport).
 
 JUnit: one <testsuite> per (cell, suite), named like its classname
 "<cell id>.<suite>" (e.g. "x86_64.6.12.default.landlock") so the same suite
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
-from lab import ktap
+from lab import ktap, signature
 from lab.results import BAD, CellResult, CellVerdict, Status, TestResult
 
 _PROPERTIES = (
@@ -61,18 +61,26 @@ def _junit_suite(cell: CellResult, classname: str, tests: list[TestResult], *ext
 
 
 def _junit_case(classname: str, test: TestResult) -> TestCase:
+    """pytest's conventions: XFAIL is skipped ("xfail: reason"), XPASS a pass that says so in its output.
+
+    A failure's `type` is its signature (lab.signature): CI viewers group by it.
+    """
     case = TestCase(test.name, classname, test.duration)
-    if test.status is Status.PASS:
-        if test.log:
-            case.system_out = test.log
+    if test.status in (Status.PASS, Status.XPASS):
+        out = f"XPASS: {test.reason}\n{test.log}" if test.status is Status.XPASS else test.log
+        if out.strip():
+            case.system_out = out
         return case
     element: Error | Failure | Skipped
-    if test.status is Status.FAIL:
-        element = Failure(test.reason, "FAIL")
+    if test.status in (Status.FAIL, Status.FLAKY):
+        prefix = "FLAKY: " if test.status is Status.FLAKY else ""
+        element = Failure(prefix + test.reason, test.signature or test.status.value)
     elif test.status is Status.SKIP:
         element = Skipped(test.reason)
+    elif test.status is Status.XFAIL:
+        element = Skipped(f"xfail: {test.reason}", "xfail")
     else:
-        element = Error(test.reason, test.status.value)
+        element = Error(test.reason, test.signature or test.status.value)
     if test.log:
         element.text = test.log
     case.result = [element]
@@ -85,7 +93,7 @@ def _kernel_case(cell: CellResult) -> TestCase:
     fatal = [e for e in cell.kernel_events if e.fatal]
     element: Error | Failure
     if fatal:
-        element = Error(f"kernel {fatal[0].kind}: {fatal[0].title}", fatal[0].kind)
+        element = Error(f"kernel {fatal[0].kind}: {fatal[0].title}", signature.of_event(fatal[0]))
     elif cell.error:
         element = Error(f"lab error: {cell.error}", "lab")
     elif cell.kernel_events:
@@ -120,10 +128,14 @@ def _node_status(passed: bool) -> ktap.Status:
 
 
 def _ktap_leaf(test: TestResult, number: int) -> ktap.Test:
+    """TAP's TODO directive marks known failures: XFAIL is `not ok # TODO`, XPASS `ok # TODO`."""
     leaf = ktap.Test(test.name, ktap.Status.OK, number, log=test.log.splitlines())
     if test.status is Status.SKIP:
         leaf.status, leaf.directive, leaf.reason = ktap.Status.SKIP, "SKIP", test.reason
-    elif test.status in BAD:
+    elif test.status in (Status.XFAIL, Status.XPASS):
+        leaf.status = ktap.Status.NOT_OK if test.status is Status.XFAIL else ktap.Status.OK
+        leaf.directive, leaf.reason = "TODO", f"{test.status.value} {test.reason}"
+    elif test.status in BAD or test.status is Status.FLAKY:
         leaf.status = ktap.Status.NOT_OK
         leaf.log.append(f"{test.status.value}: {' '.join(test.reason.split())}")
     return leaf
@@ -134,84 +146,3 @@ def write_ktap(path: Path, cells: list[CellResult]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(ktap.emit(to_ktap(cells)))
     os.replace(tmp, path)
-
-
-# --- summaries ------------------------------------------------------------------------------------
-
-_LEGEND = "per suite: passed/failed/skipped/missing (failed counts errors too); kernel events: kind, ! when fatal"
-
-
-def _rows(cells: list[CellResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the cell x suite table, shared by the text and Markdown forms."""
-    suites = list(dict.fromkeys(s for cell in cells for s in cell.suites()))
-    header = ["cell", "kernel", "accel", "wall", *suites, "kernel events", "verdict"]
-    rows = []
-    for cell in cells:
-        counts = []
-        for suite in suites:
-            c = cell.counts(suite)
-            total = sum(c.values())
-            fails = c[Status.FAIL] + c[Status.ERROR]
-            counts.append(f"{c[Status.PASS]}/{fails}/{c[Status.SKIP]}/{c[Status.MISS]}" if total else "-")
-        wall = cell.durations.get("total")
-        rows.append(
-            [
-                cell.id,
-                cell.kernel_release or "?",
-                cell.accel or "?",
-                f"{wall:.1f}s" if wall else "-",
-                *counts,
-                _event_kinds(cell),
-                cell.verdict().value,
-            ]
-        )
-    return header, rows
-
-
-def _event_kinds(cell: CellResult) -> str:
-    kinds = [e.kind + ("!" if e.fatal else "") for e in cell.kernel_events]
-    return ",".join(dict.fromkeys(kinds)) or "-"
-
-
-def _problems(cells: list[CellResult], per_cell: int = 20) -> list[str]:
-    """What a reader must look at: bad tests, kernel events, lab errors; capped per cell (results.json has all)."""
-    out = []
-    for cell in cells:
-        # A lab error explains its cell's MISS tests: one line says it.
-        bad = [t for t in cell.tests if t.status in BAD and not (cell.error and t.status is Status.MISS)]
-        lines = [f"{t.status.value} {cell.id} {t.full_name}: {t.reason}" for t in bad]
-        lines += [f"KERNEL {cell.id} {e.kind}{' (fatal)' if e.fatal else ''}: {e.title}" for e in cell.kernel_events]
-        lines += [f"LAB {cell.id}: {cell.error}"] if cell.error else []
-        if len(lines) > per_cell:
-            lines[per_cell - 1 :] = [f"... {cell.id}: {len(lines) - per_cell + 1} more in results.json"]
-        out += lines
-    return out
-
-
-def summary_table(cells: list[CellResult]) -> str:
-    """A plain-text table (cell x suite) plus the problems, for terminals and CI logs alike."""
-    header, rows = _rows(cells)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += ["", _LEGEND, *_problems(cells)]
-    return "\n".join(lines) + "\n"
-
-
-def summary_markdown(cells: list[CellResult]) -> str:
-    """The same table in Markdown, for a CI job summary."""
-    header, rows = _rows(cells)
-
-    def row(values: list[str]) -> str:
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
-
-    lines = [row(header), row(["---"] * len(header)), *(row(r) for r in rows), "", f"_{_LEGEND}_"]
-    problems = _problems(cells)
-    if problems:
-        lines += ["", "**Problems**", ""] + [f"- {_md_code(p)}" for p in problems]
-    return "\n".join(lines) + "\n"
-
-
-def _md_code(text: str) -> str:
-    """Inline code that survives backticks in kernel messages."""
-    return "`` " + text + " ``" if "`" in text else f"`{text}`"

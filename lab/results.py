@@ -30,13 +30,13 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from lab import ktap
+from lab import ktap, signature
 from lab.console import KernelEvent
 from lab.errors import LabError, UserError
 
 SPLATS = "kernel_splats"
 FORMAT = "kernel-lab/results/1"
-_KTAP_VERDICT = re.compile(r"^(FAIL|ERROR|MISS): ?(.*)$")
+_KTAP_VERDICT = re.compile(r"^(FAIL|ERROR|MISS|FLAKY): ?(.*)$")
 
 
 class Status(enum.Enum):
@@ -47,6 +47,9 @@ class Status(enum.Enum):
     SKIP = "SKIP"
     ERROR = "ERROR"  # the test itself broke (an exception, a dead helper), not the kernel's answer
     MISS = "MISS"  # planned, never reported (crash, hang, lab fault)
+    XFAIL = "XFAIL"  # failed as a known-failures entry says it does (lab.knownfail)
+    XPASS = "XPASS"  # passed although a known-failures entry says it fails: the entry can go
+    FLAKY = "FLAKY"  # run several times (--repeat) with mixed outcomes; the reason gives the pass ratio
 
 
 BAD = (Status.FAIL, Status.ERROR, Status.MISS)
@@ -70,6 +73,8 @@ class TestResult:
     duration: float = 0.0  # seconds; 0.0 when only KTAP came back
     reason: str = ""
     log: str = ""
+    signature: str = ""  # how it failed, stable across runs (lab.signature); empty when it did not
+    runs: tuple[str, ...] = ()  # each run's status, when the test ran more than once (--repeat)
 
     @property
     def full_name(self) -> str:
@@ -95,6 +100,15 @@ class CellResult:
     kernel_events: list[KernelEvent] = field(default_factory=list)
     tests: list[TestResult] = field(default_factory=list)
     error: str = ""  # a lab error that stopped this cell, one line
+    # What `klab reproduce` needs to boot the same guest again:
+    boot: str = ""  # the matrix's boot name ("default", "nobpf")
+    kernel: str = ""  # the kernel image booted
+    kernel_sha256: str = ""  # its content: reproduce finds the same kernel by it
+    rootfs: str = ""  # "host" or the image path
+    cmdline: str = ""  # the whole kernel command line
+    patterns: tuple[str, ...] = ()  # the -k selection
+    repeat: int = 1  # runs of each test (--repeat)
+    memory_dump: str = ""  # the guest's memory (ELF) saved when the kernel failed (--dump-on-failure)
 
     def suites(self) -> list[str]:
         """Suite names in the order they ran."""
@@ -152,6 +166,9 @@ def collect(
     for suite, found in by_suite.items():
         if suite and any(not e.fatal for e in found):
             _insert_after_suite(results, _splat_result(suite, [e for e in found if not e.fatal]))
+    for test in results:
+        if test.status in BAD and not test.signature:
+            test.signature = signature.of_test(test.suite, test.name, test.status.value, test.reason)
     return results
 
 
@@ -231,7 +248,7 @@ def _splat_result(suite: str, events: list[KernelEvent]) -> TestResult:
     if len(events) > 1:
         reason += f" (+{len(events) - 1} more)"
     log = "\n\n".join(e.excerpt for e in events)
-    return TestResult(suite, SPLATS, Status.FAIL, reason=reason, log=log)
+    return TestResult(suite, SPLATS, Status.FAIL, reason=reason, log=log, signature=signature.of_event(events[0]))
 
 
 def _insert_after_suite(results: list[TestResult], extra: TestResult) -> None:
@@ -268,4 +285,6 @@ def test_from_dict(rec: Any, where: str) -> TestResult:
         duration=get_field(rec, "duration", float, where, 0.0),
         reason=get_field(rec, "reason", str, where, ""),
         log=get_field(rec, "log", str, where, ""),
+        signature=get_field(rec, "signature", str, where, ""),
+        runs=tuple(str(r) for r in get_field(rec, "runs", list, where, [])),
     )

@@ -17,6 +17,7 @@ from lab.console import KernelEvent
 from lab.errors import UserError
 from lab.manifest import Record
 from lab.results import CellResult, TestResult, exit_status, get_field, test_from_dict
+from lab.signature import of_event
 
 FORMAT = "kernel-lab/results/1"
 
@@ -35,6 +36,8 @@ class RunMeta(Record):
     lava_results: str = ""  # LAVA import: what it read
     commit: str = ""  # a bisect step: the commit judged
     tests: tuple[str, ...] = ()  # a bisect step: the tests selected
+    problems: tuple[str, ...] = ()  # run-level failures that are no cell's: expired known failures
+    known_failures: str = ""  # the known-failures file the run applied
 
 
 @dataclass
@@ -57,6 +60,12 @@ _CELL_TEXT = (
     "append",
     "console_log",
     "error",
+    "boot",
+    "kernel",
+    "kernel_sha256",
+    "rootfs",
+    "cmdline",
+    "memory_dump",
 )
 
 
@@ -65,7 +74,7 @@ def write(path: Path, cells: list[CellResult], meta: RunMeta) -> None:
     doc = {
         "format": FORMAT,
         "meta": meta.to_json(),
-        "exit_status": exit_status(cells),
+        "exit_status": max(exit_status(cells), 1 if meta.problems else 0),
         "cells": [_cell_to_dict(cell) for cell in cells],
         "tests": [_test_to_dict(cell, test) for cell in cells for test in cell.tests],
     }
@@ -76,8 +85,11 @@ def _cell_to_dict(cell: CellResult) -> dict[str, Any]:
     doc: dict[str, Any] = {key: getattr(cell, key) for key in _CELL_TEXT}
     doc.update(id=cell.id, verdict=cell.verdict().value, durations=dict(cell.durations))
     doc["kernel_events"] = [
-        {"kind": e.kind, "offset": e.offset, "excerpt": e.excerpt, "fatal": e.fatal} for e in cell.kernel_events
+        {"kind": e.kind, "offset": e.offset, "excerpt": e.excerpt, "fatal": e.fatal, "signature": of_event(e)}
+        for e in cell.kernel_events
     ]
+    doc["patterns"] = list(cell.patterns)
+    doc["repeat"] = cell.repeat
     return doc
 
 
@@ -93,6 +105,8 @@ def _test_to_dict(cell: CellResult, test: TestResult) -> dict[str, Any]:
         "duration": test.duration,
         "reason": test.reason,
         "log": test.log,
+        "signature": test.signature,
+        "runs": list(test.runs),
     }
 
 
@@ -168,4 +182,12 @@ def _cell_from_dict(rec: Any, where: str) -> CellResult:
         console_log=text("console_log"),
         kernel_events=events,
         error=text("error"),
+        boot=text("boot"),
+        kernel=text("kernel"),
+        kernel_sha256=text("kernel_sha256"),
+        rootfs=text("rootfs"),
+        cmdline=text("cmdline"),
+        memory_dump=text("memory_dump"),
+        patterns=tuple(str(p) for p in get_field(rec, "patterns", list, where, [])),
+        repeat=get_field(rec, "repeat", int, where, 1),
     )

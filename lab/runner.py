@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
 from lab import accel, console
 from lab.arches import Arch, is_native
@@ -31,7 +31,7 @@ class RunResult:
 class _Tee:
     """pexpect logfile that writes to the console log and, optionally, to the user's terminal."""
 
-    def __init__(self, *outs: IO[str]) -> None:
+    def __init__(self, *outs: TextSink) -> None:
         self.outs = outs
 
     def write(self, data: str) -> None:
@@ -56,6 +56,8 @@ def make_plan(
     cpus: int = 0,
     ssh_port: int | None = None,
     agent: bool = False,
+    gdb_port: int | None = None,
+    qmp: bool = False,
 ) -> BootPlan:
     """Validate boot inputs (nothing runs before this passes) and pick the accelerator."""
     if rootfs == HOST_ROOTFS and not is_native(arch):
@@ -76,6 +78,8 @@ def make_plan(
         cpus=cpus,
         ssh_port=ssh_port,
         agent=agent,
+        gdb_port=gdb_port,
+        qmp=qmp,
     )
 
 
@@ -89,8 +93,16 @@ def _console_on_failure(log: Path) -> Iterator[None]:
         raise
 
 
+class TextSink(Protocol):
+    """Where the console goes besides its log: a terminal, or lab.progress.ConsoleTap."""
+
+    def write(self, data: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 def run_command(
-    plan: BootPlan, command: str, deadline: Deadline | None = None, stream: IO[str] | None = None
+    plan: BootPlan, command: str, deadline: Deadline | None = None, stream: TextSink | None = None
 ) -> RunResult:
     """Boot, run `command` (a shell command line) in the guest, power off, all by `deadline`.
 
@@ -107,10 +119,14 @@ def run_command(
         if stream is not None:
             assert vm.child is not None and vm._logf is not None
             vm.child.logfile_read = _Tee(vm._logf, stream)
-        boot = vm.wait_for_init(deadline)
-        result = vm.watcher().wait(console.COMMAND_EXITED, deadline)
-        if result.reason not in ("marker", "eof"):
-            raise vm.failure(result, "while the command ran")
+        try:
+            boot = vm.wait_for_init(deadline)
+            result = vm.watcher().wait(console.COMMAND_EXITED, deadline)
+            if result.reason not in ("marker", "eof"):
+                raise vm.failure(result, "while the command ran")
+        except KernelFailure as exc:
+            exc.memory_dump = vm.dump_memory(plan.workdir / "vmcore.elf")
+            raise
         # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
         vm.wait_for_exit(deadline.within(plan.scaled(15)))
     text = console.read(plan.console_log)

@@ -34,23 +34,44 @@ def all_suites() -> tuple[str, ...]:
     return tuple(_ask("--list-suites"))
 
 
-def check(name: str, where: Path | str = "--suite") -> None:
+def extra_suites(suite_dirs: tuple[Path, ...]) -> tuple[str, ...]:
+    """The suites of extra suite dirs (test-only suites such as tests/data/suites/)."""
+    return tuple(_ask("--list-suites", *_dir_args(suite_dirs))[len(all_suites()) :]) if suite_dirs else ()
+
+
+def check(name: str, where: Path | str = "--suite", suite_dirs: tuple[Path, ...] = ()) -> None:
     """An unknown suite name is a usage error that lists the real ones."""
-    if name not in all_suites():
-        raise UserError(f"{where}: unknown suite {name!r}; choose from: {', '.join(all_suites())}")
+    known = (*all_suites(), *extra_suites(suite_dirs))
+    if name not in known:
+        raise UserError(f"{where}: unknown suite {name!r}; choose from: {', '.join(known)}")
 
 
-def planned_tests(suites: tuple[str, ...], patterns: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+def _dir_args(suite_dirs: tuple[Path, ...] | tuple[str, ...]) -> list[str]:
+    return [arg for d in suite_dirs for arg in ("--suite-dir", str(d))]
+
+
+def planned_tests(
+    suites: tuple[str, ...], patterns: tuple[str, ...] = (), suite_dirs: tuple[Path, ...] = ()
+) -> list[tuple[str, str]]:
     """(suite, test) of every test a run of these suites selects (no suites: all of them)."""
     args = [arg for suite in suites for arg in ("--suite", suite)]
-    names = _ask("--list", *args)
+    names = _ask("--list", *_dir_args(suite_dirs), *args)
     chosen = [n for n in names if not patterns or any(p in n for p in patterns)]
     return [(n.split(".", 1)[0], n.split(".", 1)[1]) for n in chosen]
 
 
-def run_argv(suites_dir: str, suites: tuple[str, ...], patterns: tuple[str, ...], json_path: str) -> list[str]:
+def run_argv(
+    suites_dir: str,
+    suites: tuple[str, ...],
+    patterns: tuple[str, ...],
+    json_path: str,
+    repeat: int = 1,
+    suite_dirs: tuple[str, ...] = (),
+) -> list[str]:
     """The guest's command line for suites/run.py, with the suites tree mounted at `suites_dir`."""
-    argv = ["python3", "-u", f"{suites_dir}/run.py", "--json", json_path]
+    argv = ["python3", "-u", f"{suites_dir}/run.py", "--json", json_path, *_dir_args(suite_dirs)]
+    if repeat > 1:
+        argv += ["--repeat", str(repeat)]
     for suite in suites:
         argv += ["--suite", suite]
     for pattern in patterns:
@@ -58,6 +79,13 @@ def run_argv(suites_dir: str, suites: tuple[str, ...], patterns: tuple[str, ...]
     return argv
 
 
-def run_line(suites_dir: str, suites: tuple[str, ...], patterns: tuple[str, ...], json_path: str) -> str:
+def run_line(
+    suites_dir: str,
+    suites: tuple[str, ...],
+    patterns: tuple[str, ...],
+    json_path: str,
+    repeat: int = 1,
+    suite_dirs: tuple[str, ...] = (),
+) -> str:
     """run_argv as one shell-quoted line (guest shells and LAVA steps take lines)."""
-    return shlex.join(run_argv(suites_dir, suites, patterns, json_path))
+    return shlex.join(run_argv(suites_dir, suites, patterns, json_path, repeat, suite_dirs))

@@ -7,18 +7,21 @@ suites) -> one guest boot running suites/run.py -> the guest's JSON and KTAP
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel, atomic, console, manifest, report, results, resultsjson, suites
+from lab import accel, atomic, console, knownfail, manifest, report, results, resultsjson, suites, summary
 from lab.arches import Arch
 from lab.buildrecord import BuildManifest
 from lab.errors import KernelFailure, LabBaseError
+from lab.paths import REPO_ROOT
 from lab.proc import Deadline
-from lab.qemu import GUEST_KLAB, GUEST_RESULTS
+from lab.progress import ConsoleTap, Progress
+from lab.qemu import GUEST_KLAB, GUEST_RESULTS, kernel_cmdline
 from lab.runner import make_plan, run_command
 
 # Guest-side deadline for one cell's suites (stretched under TCG by the plan).
@@ -36,17 +39,29 @@ class CellSpec:
     suites: tuple[str, ...]
     patterns: tuple[str, ...] = ()
     append: str = ""
-    expect_fail: tuple[str, ...] = ()
     accel: str = "auto"
     memory_mb: int = 0
     cpus: int = 0
     build: BuildManifest | None = None  # the kernel's build.json, when it came from `klab build`
     image_hash: str = ""
+    boot: str = "default"  # the matrix's boot name: known failures select by it
+    known: tuple[knownfail.Entry, ...] = ()  # known failures that may apply to this cell
+    repeat: int = 1  # run each test this many times in the one boot (--repeat): mixed outcomes are FLAKY
+    suite_dirs: tuple[str, ...] = ()  # extra suite dirs, relative to the repository (test-only suites)
+    gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:PORT, for `--gdb`
+    dump_on_failure: bool = False  # save the guest's memory (QMP dump-guest-memory) when the kernel fails
 
 
 def guest_command(spec: CellSpec) -> str:
     """The shell line the guest runs: KTAP to the console and a file, JSON to the results share."""
-    line = suites.run_line(f"{GUEST_KLAB}/suites", spec.suites, spec.patterns, f"{GUEST_RESULTS}/guest.json")
+    line = suites.run_line(
+        f"{GUEST_KLAB}/suites",
+        spec.suites,
+        spec.patterns,
+        f"{GUEST_RESULTS}/guest.json",
+        repeat=spec.repeat,
+        suite_dirs=tuple(f"{GUEST_KLAB}/{d}" for d in spec.suite_dirs),
+    )
     return f"{line} 2>&1 | tee {GUEST_RESULTS}/guest.ktap"
 
 
@@ -57,9 +72,13 @@ def qemu_version(arch: Arch) -> str:
         return "unknown"
 
 
-def run_cell(spec: CellSpec, results_dir: Path) -> results.CellResult:
+def run_cell(
+    spec: CellSpec, results_dir: Path, progress: Progress | None = None, today: datetime.date | None = None
+) -> results.CellResult:
     """Boot once, run the cell's suites, collect. Kernel failures become results; lab faults become cell.error."""
-    planned = suites.planned_tests(spec.suites, spec.patterns)
+    progress = progress or Progress(live=False)
+    suite_dirs = tuple(REPO_ROOT / d for d in spec.suite_dirs)
+    planned = suites.planned_tests(spec.suites, spec.patterns, suite_dirs)
     share = results_dir / "cells" / spec.id
     if share.exists():
         shutil.rmtree(share)
@@ -68,6 +87,7 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.CellResult:
     start = time.monotonic()
     hang: KernelFailure | None = None
     console_log = share / "console.log"
+    progress.phase(spec.id, "booting", planned=len(planned))
     try:
         plan = make_plan(
             spec.arch,
@@ -79,14 +99,19 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.CellResult:
             append=spec.append,
             memory_mb=spec.memory_mb,
             cpus=spec.cpus,
+            gdb_port=spec.gdb_port,
+            qmp=spec.dump_on_failure,
         )
         cell.accel, cell.accel_reason = plan.accel.accel, plan.accel.why
+        cell.cmdline = kernel_cmdline(plan)
         console_log = plan.console_log
-        run = run_command(plan, guest_command(spec), Deadline.after(plan.scaled(SUITE_TIMEOUT)))
+        deadline = Deadline.after(plan.scaled(SUITE_TIMEOUT * spec.repeat))
+        run = run_command(plan, guest_command(spec), deadline, stream=ConsoleTap(progress, spec.id))
         cell.durations["boot"] = round(run.boot_seconds, 2)
     except KernelFailure as exc:
         cell.error = "" if exc.kind else str(exc)
         hang = exc if exc.kind in ("boot_timeout", "timeout", "died") else None
+        cell.memory_dump = str(exc.memory_dump or "")
     except LabBaseError as exc:
         cell.error = str(exc)
     text = console.read(console_log)
@@ -97,14 +122,17 @@ def run_cell(spec: CellSpec, results_dir: Path) -> results.CellResult:
     guest_json = manifest.read_json(share / "guest.json")
     ktap_text = _read(share / "guest.ktap") or None
     cell.kernel_events = events
-    cell.tests = _apply_expectations(results.collect(planned, guest_json, ktap_text, text, events), spec.expect_fail)
     if guest_json:
         cell.kernel_release = str(guest_json.get("kernel", ""))
+    where = knownfail.Where(spec.arch.name, spec.boot, cell.kernel_release, cell.describe)
+    collected = results.collect(planned, guest_json, ktap_text, text, events)
+    cell.tests = knownfail.apply(collected, spec.known, where, today or datetime.date.today())
     cell.durations["total"] = round(time.monotonic() - start, 2)
     cell.durations["tests"] = round(cell.durations["total"] - cell.durations.get("boot", 0.0), 2)
     if console_log.is_file():
         shutil.copyfile(console_log, results_dir / f"console-{spec.id}.log")
         cell.console_log = str(results_dir / f"console-{spec.id}.log")
+    progress.phase(spec.id, "done", verdict=cell.verdict().value)
     return cell
 
 
@@ -119,20 +147,13 @@ def _empty_cell(spec: CellSpec) -> results.CellResult:
         qemu_version=qemu_version(spec.arch),
         image=spec.rootfs if spec.rootfs == "host" else f"{spec.rootfs} sha256:{spec.image_hash}",
         append=spec.append,
+        boot=spec.boot,
+        kernel=str(spec.kernel),
+        kernel_sha256=manifest.sha256(spec.kernel) if spec.kernel.is_file() else "",
+        rootfs=spec.rootfs,
+        patterns=spec.patterns,
+        repeat=spec.repeat,
     )
-
-
-def _apply_expectations(tests: list[results.TestResult], expect_fail: tuple[str, ...]) -> list[results.TestResult]:
-    """Canaries: a test listed in expect_fail passes by failing, and fails by passing."""
-    out = []
-    for test in tests:
-        if test.full_name in expect_fail:
-            if test.status is results.Status.FAIL:
-                test = replace(test, status=results.Status.PASS, reason=f"failed as expected: {test.reason}")
-            elif test.status is results.Status.PASS:
-                test = replace(test, status=results.Status.FAIL, reason="expected to fail in this boot, but passed")
-        out.append(test)
-    return out
 
 
 def _read(path: Path) -> str:
@@ -142,13 +163,15 @@ def _read(path: Path) -> str:
         return ""
 
 
-def run_cells(specs: list[CellSpec], results_dir: Path, jobs: int = 1) -> list[results.CellResult]:
+def run_cells(
+    specs: list[CellSpec], results_dir: Path, jobs: int = 1, progress: Progress | None = None
+) -> list[results.CellResult]:
     """Run cells, `jobs` guests at a time; report order follows the specs."""
     results_dir.mkdir(parents=True, exist_ok=True)
     if jobs <= 1 or len(specs) <= 1:
-        return [run_cell(spec, results_dir) for spec in specs]
+        return [run_cell(spec, results_dir, progress) for spec in specs]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda s: run_cell(s, results_dir), specs))
+        return list(pool.map(lambda s: run_cell(s, results_dir, progress), specs))
 
 
 def write_reports(results_dir: Path, cells: list[results.CellResult], meta: resultsjson.RunMeta) -> None:
@@ -156,5 +179,5 @@ def write_reports(results_dir: Path, cells: list[results.CellResult], meta: resu
     resultsjson.write(results_dir / "results.json", cells, meta)
     report.write_junit(results_dir / "junit.xml", cells)
     report.write_ktap(results_dir / "results.ktap", cells)
-    atomic.write_text(results_dir / "summary.txt", report.summary_table(cells) + "\n")
-    atomic.write_text(results_dir / "summary.md", report.summary_markdown(cells) + "\n")
+    atomic.write_text(results_dir / "summary.txt", summary.table(cells, meta.problems))
+    atomic.write_text(results_dir / "summary.md", summary.markdown(cells, meta.problems))

@@ -491,8 +491,27 @@ def _selected(full: str, patterns: list[str]) -> bool:
     return not patterns or any(p in full for p in patterns)
 
 
-def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Run the selected tests, streaming nested KTAP; return one record per test."""
+def _run_repeated(fn, repeat: int) -> dict:  # type: ignore[no-untyped-def]
+    """Run a test `repeat` times; the same outcome every time is that outcome, mixed outcomes are FLAKY."""
+    runs = [_run_one(fn) for _ in range(repeat)]
+    if repeat == 1:
+        return runs[0]
+    statuses = [r["status"] for r in runs]
+    failures = [r for r in runs if r["status"] in ("FAIL", "ERROR")]
+    if len(set(statuses)) == 1:
+        rec = dict(failures[0] if failures else runs[-1])
+    else:
+        passed = statuses.count("PASS")
+        first = failures[0] if failures else next(r for r in runs if r["status"] != "PASS")
+        reason = f"passed {passed} of {repeat} runs; {first['status']}: {first.get('reason', '')}"
+        rec = {"status": "FLAKY", "reason": reason, "log": first.get("log", "")}
+    rec["runs"] = statuses
+    rec["duration"] = sum(r["duration"] for r in runs)
+    return rec
+
+
+def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout, repeat: int = 1) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Run the selected tests (each `repeat` times), streaming nested KTAP; return one record per test."""
     chosen = [(s, [(n, f) for n, f in s.tests if _selected(f"{s.name}.{n}", patterns)]) for s in suites]
     chosen = [(s, t) for s, t in chosen if t]
     records: list[dict] = []
@@ -507,9 +526,9 @@ def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout) -> list
         emit("    KTAP version 1")
         emit(f"    # Subtest: {suite.name}")
         emit(f"    1..{len(tests)}")
-        counts = {"PASS": 0, "FAIL": 0, "SKIP": 0, "ERROR": 0}
+        counts = {"PASS": 0, "FAIL": 0, "SKIP": 0, "ERROR": 0, "FLAKY": 0}
         for ti, (name, fn) in enumerate(tests, 1):
-            rec = _run_one(fn)
+            rec = _run_repeated(fn, repeat)
             rec.update(suite=suite.name, name=name)
             records.append(rec)
             counts[rec["status"]] += 1
@@ -523,10 +542,11 @@ def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout) -> list
                     emit(f"    # {line}")
                 emit(f"    # {rec['status']}: {reason}")
                 emit(f"    not ok {ti} {name}")
-        failed = counts["FAIL"] + counts["ERROR"]
+        failed = counts["FAIL"] + counts["ERROR"] + counts["FLAKY"]
+        flaky = f" flaky:{counts['FLAKY']}" if counts["FLAKY"] else ""
         emit(
             f"    # {suite.name}: pass:{counts['PASS']} fail:{counts['FAIL']} "
-            f"skip:{counts['SKIP']} error:{counts['ERROR']}"
+            f"skip:{counts['SKIP']} error:{counts['ERROR']}{flaky}"
         )
         if failed:
             emit(f"not ok {si} {suite.name}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run kernel-lab's in-guest suites: KTAP on stdout, JSON to --json.
 
-Usage: run.py [--suite NAME ...] [-k SUBSTRING ...] [--json PATH] [--list]
+Usage: run.py [--suite NAME ...] [-k SUBSTRING ...] [--json PATH] [--list] [--repeat N] [--suite-dir DIR ...]
 
 Works the same inside a lab guest and directly on a Linux host. Exit status:
 0 when nothing failed, 1 when a test failed or errored, 2 on bad usage.
@@ -24,11 +24,22 @@ import _klab  # noqa: E402
 SUITES = ("landlock", "landlock_ptrace", "bpf_lsm", "seccomp")
 
 
-def load(names: list[str]) -> list[_klab.Suite]:
+def extra_suites(dirs: list[str]) -> list[str]:
+    """Suite packages found in extra dirs (test-only suites); they run only when named."""
+    found = []
+    for directory in dirs:
+        sys.path.append(os.path.abspath(directory))
+        for entry in sorted(os.listdir(directory)):
+            if os.path.isfile(os.path.join(directory, entry, "__init__.py")) and entry not in SUITES:
+                found.append(entry)
+    return found
+
+
+def load(names: list[str], extra: list[str]) -> list[_klab.Suite]:
     suites = []
     for name in names:
-        if name not in SUITES:
-            raise SystemExit(f"run.py: unknown suite {name!r}; choose from: {', '.join(SUITES)}")
+        if name not in SUITES and name not in extra:
+            raise SystemExit(f"run.py: unknown suite {name!r}; choose from: {', '.join([*SUITES, *extra])}")
         suites.append(importlib.import_module(name).suite)
     return suites
 
@@ -42,18 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results as JSON here (atomically)")
     parser.add_argument("--list", action="store_true", help="print SUITE.TEST names and exit")
     parser.add_argument("--list-suites", action="store_true", help="print the suite names, in run order, and exit")
+    parser.add_argument("--repeat", type=int, default=1, help="run each test N times; mixed outcomes are FLAKY")
+    parser.add_argument("--suite-dir", action="append", default=[], help="another dir of suite packages")
     args = parser.parse_args(argv)
+    extra = extra_suites(args.suite_dir)
     if args.list_suites:
-        print("\n".join(SUITES))
+        print("\n".join([*SUITES, *extra]))
         return 0
-    suites = load(args.suite or list(SUITES))
+    if args.repeat < 1:
+        raise SystemExit("run.py: --repeat must be 1 or more")
+    suites = load(args.suite or list(SUITES), extra)
     if args.list:
         for suite in suites:
             for name, _ in suite.tests:
                 print(f"{suite.name}.{name}")
         return 0
     start = time.time()
-    records = _klab.run_suites(suites, args.patterns)
+    records = _klab.run_suites(suites, args.patterns, repeat=args.repeat)
     if args.json:
         doc = {
             "kernel": os.uname().release,

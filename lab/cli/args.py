@@ -102,6 +102,21 @@ def add_guest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", default="auto", choices=ACCELS, help="auto: KVM only where a probe guest really boots")
 
 
+GDB_PORT = 1234
+
+
+def add_gdb(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gdb",
+        nargs="?",
+        type=int,
+        const=GDB_PORT,
+        metavar="PORT",
+        help=f"QEMU's gdbstub on 127.0.0.1:PORT (default {GDB_PORT}), the kernel booted with nokaslr; "
+        "klab prints the gdb-multiarch command (build with -f debug for lx-symbols)",
+    )
+
+
 def rootfs_path(choice: str, arch: arches.Arch) -> str:
     """host, or the path of the image to boot (the lab's own is built on first use)."""
     if choice == "auto":
@@ -122,6 +137,7 @@ def boot_plan(args: argparse.Namespace, **extra: object) -> qemu.BootPlan:
         append=args.append,
         memory_mb=args.mem,
         cpus=args.cpus,
+        gdb_port=getattr(args, "gdb", None),
         **extra,  # type: ignore[arg-type]
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from lab import qemu, runner, session
@@ -20,6 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = common.boot_plan(args)
     print(f"$ {shlex.join(qemu.qemu_argv(plan))}", file=sys.stderr)
     print(f"klab: accel {plan.accel.accel} ({plan.accel.why})", file=sys.stderr)
+    _announce_gdb(args, plan)
     deadline = Deadline.after(plan.scaled(args.timeout))
     result = runner.run_command(plan, shlex.join(command), deadline, stream=sys.stdout)
     print(
@@ -39,6 +41,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
             print(f"klab: guest up in {sess.boot_seconds:.1f}s; ssh session (exit to power off)", file=sys.stderr)
             return session.interactive_ssh(sess)
     plan = common.boot_plan(args)
+    _announce_gdb(args, plan)
     qemu.prepare_control(plan, "shell")
     with qemu.Machine(plan) as vm:
         assert vm.child is not None
@@ -47,10 +50,19 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return 0
 
 
+def _announce_gdb(args: argparse.Namespace, plan: qemu.BootPlan) -> None:
+    if plan.gdb_port is None:
+        return
+    _, doc = common.kernel_of(args, plan.arch)
+    vmlinux = Path(doc.artifacts.vmlinux) if doc else Path("vmlinux")
+    print(f"klab: gdb: {qemu.gdb_command(vmlinux, plan.gdb_port)}", file=sys.stderr)
+
+
 def _add_boot_args(p: argparse.ArgumentParser) -> None:
     common.add_arch(p)
     common.add_kernel_choice(p)
     common.add_guest(p)
+    common.add_gdb(p)
 
 
 def register(sub: Any) -> None:

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from lab import arches, matrix, pipeline, report, results, resultsjson, testrun
+from lab import arches, knownfail, matrix, pipeline, qemu, results, resultsjson, summary, testrun
 from lab import suites as suite_list
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.paths import REPO_ROOT
+from lab.progress import Progress
 
 DEFAULT_MATRIX = REPO_ROOT / "lab.yaml"
+DEFAULT_KNOWN = REPO_ROOT / "known-failures.yaml"
 
 
 def _default_results() -> Path:
     return Path("results") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def _single_kernel_specs(args: argparse.Namespace, suites: tuple[str, ...]) -> list[testrun.CellSpec]:
+def _known(path: str | None, fallback: str) -> tuple[Path | None, tuple[knownfail.Entry, ...]]:
+    """The known-failures file: --known-failures, else the matrix's, else the repository's."""
+    chosen = Path(path) if path else (Path(fallback) if fallback else DEFAULT_KNOWN)
+    if path and not chosen.is_file():
+        raise UserError(f"--known-failures {path} does not exist; give a known-failures.yaml (see the shipped one)")
+    return (chosen, knownfail.load(chosen)) if chosen.is_file() else (None, ())
+
+
+def _single_kernel_specs(
+    args: argparse.Namespace, suites: tuple[str, ...], known: tuple[knownfail.Entry, ...]
+) -> list[testrun.CellSpec]:
     arch = arches.get(args.arch)
     kernel, doc = common.kernel_of(args, arch)
     rootfs, image_hash = pipeline.rootfs_for(arch, args.rootfs)
@@ -42,24 +55,51 @@ def _single_kernel_specs(args: argparse.Namespace, suites: tuple[str, ...]) -> l
             memory_mb=args.mem,
             cpus=args.cpus,
             build=doc,
+            known=known,
+            repeat=args.repeat,
+            suite_dirs=tuple(args.suite_dir),
+            gdb_port=args.gdb,
+            dump_on_failure=args.dump_on_failure,
         )
         for group in groups
     ]
 
 
-def _run_and_report(specs: list[testrun.CellSpec], results_dir: Path, jobs: int) -> int:
+def run_and_report(
+    specs: list[testrun.CellSpec], results_dir: Path, jobs: int, progress: Progress, known_file: Path | None
+) -> int:
+    """Run the cells, write every report, end with the totals and the table; the exit status of the run."""
     if not specs:
         raise UserError("nothing to run: no cell matches the requested arches and suites")
     start = time.time()
     print(f"klab: {len(specs)} cell(s), {jobs} at a time; results in {results_dir}", file=sys.stderr)
-    cells = testrun.run_cells(specs, results_dir, jobs)
+    for spec in specs:
+        if spec.gdb_port is not None:
+            print(f"klab: {spec.id}: gdb: {debugger_command(spec)}", file=sys.stderr)
+    cells = testrun.run_cells(specs, results_dir, jobs, progress)
+    problems = knownfail.expired(specs[0].known, datetime.date.today())
     meta = resultsjson.RunMeta(
-        argv=tuple(sys.argv), started=start, wall_seconds=round(time.time() - start, 2), jobs=jobs
+        argv=tuple(sys.argv),
+        started=start,
+        wall_seconds=round(time.time() - start, 2),
+        jobs=jobs,
+        problems=tuple(problems),
+        known_failures=str(known_file or ""),
     )
     testrun.write_reports(results_dir, cells, meta)
-    print(report.summary_table(cells))
-    print(f"klab: results: {results_dir}/results.json, junit.xml, results.ktap, console-*.log", file=sys.stderr)
-    return results.exit_status(cells)
+    print(summary.table(cells, problems), end="")
+    print(
+        f"klab: results: {results_dir}/report.html, results.json, junit.xml, results.ktap, console-*.log",
+        file=sys.stderr,
+    )
+    return max(results.exit_status(cells), 1 if problems else 0)
+
+
+def debugger_command(spec: testrun.CellSpec) -> str:
+    """The gdb line that attaches to the cell's guest (lx-symbols when the build has the kernel's gdb scripts)."""
+    vmlinux = spec.build.artifacts.vmlinux if spec.build else "vmlinux"
+    assert spec.gdb_port is not None
+    return qemu.gdb_command(Path(vmlinux), spec.gdb_port)
 
 
 def _refuse(args: argparse.Namespace, flags: tuple[str, ...], why: str) -> None:
@@ -68,49 +108,83 @@ def _refuse(args: argparse.Namespace, flags: tuple[str, ...], why: str) -> None:
         raise UserError(f"{' '.join(given)}: {why}")
 
 
-def cmd_test(args: argparse.Namespace) -> int:
-    suites = common.check_suites(args.suite)
+def _check_run_options(args: argparse.Namespace) -> tuple[str, ...]:
+    """Everything a run needs checked before any build or boot: a typo must not cost a cold build."""
     if args.jobs < 1:
         raise UserError("-n/--jobs must be 1 or more")
+    if args.repeat < 1:
+        raise UserError("--repeat must be 1 or more")
+    dirs = tuple(REPO_ROOT / d for d in args.suite_dir)
+    for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"--suite-dir {d} is not a directory (suite dirs are relative to {REPO_ROOT})")
+    for name in args.suite:
+        suite_list.check(name, suite_dirs=dirs)
+    return tuple(args.suite)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    suites = _check_run_options(args)
     results_dir = Path(args.results) if args.results else _default_results()
     if args.matrix:
-        _refuse(args, ("arch", "build", "kernel"), "a single kernel's options; --matrix runs the matrix's kernels")
+        _refuse(
+            args, ("arch", "build", "kernel", "gdb"), "a single kernel's options; --matrix runs the matrix's kernels"
+        )
+        _refuse(args, ("suite_dir",), "test-only suites run on one kernel (--arch with --build or --kernel)")
         mtx = matrix.load(Path(args.matrix))
         arch_names = tuple(arches.get(a).name for a in common.split_words(args.arches))
-        specs = pipeline.matrix_specs(
-            mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), accel=args.accel
-        )
-    else:
-        _refuse(args, ("arches",), "chooses among a matrix's arches; with --build/--kernel give one --arch")
-        if not args.arch or not (args.build or args.kernel):
-            raise UserError("klab test needs --arch and --build DIR or --kernel PATH, or --matrix FILE")
-        specs = _single_kernel_specs(args, suites)
-    return _run_and_report(specs, results_dir, args.jobs)
+        known_file, known = _known(args.known_failures, mtx.known_failures)
+        with Progress() as progress:
+            specs = pipeline.matrix_specs(
+                mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), accel=args.accel,
+                known=known, repeat=args.repeat, progress=progress,
+            )  # fmt: skip
+            return run_and_report(specs, results_dir, args.jobs, progress, known_file)
+    _refuse(args, ("arches",), "chooses among a matrix's arches; with --build/--kernel give one --arch")
+    if not args.arch or not (args.build or args.kernel):
+        raise UserError("klab test needs --arch and --build DIR or --kernel PATH, or --matrix FILE")
+    known_file, known = _known(args.known_failures, "")
+    specs = _single_kernel_specs(args, suites, known)
+    if args.gdb is not None and len(specs) > 1:
+        raise UserError("--gdb debugs one guest: drop -n or give one --suite")
+    with Progress() as progress:
+        return run_and_report(specs, results_dir, args.jobs, progress, known_file)
 
 
 def cmd_test_kernel(args: argparse.Namespace) -> int:
     """`make test-kernel`: the matrix in lab.yaml, optionally on the user's tree and a subset of arches."""
-    suites = common.check_suites(args.suite)
+    suites = _check_run_options(args)
     arch_names = tuple(arches.get(a).name for a in common.split_words(args.arches))
     mtx = matrix.load(Path(args.matrix))
+    known_file, known = _known(args.known_failures, mtx.known_failures)
     src = pipeline.source_path(args.src) if args.src else None
     results_dir = Path(args.results) if args.results else _default_results()
-    specs = pipeline.matrix_specs(
-        mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), src_override=src, accel=args.accel
-    )
-    return _run_and_report(specs, results_dir, args.jobs)
+    with Progress() as progress:
+        specs = pipeline.matrix_specs(
+            mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), src_override=src,
+            accel=args.accel, known=known, repeat=args.repeat, progress=progress,
+        )  # fmt: skip
+        return run_and_report(specs, results_dir, args.jobs, progress, known_file)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     common.add_selection(p)
     p.add_argument("--results", help="results directory (default: results/run-DATE)")
     p.add_argument("-n", "--jobs", type=int, default=1, help="guests to run at once")
+    p.add_argument("--repeat", type=int, default=1, help="run each test N times in its boot; mixed outcomes: FLAKY")
+    p.add_argument("--known-failures", help="known-failures file (default: the matrix's, else known-failures.yaml)")
+    p.add_argument("--suite-dir", action="append", default=[], help=argparse.SUPPRESS)  # test-only suites
+    p.add_argument(
+        "--dump-on-failure",
+        action="store_true",
+        help="when the kernel fails, save the guest's memory (ELF, for crash or gdb) beside the console log",
+    )
 
 
 def register(sub: Any) -> None:
     tst = sub.add_parser(
         "test",
-        help="run the suites in guests; write KTAP, JUnit, JSON and a summary",
+        help="run the suites in guests; write KTAP, JUnit, JSON, HTML and a summary",
         epilog="examples: klab test --arch x86_64 --build BUILD_DIR --suite landlock -k tsync\n"
         "          klab test --matrix lab.yaml --arches arm64",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -120,6 +194,7 @@ def register(sub: Any) -> None:
     common.add_arch(tst, required=False)
     common.add_kernel_choice(tst, required=False)
     common.add_guest(tst)
+    common.add_gdb(tst)
     _add_run_options(tst)
     tst.set_defaults(func=cmd_test)
 

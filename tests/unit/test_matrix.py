@@ -26,7 +26,13 @@ def test_repo_lab_yaml_cells() -> None:
     ]  # fmt: skip
     nobpf = next(c for c in mtx.cells() if c.boot.name == "nobpf")
     assert nobpf.suites == ("bpf_lsm",) and "bpf" not in nobpf.boot.append.split("lsm=")[1].split(",")
-    assert nobpf.boot.expect_fail == ("bpf_lsm.canary_counts_file_open",)
+    assert Path(mtx.known_failures) == REPO_ROOT / "known-failures.yaml"
+
+
+def test_expect_fail_moved_to_known_failures(tmp_path: Path) -> None:
+    text = "kernels: [{name: a, source: b}]\nboots:\n  - name: x\n    expect_fail: [s.t]\n"
+    with pytest.raises(UserError, match=r"lab.yaml:4: expect_fail moved to known-failures.yaml"):
+        matrix.load(_write(tmp_path, text))
 
 
 def test_unknown_key_names_file_and_line(tmp_path: Path) -> None:

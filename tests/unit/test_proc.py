@@ -24,8 +24,18 @@ def test_a_child_that_prints_half_a_line_and_hangs_cannot_outlive_the_deadline(t
 def test_grandchildren_die_with_the_child() -> None:
     result = proc.run(["sh", "-c", "sleep 30 & echo $!; wait"], deadline=proc.Deadline.after(0.5), check=False)
     assert result.timed_out
-    grandchild = int(result.output.split()[0])
-    assert not Path(f"/proc/{grandchild}").exists() or "Z" in Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+    grandchild = Path(f"/proc/{int(result.output.split()[0])}/stat")
+
+    def gone() -> bool:  # SIGKILL is delivered asynchronously: dead means gone or a zombie
+        try:
+            return grandchild.read_text().split()[2] == "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 5
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gone(), "the grandchild outlived the deadline"
 
 
 def test_lines_arrive_as_they_are_printed_and_output_is_kept() -> None:

@@ -103,21 +103,3 @@ def test_run_ktap_holds_every_planned_test(tmp_path: Path) -> None:
     miss = tree.subtests[1].subtests[1].subtests[1]
     assert (miss.status, miss.log[-1]) == (ktap.Status.NOT_OK, "MISS: never reported: kernel panic")
     assert tree.subtests[1].log[-1] == "kernel panic: Kernel panic - not syncing: Fatal exception"
-
-
-def test_summary_table_matches_golden() -> None:
-    got = report.summary_table(cells())
-    assert got == golden("summary.golden.txt", got)
-
-
-def test_summary_markdown_matches_golden() -> None:
-    got = report.summary_markdown(cells())
-    assert got == golden("summary.golden.md", got)
-
-
-def test_problem_lines_are_capped_per_cell() -> None:
-    many = cells()[1]
-    many.tests = many.tests * 10
-    lines = report.summary_table([many]).splitlines()  # 5 bad tests x 10 + 3 kernel events = 53
-    assert lines[-1] == "... arm64.6.12.default: 34 more in results.json"
-    assert sum(line.startswith(("FAIL", "ERROR", "MISS", "KERNEL")) for line in lines) == 19
