@@ -74,6 +74,7 @@ bench:
 	$(PY) bench/build.py
 	$(PY) bench/boot.py
 	$(PY) bench/matrix.py
+	$(PY) bench/bisect.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,12 +22,12 @@ from lab import debian, hostprep, manifest, proc
 from lab.arches import Arch
 from lab.errors import LabError, UserError
 from lab.manifest import Record
-from lab.paths import REPO_ROOT, cache_dir, exclusive
+from lab.paths import HOME, cache_dir, exclusive
 from lab.recipes import DEFAULT_RECIPE, Recipe, find_recipe, load_recipe
 
 # Bump when the build steps below change what ends up in an image.
 BUILDER_VERSION = "2"
-BOOTSTRAP = REPO_ROOT / "lab" / "guest" / "bootstrap"
+BOOTSTRAP = HOME / "lab" / "guest" / "bootstrap"
 INIT_PATH = "sbin/klab-init"
 MOUNT_POINTS = ("klab", "results")
 HOSTNAME = "klab"

@@ -39,9 +39,9 @@ import yaml
 from lab import atomic, proc, qemu, suites
 from lab.arches import Arch
 from lab.errors import LabError, UserError
-from lab.paths import REPO_ROOT, SUITES, cache_dir
+from lab.paths import HOME, SUITES, cache_dir
 
-GUEST = REPO_ROOT / "lab" / "guest"
+GUEST = HOME / "lab" / "guest"
 INIT = GUEST / "lava-init"
 CASES = GUEST / "lava-cases"
 INIT_IN_IMAGE = "/sbin/klab-lava-init"

@@ -33,7 +33,12 @@ def exclusive(entry: Path) -> Iterator[None]:
         yield
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-KCONFIGS = REPO_ROOT / "kconfigs"
-IMAGES = REPO_ROOT / "images"
-SUITES = REPO_ROOT / "suites"
+PACKAGE = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE.parent
+# The lab's home: fragments, recipes, suites, the guest's init, lab.yaml and known-failures.yaml.
+# A checkout (or an editable install) uses the repository; a wheel (pip install ., pipx) carries a
+# copy in lab/home, which is symlinks into the repository in a checkout.
+HOME = REPO_ROOT if (REPO_ROOT / "suites" / "run.py").is_file() else PACKAGE / "home"
+KCONFIGS = HOME / "kconfigs"
+IMAGES = HOME / "images"
+SUITES = HOME / "suites"

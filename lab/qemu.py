@@ -25,7 +25,7 @@ from lab import console
 from lab.accel import Decision
 from lab.arches import Arch
 from lab.errors import KernelFailure, LabError, UserError
-from lab.paths import REPO_ROOT
+from lab.paths import HOME
 from lab.proc import Deadline
 
 HOST_ROOTFS = "host"
@@ -54,7 +54,7 @@ class BootPlan:
     agent: bool = False
     gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:PORT (`--gdb`); the kernel then boots with nokaslr
     qmp: bool = False  # a QMP socket, and a panic that halts instead of rebooting: the memory can be dumped
-    klab_dir: Path = field(default=REPO_ROOT)
+    klab_dir: Path = field(default=HOME)
 
     @property
     def console_log(self) -> Path:

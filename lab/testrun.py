@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel, atomic, console, knownfail, manifest, report, results, resultsjson, suites, summary
+from lab import accel, atomic, console, htmlreport, knownfail, manifest, report, results, resultsjson, suites, summary
 from lab.arches import Arch
 from lab.buildrecord import BuildManifest
 from lab.errors import KernelFailure, LabBaseError
-from lab.paths import REPO_ROOT
+from lab.paths import HOME
 from lab.proc import Deadline
 from lab.progress import ConsoleTap, Progress
 from lab.qemu import GUEST_KLAB, GUEST_RESULTS, kernel_cmdline
@@ -77,7 +77,7 @@ def run_cell(
 ) -> results.CellResult:
     """Boot once, run the cell's suites, collect. Kernel failures become results; lab faults become cell.error."""
     progress = progress or Progress(live=False)
-    suite_dirs = tuple(REPO_ROOT / d for d in spec.suite_dirs)
+    suite_dirs = tuple(HOME / d for d in spec.suite_dirs)
     planned = suites.planned_tests(spec.suites, spec.patterns, suite_dirs)
     share = results_dir / "cells" / spec.id
     if share.exists():
@@ -175,9 +175,10 @@ def run_cells(
 
 
 def write_reports(results_dir: Path, cells: list[results.CellResult], meta: resultsjson.RunMeta) -> None:
-    """results.json, junit.xml, results.ktap and summary.txt/.md, each written atomically."""
+    """results.json, junit.xml, results.ktap, summary.txt/.md and report.html, each written atomically."""
     resultsjson.write(results_dir / "results.json", cells, meta)
     report.write_junit(results_dir / "junit.xml", cells)
     report.write_ktap(results_dir / "results.ktap", cells)
     atomic.write_text(results_dir / "summary.txt", summary.table(cells, meta.problems))
     atomic.write_text(results_dir / "summary.md", summary.markdown(cells, meta.problems))
+    htmlreport.write(results_dir / "report.html", cells, meta, results_dir)

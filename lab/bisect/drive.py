@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +51,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     names = args.fragments or list(kconfig.DEFAULT_FRAGMENTS)
     fragments = kconfig.load_fragments(names, f"arch/{arch.name}")
     build.preflight(build.BuildRequest(src, arch, tuple(fragments), build_dir=args.build_dir))
+    if args.splat:
+        try:
+            re.compile(args.splat)
+        except re.error as exc:
+            raise UserError(f"--splat {args.splat!r} is not a valid regex ({exc})") from exc
+        if args.any_failure:
+            raise UserError("--any-failure and --splat contradict: --splat judges by a kernel report, not by tests")
+    if not args.test and not args.splat:
+        raise UserError("name what to bisect: --test SUITE.TEST, or --splat PATTERN for a kernel report")
     chosen: list[str] = []
+    if args.splat and not args.test:
+        chosen = list(suites.all_suites() if not args.suite else args.suite)
     for name in args.test:
         found = suites.planned_tests((), (name,))
         if not found:
@@ -67,13 +79,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         bad=bad,
         arch=arch.name,
         tests=tuple(args.test),
-        suites=tuple(chosen),
+        suites=tuple(dict.fromkeys([*chosen, *args.suite])) if args.splat else tuple(chosen),
         fragments=tuple(names),
         retries=args.retries,
         boot_failure=args.boot_failure,
         rootfs=args.rootfs,
         accel=args.accel,
         build_dir=str(args.build_dir.resolve()) if args.build_dir else "",
+        any_failure=args.any_failure,
+        splat=args.splat or "",
     )
 
 
@@ -120,6 +134,9 @@ def verify_endpoints(settings: Settings, work: Path, judge: Judge) -> Settings:
         if got is not want:
             raise UserError(_endpoint_message(phase, rev, got, record, settings.tests))
         settings = dataclasses.replace(settings, endpoints={**settings.endpoints, rev: got.value})
+        if phase == "bad" and not settings.any_failure and not settings.splat:
+            # The failure to hunt: a step that fails differently is skipped, not blamed.
+            settings = dataclasses.replace(settings, signature=record.signature)
         settings.write(work / STATE)
     return settings
 

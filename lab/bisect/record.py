@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.bisect.verdict import Target
 from lab.errors import LabError
 from lab.manifest import ManifestError, Record
 
@@ -18,7 +19,7 @@ STEPS = "steps.jsonl"
 class Settings(Record):
     """What the driver decided and every step reads."""
 
-    SCHEMA = 1
+    SCHEMA = 2
 
     src: str
     good: str  # full hashes
@@ -33,9 +34,18 @@ class Settings(Record):
     accel: str = "auto"
     endpoints: dict[str, str] = field(default_factory=dict)  # hash -> verdict, proven before the bisect
     build_dir: str = ""  # default: the lab's cache, keyed by tree and fragments
+    any_failure: bool = False  # every failure of the tests is bad (signature-blind, --any-failure)
+    splat: str = ""  # bisect a kernel report matching this regex (--splat) instead of a test failure
+    signature: str = ""  # the failure at the bad commit: only it is bad (recorded when --bad is proven)
+
+    def target(self) -> Target:
+        return Target(self.tests, self.boot_failure, "" if self.any_failure else self.signature, self.splat)
 
     def same_bisect(self, other: Settings) -> bool:
-        keys = ("src", "good", "bad", "arch", "tests", "fragments", "retries", "boot_failure", "rootfs", "build_dir")
+        keys = (
+            "src", "good", "bad", "arch", "tests", "fragments", "retries", "boot_failure", "rootfs", "build_dir",
+            "any_failure", "splat",
+        )  # fmt: skip
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
 
@@ -68,6 +78,7 @@ class StepRecord(Record):
     results: str = ""
     consoles: tuple[str, ...] = ()
     attempts: tuple[AttemptRecord, ...] = ()
+    signature: str = ""  # how it failed, when it failed
 
 
 def load_settings(path: Path) -> Settings:

@@ -20,6 +20,7 @@ class Report:
     candidates: list[str]  # when only skipped commits are left
     steps: list[StepRecord]  # one per commit judged, endpoints first
     wall_seconds: float
+    hunted: str = ""  # the failure bisected: its signature, the --splat pattern, or "any failure"
 
     @property
     def max_steps(self) -> int:
@@ -48,6 +49,7 @@ def build_report(settings: Settings, work: Path, wall: float) -> Report:
         candidates=log_hashes(log, "# possible first bad commit: ["),
         steps=steps,
         wall_seconds=round(wall, 1),
+        hunted=_hunted(settings),
     )
     manifest.write_json(
         work / "bisect.json",
@@ -57,11 +59,20 @@ def build_report(settings: Settings, work: Path, wall: float) -> Report:
             "candidates": report.candidates,
             "steps": [s.to_json() for s in steps],
             "wall_seconds": report.wall_seconds,
+            "hunted": report.hunted,
             "settings": settings.to_json(),
             "max_steps": report.max_steps,
         },
     )
     return report
+
+
+def _hunted(settings: Settings) -> str:
+    if settings.splat:
+        return f"kernel report matching {settings.splat!r}"
+    if settings.any_failure or not settings.signature:
+        return "any failure of " + ", ".join(settings.tests)
+    return settings.signature
 
 
 def log_hashes(log: str, prefix: str) -> list[str]:
@@ -89,6 +100,8 @@ def render(report: Report) -> str:
     else:
         lines.append("no single first bad commit: only skipped commits are left; it is one of:")
         lines += [f"  {sha}" for sha in report.candidates]
+    lines.append(f"bisected: {report.hunted}")
+    different = [s for s in report.steps if s.reason.startswith("different failure")]
     n = len(report.bisect_steps())
     lines.append(f"steps: {n} bisect step(s) for {report.commits} commits (bound {report.max_steps}), plus endpoints")
     for s in report.steps:
@@ -101,6 +114,7 @@ def render(report: Report) -> str:
             lines.append(f"      results: {s.results}")
         elif s.build_log:
             lines.append(f"      build log: {s.build_log}")
+    lines += [f"skipped, {s.reason}" for s in different]
     flaky = [s.commit[:12] for s in report.steps if s.flaky]
     if flaky:
         lines.append(f"flaky commits (failed, then passed on retry): {', '.join(flaky)}")

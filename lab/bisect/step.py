@@ -51,6 +51,8 @@ def evaluate(settings: Settings, work: Path, phase: str) -> StepRecord:
     except LabBaseError as exc:
         outcome = CommitOutcome(StepVerdict.ABORT, f"lab error: {exc}")
     made.durations["total"] = round(time.monotonic() - start, 1)
+    if outcome.reason.startswith("different failure"):
+        outcome = CommitOutcome(outcome.verdict, f"different failure at {info.commit[:12]}: {outcome.signature}")
     record = StepRecord(
         phase=phase,
         verdict=outcome.verdict.value,
@@ -64,6 +66,7 @@ def evaluate(settings: Settings, work: Path, phase: str) -> StepRecord:
         started=started,
         durations=made.durations,
         flaky=outcome.flaky,
+        signature=outcome.signature,
         build_dir=made.build_dir,
         build_log=made.build_log,
         results=made.results,
@@ -111,7 +114,7 @@ def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made
         )
         cell = testrun.run_cell(spec, step_dir)
         cells.append(cell)
-        return classify(cell, settings.tests, settings.boot_failure, _tests_start(cell))
+        return classify(cell, settings.target(), _tests_start(cell))
 
     t1 = time.monotonic()
     made.attempts = run_attempts(attempt, settings.retries)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lab import results
+from lab import results, signature
 
 BOOT_FAILURE_CHOICES = ("skip", "bad")
 
@@ -36,6 +37,7 @@ class Attempt:
     verdict: StepVerdict
     reason: str
     boot_failure: bool = False  # the kernel died before any selected test started
+    signature: str = ""  # how it failed (lab.signature), when it failed
 
 
 @dataclass(frozen=True)
@@ -45,22 +47,47 @@ class CommitOutcome:
     verdict: StepVerdict
     reason: str
     flaky: bool = False  # it failed at least once and passed at least once
+    signature: str = ""  # the failure's signature, when the commit is bad
 
 
-def classify(cell: results.CellResult, patterns: Sequence[str], boot_failure: str, tests_start: int | None) -> Attempt:
-    """Judge a cell by the selected tests; `tests_start` is the console offset where the first suite began."""
-    selected = [t for t in cell.tests if any(p in t.full_name for p in patterns)]
+@dataclass(frozen=True)
+class Target:
+    """What a bisect hunts: the selected tests, and which failure of theirs counts as bad.
+
+    `signature`: only a failure with this signature is bad; another failure
+    (another errno, another test, a crash) is skipped as a different failure.
+    Empty: any failure is bad (--any-failure). `splat`: judge by a kernel
+    report whose title matches this regex instead of by the tests.
+    """
+
+    patterns: tuple[str, ...]
+    boot_failure: str = "skip"
+    signature: str = ""
+    splat: str = ""
+
+
+def classify(cell: results.CellResult, target: Target, tests_start: int | None) -> Attempt:
+    """Judge a cell for the target; `tests_start` is the console offset where the first suite began."""
     fatal = next((e for e in cell.kernel_events if e.fatal), None)
     if fatal is not None and (tests_start is None or fatal.offset < tests_start):
-        verdict = StepVerdict.BAD if boot_failure == "bad" else StepVerdict.SKIP
-        return Attempt(verdict, f"boot failure before the test started: kernel {fatal.kind}", boot_failure=True)
-    failed = [t for t in selected if t.status in (results.Status.FAIL, results.Status.ERROR)]
-    if failed:
-        first = failed[0]
-        return Attempt(StepVerdict.BAD, f"{first.full_name} {first.status.value}: {first.reason}".rstrip(": "))
+        verdict = StepVerdict.BAD if target.boot_failure == "bad" else StepVerdict.SKIP
+        why = f"boot failure before the test started: {signature.of_event(fatal)}"
+        return Attempt(verdict, why, boot_failure=True, signature=signature.of_event(fatal))
+    if target.splat:
+        return _by_splat(cell, target.splat)
+    selected = [t for t in cell.tests if any(p in t.full_name for p in target.patterns)]
+    failed = [(t, t.signature) for t in selected if t.status in (results.Status.FAIL, results.Status.ERROR)]
     missing = [t for t in selected if t.status is results.Status.MISS]
     if missing and fatal is not None:
-        return Attempt(StepVerdict.BAD, f"{missing[0].full_name}: kernel {fatal.kind} during the test")
+        failed.append((missing[0], signature.of_event(fatal)))
+    if failed:
+        wanted = [(t, sig) for t, sig in failed if not target.signature or sig == target.signature]
+        if not wanted:
+            test, sig = failed[0]
+            return Attempt(StepVerdict.SKIP, f"different failure: {sig}", signature=sig)
+        test, sig = wanted[0]
+        what = test.reason if test.status is not results.Status.MISS else f"kernel {fatal.kind if fatal else '?'}"
+        return Attempt(StepVerdict.BAD, f"{test.full_name} {test.status.value}: {what}".rstrip(": "), signature=sig)
     if cell.error:
         return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}")
     if missing or not selected:
@@ -69,6 +96,20 @@ def classify(cell: results.CellResult, patterns: Sequence[str], boot_failure: st
     if skipped:
         return Attempt(StepVerdict.SKIP, f"{skipped[0].full_name} skipped: {skipped[0].reason}")
     return Attempt(StepVerdict.GOOD, f"{len(selected)} selected test(s) passed")
+
+
+def _by_splat(cell: results.CellResult, pattern: str) -> Attempt:
+    """Bad when a kernel report matches `pattern` (its kernel-CI title or its first line), else good."""
+    for event in cell.kernel_events:
+        title = signature.of_event(event)
+        if re.search(pattern, title) or re.search(pattern, event.title):
+            return Attempt(StepVerdict.BAD, f"kernel report {title!r} matches {pattern!r}", signature=title)
+    if cell.error:
+        return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}")
+    if not cell.tests or all(t.status is results.Status.MISS for t in cell.tests):
+        return Attempt(StepVerdict.ABORT, f"no suite ran, so the splat could not show: {cell.id}")
+    ran = sum(t.status is not results.Status.MISS for t in cell.tests)
+    return Attempt(StepVerdict.GOOD, f"no kernel report matches {pattern!r} ({ran} tests ran)")
 
 
 def should_retry(attempt: Attempt) -> bool:
@@ -92,9 +133,9 @@ def combine(attempts: Sequence[Attempt]) -> CommitOutcome:
         return CommitOutcome(StepVerdict.GOOD, attempts[-1].reason)
     if len(fails) == len(attempts):
         runs = f" (all {len(attempts)} runs)" if len(attempts) > 1 else ""
-        return CommitOutcome(StepVerdict.BAD, fails[0].reason + runs)
+        return CommitOutcome(StepVerdict.BAD, fails[0].reason + runs, signature=fails[0].signature)
     skip = next(a for a in attempts if a.verdict is StepVerdict.SKIP)
-    return CommitOutcome(StepVerdict.SKIP, skip.reason, flaky=bool(fails))
+    return CommitOutcome(StepVerdict.SKIP, skip.reason, flaky=bool(fails), signature=skip.signature)
 
 
 def run_attempts(attempt: Callable[[int], Attempt], retries: int) -> list[Attempt]:

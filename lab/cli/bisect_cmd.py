@@ -19,7 +19,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     work = work_dir(settings, args.results, args.fresh)
     if (work / STATE).is_file():
-        settings = dataclasses.replace(settings, endpoints=load_settings(work / STATE).endpoints)
+        before = load_settings(work / STATE)
+        settings = dataclasses.replace(settings, endpoints=before.endpoints, signature=before.signature)
         print(f"klab bisect: resuming {work}", file=sys.stderr)
     print(f"klab bisect: {settings.good[:12]}..{settings.bad[:12]} in {settings.src}; work dir {work}", file=sys.stderr)
     report = drive(settings, work)
@@ -33,7 +34,17 @@ def register(sub: Any) -> None:
     p.add_argument("--good", required=True, help="a commit where the test passes")
     p.add_argument("--bad", required=True, help="a later commit where it fails")
     p.add_argument("--arch", required=True, help="x86_64 or arm64")
-    p.add_argument("--test", required=True, action="append", help="SUITE.TEST (or a substring, like -k); repeatable")
+    p.add_argument("--test", action="append", default=[], help="SUITE.TEST (or a substring, like -k); repeatable")
+    p.add_argument(
+        "--splat",
+        help="bisect a kernel report instead of a test: a regex on its title (e.g. 'KASAN: .* in landlock_')",
+    )
+    p.add_argument("--suite", action="append", default=[], help="with --splat: the suites to run (default: all)")
+    p.add_argument(
+        "--any-failure",
+        action="store_true",
+        help="any failure of the tests is bad (default: only the failure seen at --bad; another one is skipped)",
+    )
     p.add_argument(
         "-f", "--fragment", "--fragments", dest="fragments", action="extend", nargs="+",
         help=f"kconfig fragments (default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})",

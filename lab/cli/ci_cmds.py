@@ -24,9 +24,9 @@ from lab import arches, images, lava, lavaresults, matrix, pipeline, recipes, re
 from lab import suites as suite_list
 from lab.cli import args as common
 from lab.errors import UserError
-from lab.paths import REPO_ROOT
+from lab.paths import HOME
 
-DEFAULT_MATRIX = REPO_ROOT / "lab.yaml"
+DEFAULT_MATRIX = HOME / "lab.yaml"
 # The GitLab pipeline's stages; the generated child pipeline repeats them (jobs it includes name them).
 GITLAB_STAGES = ("matrix", "test", "merge")
 GITLAB_CI_FILE = "ci/gitlab-ci.yml"

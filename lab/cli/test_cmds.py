@@ -13,11 +13,11 @@ from lab import arches, knownfail, matrix, pipeline, qemu, results, resultsjson,
 from lab import suites as suite_list
 from lab.cli import args as common
 from lab.errors import UserError
-from lab.paths import REPO_ROOT
+from lab.paths import HOME
 from lab.progress import Progress
 
-DEFAULT_MATRIX = REPO_ROOT / "lab.yaml"
-DEFAULT_KNOWN = REPO_ROOT / "known-failures.yaml"
+DEFAULT_MATRIX = HOME / "lab.yaml"
+DEFAULT_KNOWN = HOME / "known-failures.yaml"
 
 
 def _default_results() -> Path:
@@ -114,10 +114,10 @@ def _check_run_options(args: argparse.Namespace) -> tuple[str, ...]:
         raise UserError("-n/--jobs must be 1 or more")
     if args.repeat < 1:
         raise UserError("--repeat must be 1 or more")
-    dirs = tuple(REPO_ROOT / d for d in args.suite_dir)
+    dirs = tuple(HOME / d for d in args.suite_dir)
     for d in dirs:
         if not d.is_dir():
-            raise UserError(f"--suite-dir {d} is not a directory (suite dirs are relative to {REPO_ROOT})")
+            raise UserError(f"--suite-dir {d} is not a directory (suite dirs are relative to {HOME})")
     for name in args.suite:
         suite_list.check(name, suite_dirs=dirs)
     return tuple(args.suite)

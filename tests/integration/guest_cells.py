@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from lab import matrix, pipeline, results, resultsjson, suites, testrun
+from lab import knownfail, matrix, pipeline, results, resultsjson, suites, testrun
 from lab.paths import REPO_ROOT
 
 LAB_YAML = REPO_ROOT / "lab.yaml"
@@ -39,10 +39,12 @@ def suite_tests(chosen: tuple[str, ...]) -> list[str]:
 
 def cell_spec(cell: matrix.MatrixCell) -> testrun.CellSpec:
     """Build (or reuse) the cell's kernel and rootfs; one build at a time (build.py locks the build dir)."""
+    known = knownfail.load(Path(lab_matrix().known_failures))
     specs = pipeline.matrix_specs(
         matrix.Matrix(
             kernels=(cell.kernel,), arches=(cell.arch,), suites=cell.suites, boots=(cell.boot,), rootfs=cell.rootfs
-        )
+        ),
+        known=known,
     )
     assert len(specs) == 1, specs
     return specs[0]

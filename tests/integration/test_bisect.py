@@ -1,29 +1,34 @@
-"""`klab bisect` on a real regression: a git tree made from Debian's linux-source-6.12, ten commits on top.
+"""`klab bisect` on a real regression: a git tree made from Debian's linux-source-6.12, twelve commits on top.
 
 The scenario (made once in the cache, reused while intact so warm runs rebuild
 nothing but what each step changes):
   base    Debian's tree as shipped                                    (--good, tag klab-good)
-  1..10   harmless comment and doc changes in security/ and Documentation/, and:
-  3       the regression: domain_scope_le() lets a sandboxed tracer reach a tracee without
-          a domain, so a Landlock-restricted child may ptrace its unrestricted parent
-  5       a build break (undeclared identifier in security/landlock/syscalls.c): it sits at the
-          first midpoint, so bisect must step on it and skip it; 6 fixes it
-  10      the tip                                                     (--bad, tag klab-bad)
-Run: `pytest -m kernel tests/integration/test_bisect.py -s` to see the report: culprit, each step's
-build, boot+test and total seconds, and the wall time (also in the work dir's bisect.json).
+  1..12   harmless comment and doc changes in security/ and Documentation/, and:
+  5       an unrelated failure of the same test: ptrace denials answer EACCES instead of EPERM
+          (the test fails "expected EPERM, got EACCES"); it sits at the first midpoints
+  8       reverts 5: the test passes again
+  10      the regression: domain_scope_le() lets a sandboxed tracer reach a tracee without a
+          domain, so a Landlock-restricted child may ptrace its unrestricted parent ("got success")
+  11      a build break (undeclared identifier in security/landlock/syscalls.c); 12 fixes it
+  12      the tip                                                     (--bad, tag klab-bad)
+A signature-blind bisect (--any-failure) steps on 5..7, calls them bad and blames commit 5; the
+default bisect records the failure at --bad ("expected EPERM, got success"), skips 5..7 as a
+different failure, and names commit 10. bench/bisect.py runs both and compares steps and wall time.
+Run: `pytest -m kernel tests/integration/test_bisect.py -s` to see the report: culprit, each
+step's build, boot+test and total seconds, and the wall time (also in the work dir's bisect.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +39,7 @@ from lab.paths import cache_dir
 pytestmark = pytest.mark.kernel
 
 TEST = "landlock_ptrace.attach_child_to_parent__child_domain"
-SCENARIO_VERSION = "1"  # bump when the commits below change: the scenario is then rebuilt
+SCENARIO_VERSION = "2"  # bump when the commits below change: the scenario is then rebuilt
 AUTHOR = {"GIT_AUTHOR_NAME": "Kernel Lab", "GIT_AUTHOR_EMAIL": "lab@example.org"}
 COMMITTER = {"GIT_COMMITTER_NAME": "Kernel Lab", "GIT_COMMITTER_EMAIL": "lab@example.org"}
 
@@ -50,6 +55,13 @@ class Change:
 
 
 _ABI = "const int landlock_abi_version = LANDLOCK_ABI_VERSION;"
+_DENIAL = "\tif (task_is_scoped(parent, child))\n\t\treturn 0;\n\treturn -EPERM;\n"
+
+
+def _comment(subject: str, path: str, line: str, note: str) -> Change:
+    return Change(subject, path, line + "\n", f"{line} /* {note} */\n")
+
+
 CHANGES = (
     Change(
         "Documentation/landlock: Mention ptrace scoping",
@@ -57,23 +69,42 @@ CHANGES = (
         ".. Copyright © 2021-2022 Microsoft Corporation\n",
         ".. Copyright © 2021-2022 Microsoft Corporation\n.. Ptrace is scoped to a domain and its descendants.\n",
     ),
-    Change(
+    _comment(
         "landlock: Fix comment wording in ruleset.c",
         "security/landlock/ruleset.c",
-        "#include <linux/bits.h>\n",
-        "#include <linux/bits.h> /* access masks */\n",
+        "#include <linux/bits.h>",
+        "access masks",
+    ),
+    _comment(
+        "landlock: Comment the filesystem hooks", "security/landlock/fs.c", "#include <linux/atomic.h>", "refcounts"
+    ),
+    _comment(
+        "yama: Comment the ptrace scope sysctl", "security/yama/yama_lsm.c", "#include <linux/lsm_hooks.h>", "hooks"
+    ),
+    Change(
+        "landlock: Return EACCES for denied ptrace accesses",
+        "security/landlock/task.c",
+        _DENIAL,
+        _DENIAL.replace("EPERM", "EACCES"),
+    ),
+    _comment(
+        "landlock: Comment the network hooks", "security/landlock/net.c", "#include <linux/net.h>", "socket hooks"
+    ),
+    _comment("landlock: Comment the setup code", "security/landlock/setup.c", "#include <linux/init.h>", "__init"),
+    Change(
+        'Revert "landlock: Return EACCES for denied ptrace accesses"',
+        "security/landlock/task.c",
+        _DENIAL.replace("EPERM", "EACCES"),
+        _DENIAL,
+    ),
+    _comment(
+        "landlock: Comment the credential hooks", "security/landlock/cred.c", "#include <linux/cred.h>", "domains"
     ),
     Change(
         "landlock: Simplify domain_scope_le() for unsandboxed tasks",
         "security/landlock/task.c",
         "\tif (!child)\n\t\treturn false;\n",
         "\tif (!child)\n\t\treturn true;\n",
-    ),
-    Change(
-        "landlock: Comment the filesystem hooks",
-        "security/landlock/fs.c",
-        "#include <linux/atomic.h>\n",
-        "#include <linux/atomic.h> /* refcounts of objects */\n",
     ),
     Change(
         "landlock: Use a named constant for the ABI version",
@@ -87,32 +118,8 @@ CHANGES = (
         _ABI.replace("VERSION", "CURRENT"),
         "#define LANDLOCK_ABI_CURRENT LANDLOCK_ABI_VERSION\n" + _ABI.replace("VERSION", "CURRENT"),
     ),
-    Change(
-        "yama: Comment the ptrace scope sysctl",
-        "security/yama/yama_lsm.c",
-        "#include <linux/lsm_hooks.h>\n",
-        "#include <linux/lsm_hooks.h> /* ptrace_access_check, task_prctl */\n",
-    ),
-    Change(
-        "landlock: Comment the network hooks",
-        "security/landlock/net.c",
-        "#include <linux/net.h>\n",
-        "#include <linux/net.h> /* socket hooks */\n",
-    ),
-    Change(
-        "landlock: Comment the setup code",
-        "security/landlock/setup.c",
-        "#include <linux/init.h>\n",
-        "#include <linux/init.h> /* __init, early LSM setup */\n",
-    ),
-    Change(
-        "landlock: Comment the credential hooks",
-        "security/landlock/cred.c",
-        "#include <linux/cred.h>\n",
-        "#include <linux/cred.h> /* domains ride on credentials */\n",
-    ),
 )
-REGRESSION, BUILD_BREAK = 3, 5  # 1-based commit numbers in CHANGES
+UNRELATED, UNRELATED_FIXED, REGRESSION, BUILD_BREAK = 5, 8, 10, 11  # 1-based commit numbers in CHANGES
 
 
 @dataclass(frozen=True)
@@ -200,33 +207,53 @@ def scenario() -> Scenario:
     return ensure_scenario()
 
 
-def test_bisect_names_the_landlock_regression(scenario: Scenario, tmp_path: Path) -> None:
+def run_bisect(scenario: Scenario, work: Path, *extra: str) -> tuple[int, dict[str, Any], float]:
     parser = argparse.ArgumentParser(prog="klab")
     bisect_cmd.register(parser.add_subparsers(dest="command", required=True))
-    work = tmp_path / "bisect"
     argv = ["bisect", "--src", str(scenario.repo), "--good", "klab-good", "--bad", "klab-bad"]
     argv += ["--build-dir", str(cache_dir("bisect-scenario") / "build" / "x86_64")]
-    args = parser.parse_args([*argv, "--arch", "x86_64", "--test", TEST, "--results", str(work)])
+    args = parser.parse_args([*argv, "--arch", "x86_64", "--test", TEST, "--results", str(work), *extra])
     start = time.monotonic()
     rc = args.func(args)
     wall = time.monotonic() - start
     doc = json.loads((work / "bisect.json").read_text())
     steps = [s for s in doc["steps"] if s["phase"] == "bisect"]
-    by_commit = {s["commit"]: s for s in steps}
-    print(f"bisect: {len(steps)} steps for {doc['commits']} commits, wall {wall:.0f}s (per step: see the table above)")
+    print(f"bisect {' '.join(extra) or '(signature-aware)'}: {len(steps)} steps for {doc['commits']} commits, "
+          f"wall {wall:.0f}s (per step: see the table above)")  # fmt: skip
+    return rc, doc, wall
 
+
+def _assert_tree_restored(scenario: Scenario) -> None:
+    assert git(scenario.repo, "symbolic-ref", "--short", "HEAD") == "main"
+    assert git(scenario.repo, "rev-parse", "HEAD") == scenario.bad
+    assert git(scenario.repo, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+def test_bisect_names_the_landlock_regression_past_an_unrelated_failure(scenario: Scenario, tmp_path: Path) -> None:
+    work = tmp_path / "bisect"
+    rc, doc, _ = run_bisect(scenario, work)
+    steps = [s for s in doc["steps"] if s["phase"] == "bisect"]
+    by_commit = {s["commit"]: s for s in steps}
     assert rc == 0
     assert doc["culprit"]["commit"] == scenario.commits[REGRESSION]
     assert doc["culprit"]["subject"] == CHANGES[REGRESSION - 1].subject
     assert doc["commits"] == len(CHANGES)
-    assert len(steps) <= math.ceil(math.log2(len(CHANGES))) + 2
-    broken = by_commit[scenario.commits[BUILD_BREAK]]  # the first midpoint: bisect must step on it
-    assert (broken["verdict"], broken["exit"]) == ("skip", 125) and "build failed" in broken["reason"]
+    assert doc["hunted"].endswith("expected EPERM, got success"), doc["hunted"]
+    # The unrelated failure was stepped on and skipped as a different failure, never blamed.
+    different = [s for s in steps if UNRELATED <= scenario.commits.index(s["commit"]) < UNRELATED_FIXED]
+    assert different, "the first midpoints are in the unrelated failure's range"
+    for step in different:
+        assert (step["verdict"], step["exit"]) == ("skip", 125), step
+        assert step["reason"].startswith(f"different failure at {step['commit'][:12]}: ")
+        assert step["reason"].endswith("expected EPERM, got EACCES"), step["reason"]
     for commit, step in by_commit.items():
-        if step["verdict"] != "skip":
-            assert step["verdict"] == ("bad" if scenario.commits.index(commit) >= REGRESSION else "good")
+        index = scenario.commits.index(commit)
+        if index == BUILD_BREAK:
+            assert (step["verdict"], step["exit"]) == ("skip", 125) and "build failed" in step["reason"]
+        elif not UNRELATED <= index < UNRELATED_FIXED:
+            assert step["verdict"] == ("bad" if index >= REGRESSION else "good"), (index, step)
     # One build dir for every commit, and every bisect step an incremental rebuild of it:
-    # no commit touches a Kconfig file, so no step configures again, not even after the build break.
+    # no commit touches a Kconfig file, so no step configures again.
     built = [s for s in doc["steps"] if s.get("build_dir")]
     assert len({s["build_dir"] for s in built}) == 1
     for s in steps:
@@ -234,8 +261,5 @@ def test_bisect_names_the_landlock_regression(scenario: Scenario, tmp_path: Path
         assert first_line.startswith("# .config kept"), (s["commit"], first_line)
     for s in built:
         assert Path(s["results"]).is_file() and all(Path(c).is_file() for c in s["consoles"])
-    # The user's tree is as it was.
-    assert git(scenario.repo, "symbolic-ref", "--short", "HEAD") == "main"
-    assert git(scenario.repo, "rev-parse", "HEAD") == scenario.bad
-    assert git(scenario.repo, "status", "--porcelain", "--untracked-files=no") == ""
+    _assert_tree_restored(scenario)
     assert "# first bad commit" in (work / "bisect.log").read_text()
