@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev dwarves ccache cpio kmod rsync xz-utils \
 	gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu \
 	qemu-system-x86 qemu-system-arm qemu-utils \
-	mmdebstrap qemu-user-static debian-archive-keyring e2fsprogs arch-test \
+	mmdebstrap qemu-user-static debian-archive-keyring e2fsprogs arch-test gdb-multiarch \
 	python3 python3-venv python3-pip git util-linux iproute2 ca-certificates
 
 KERNEL_SRC ?=

@@ -1,4 +1,4 @@
-"""A test-only suite for `--repeat`: one test that is deliberately flaky, one that is not.
+"""A test-only suite for `--repeat` and known failures: a deliberately flaky test, a steady one, a broken one.
 
 Not one of the lab's suites (suites/run.py lists it only with --suite-dir
 tests/data/suites). The flaky test fails on every second run within a boot,
@@ -32,3 +32,9 @@ def fails_every_second_run() -> None:
 def always_passes() -> None:
     """The steady neighbour: with --repeat it stays PASS, never FLAKY."""
     _klab.expect_eq(1 + 1, 2, "arithmetic")
+
+
+@suite.test
+def fails_every_run() -> None:
+    """Always fails the same way: a known failure's entry turns it into XFAIL."""
+    _klab.expect_errno((-1, 13), 1, "a denial that should be EPERM")
