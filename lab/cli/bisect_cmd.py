@@ -29,7 +29,12 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("bisect", help="find the commit that broke a suite test (git bisect run: build, boot, test)")
+    p = sub.add_parser(
+        "bisect",
+        help="find the commit that broke a suite test (git bisect run: build, boot, test)",
+        epilog="example: klab bisect --src ~/linux --good v7.2 --bad HEAD --arch x86_64 "
+        "--test landlock_ptrace.attach_child_to_parent__child_domain",
+    )
     p.add_argument("--src", required=True, help="the kernel git tree (clean; left as it was found)")
     p.add_argument("--good", required=True, help="a commit where the test passes")
     p.add_argument("--bad", required=True, help="a later commit where it fails")

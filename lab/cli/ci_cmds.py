@@ -209,6 +209,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="directory for the merged reports")
     p.add_argument("--matrix", help="matrix file: its cells with no results become lab errors")
     p.set_defaults(func=cmd_ci_merge)
+    _examples(sub, CI_EXAMPLES)
     _register_lava(subparsers)
 
 
@@ -242,3 +243,21 @@ def _register_lava(subparsers: Any) -> None:
     p.add_argument("--cell", help="cell id (default: from the job's metadata)")
     p.add_argument("--arch", help="arch (default: from the job's metadata)")
     p.set_defaults(func=cmd_lava_results)
+    _examples(sub, LAVA_EXAMPLES)
+
+
+CI_EXAMPLES = {
+    "matrix": "klab ci matrix --matrix lab.yaml --format gitlab > cells.yml",
+    "run": "klab ci run --kernel 7.3 --arch arm64 --results results/arm64.7.3",
+    "merge": "klab ci merge --matrix lab.yaml --out merged results/*/results.json",
+}
+LAVA_EXAMPLES = {
+    "job": "klab lava job --arch x86_64 --build BUILD_DIR --suite seccomp --out job.yaml",
+    "device": "klab lava device --arch arm64 --out device.yaml",
+    "results": "klab lava results --lava-results out/ --job job.yaml --out results",
+}
+
+
+def _examples(sub: Any, examples: dict[str, str]) -> None:
+    for name, example in examples.items():
+        sub.choices[name].epilog = f"example: {example}"

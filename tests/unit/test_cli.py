@@ -1,0 +1,129 @@
+"""The command line's contract: examples in every --help, options spelled alike, exit codes, checks before work."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lab import arches, build, cli, kconfig, pipeline, source
+from lab.cli import args as common
+from lab.cli import test_cmds
+from lab.errors import EXIT_LAB, EXIT_USAGE
+
+
+def _subparsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found = _subparsers(sub, (*path, name))
+                out += found or [((*path, name), sub)]
+    return out
+
+
+def test_every_command_has_an_example_in_its_help() -> None:
+    commands = _subparsers(cli.parser())
+    assert len(commands) >= 20
+    missing = [" ".join(path) for path, sub in commands if "example" not in (sub.epilog or "")]
+    assert not missing, f"no example in --help of: {missing}"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("klab ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["test", "--matrix", "lab.yaml", "--arches", "x86_64", "arm64"],
+        ["test", "--matrix", "lab.yaml", "--arches", "x86_64,arm64"],
+        ["test-kernel", "--arches", "x86_64", "arm64"],
+        ["test-kernel", "--arches", "x86_64 arm64"],
+    ],
+)
+def test_arches_take_the_same_forms_everywhere(argv: list[str]) -> None:
+    args = cli.parser().parse_args(argv)
+    assert common.split_words(args.arches) == ["x86_64", "arm64"]
+
+
+@pytest.mark.parametrize("command", ["build", "config"])
+def test_fragments_add_to_the_defaults_and_bare_starts_from_nothing(command: str) -> None:
+    parsed = cli.parser().parse_args([command, "--arch", "x86_64", "-f", "debug", "-f", "a.config", "b.config"])
+    assert common.fragment_names(parsed) == [*kconfig.DEFAULT_FRAGMENTS, "debug", "a.config", "b.config"]
+    bare = cli.parser().parse_args([command, "--arch", "x86_64", "--bare", "-f", "base", "x.config"])
+    assert common.fragment_names(bare) == ["base", "x.config"]
+
+
+def test_an_unexpected_error_is_128_with_one_line_and_the_traceback_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KLAB_CACHE", str(tmp_path))
+
+    def boom(args: argparse.Namespace) -> int:
+        raise PermissionError(13, "Permission denied", "/root/.cache/kernel-lab")
+
+    monkeypatch.setattr("lab.cli.build_cmds.cmd_probe", boom)
+    assert cli.main(["probe"]) == EXIT_LAB
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("klab: unexpected error: PermissionError")
+    log = Path(err.split("(traceback: ")[1].rstrip(")"))
+    assert log.is_file() and "Traceback" in log.read_text()
+
+
+def test_ci_merge_with_nothing_to_merge_is_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ci", "merge", "--out", str(tmp_path / "m")]) == EXIT_USAGE
+    assert "nothing to merge" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_typo_in_a_suite_name_is_caught_before_any_build(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pipeline, "matrix_specs", lambda *a, **k: pytest.fail("built before checking --suite"))
+    assert cli.main(["test-kernel", "--suite", "landlok"]) == EXIT_USAGE
+    assert "unknown suite 'landlok'; choose from: landlock" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["test", "--matrix", "lab.yaml", "--arch", "x86_64"], "--arch: a single kernel's options"),
+        (["test", "--arch", "x86_64", "--kernel", "k", "--arches", "arm64"], "--arches: chooses among a matrix"),
+        (["test", "--matrix", "lab.yaml", "--repeat", "0"], "--repeat must be 1 or more"),
+        (["test-kernel", "--arches", "sparc"], "unknown arch 'sparc'"),
+    ],
+)
+def test_contradictory_or_bad_flags_are_refused(
+    argv: list[str], error: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pipeline, "matrix_specs", lambda *a, **k: pytest.fail("work started"))
+    assert cli.main(argv) == EXIT_USAGE
+    assert error in capsys.readouterr().err
+
+
+def test_printed_commands_rerun_as_printed(tmp_path: Path) -> None:
+    """`CC=ccache gcc` is one argument: the line klab prints must split back into the same argv."""
+    tree = tmp_path / "linux"
+    (tree / "scripts/kconfig").mkdir(parents=True)
+    (tree / "Kconfig").write_text("")
+    (tree / "scripts/kconfig/merge_config.sh").write_text("")
+    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\n")
+    req = build.BuildRequest(
+        source.resolve(tree), arches.get("arm64"), tuple(kconfig.load_fragments(["base"], "arch/arm64"))
+    )
+    argv = build.make_argv(req, tmp_path / "b", "Image")
+    assert shlex.split(shlex.join(argv)) == argv
+    if any(a.startswith("CC=ccache") for a in argv):
+        assert "'CC=ccache aarch64-linux-gnu-gcc'" in shlex.join(argv)
+
+
+def test_known_failures_default_to_the_repository_file() -> None:
+    path, entries = test_cmds._known(None, "")
+    assert path == test_cmds.DEFAULT_KNOWN and entries
