@@ -23,7 +23,7 @@ import _landlock  # noqa: E402 - the guest's own reader of suites/landlock_abi.j
 
 pytestmark = pytest.mark.kernel
 
-_CELLS = {cell.id: cell for cell in [*guest_cells.lab_matrix().cells(), *guest_cells.older_kernel_cells()]}
+_CELLS = {cell.id: cell for cell in guest_cells.make_test_cells()}
 _NEEDS_ABI = re.compile(r"needs Landlock ABI (\d+), kernel has (\d+)")
 _LANDED_IN = re.compile(r"landed in v(\d+)\.(\d+)")
 _NOT_IN_BTF = re.compile(r"bpf_lsm_\w+ is not in vmlinux BTF \(hook absent or CONFIG_BPF_LSM off\)")

@@ -199,3 +199,14 @@ def test_suite_spans(fixture: str, want: list[tuple[str, bool]], marker: str, in
         assert "# Subtest: " + span.name in text[span.start : span.end].splitlines()[0]
     offset = text.index(marker)
     assert [s.name for s in spans if s.start <= offset < s.end] == ([inside] if inside else [])
+
+
+def test_a_todo_failure_is_a_known_failure_not_a_failure() -> None:
+    """TAP's TODO: `not ok N name # TODO why` is expected to fail (kernel-lab's XFAIL) and keeps the tree ok."""
+    text = "KTAP version 1\n1..1\n    KTAP version 1\n    1..2\n    ok 1 a\n    not ok 2 b # TODO XFAIL known\nok 1 s\n"
+    tree = ktap.parse(text)
+    leaf = tree.subtests[0].subtests[1]
+    assert (leaf.status, leaf.directive, leaf.reason) == (ktap.Status.NOT_OK, "TODO", "XFAIL known")
+    assert tree.subtests[0].ok()
+    plain = ktap.parse(text.replace(" # TODO XFAIL known", ""))
+    assert not plain.subtests[0].ok()
