@@ -7,12 +7,14 @@ KLAB := $(VENV)/bin/klab
 PYTEST := $(VENV)/bin/pytest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian 12 packages: build tools, cross compiler, pahole for BTF, QEMU, image builder.
+# Debian 12 packages: build tools, cross compiler, pahole for BTF, QEMU, image builder,
+# and headless Chromium, which renders report.html in tests/integration/test_report_browser.py.
 APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev dwarves ccache cpio kmod rsync xz-utils \
 	gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu \
 	qemu-system-x86 qemu-system-arm qemu-utils \
 	mmdebstrap qemu-user-static debian-archive-keyring e2fsprogs arch-test gdb-multiarch \
-	python3 python3-venv python3-pip git util-linux iproute2 ca-certificates
+	python3 python3-venv python3-pip git util-linux iproute2 ca-certificates \
+	chromium
 
 KERNEL_SRC ?=
 ARCHES ?= x86_64 arm64

@@ -13,7 +13,7 @@ import time
 import traceback
 from importlib import metadata
 
-from lab.cli import bisect_cmd, build_cmds, ci_cmds, guest_cmds, test_cmds
+from lab.cli import bisect_cmd, build_cmds, ci_cmds, guest_cmds, report_cmds, test_cmds
 from lab.errors import EXIT_LAB, BuildError, KernelFailure, LabBaseError
 from lab.paths import cache_dir
 
@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"klab {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (build_cmds, guest_cmds, test_cmds, bisect_cmd, ci_cmds):
+    for module in (build_cmds, guest_cmds, test_cmds, report_cmds, bisect_cmd, ci_cmds):
         module.register(sub)
     return p
 

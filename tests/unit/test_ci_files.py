@@ -108,7 +108,7 @@ def test_github_keeps_reports_even_on_failure() -> None:
     assert any("udev" in s.get("run", "") and "kvm" in s.get("run", "") for s in steps)
     assert any("GITHUB_STEP_SUMMARY" in s.get("run", "") and s.get("if") == "always()" for s in steps)
     paths = by_use["actions/upload-artifact"]["with"]["path"]
-    for name in ("results.json", "junit.xml", "console-*.log"):
+    for name in ("results.json", "junit.xml", "console-*.log", "report.html", "compare.txt"):
         assert name in paths
 
 
@@ -154,9 +154,51 @@ def test_every_make_target_exists() -> None:
 def test_every_klab_command_parses() -> None:
     commands = [(f, argv) for f, text in _all_texts() for argv in _klab_commands(text)]
     assert {tuple(argv[:2]) for _, argv in commands} >= {("ci", "matrix"), ("ci", "run"), ("ci", "merge")}
+    assert {f for f, argv in commands if argv[0] == "compare"} == {GITHUB.name, GITLAB.name}
     parser = cli.parser()
     for where, argv in commands:
         try:
             parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"{where}: `klab {shlex.join(argv)}` does not parse with lab.cli.parser()")
+
+
+LAST_GREEN = ".klab-cache/last-green/results.json"
+
+
+def test_github_compares_with_the_cached_last_green_run() -> None:
+    """Compare only when a green run is cached; keep this run's results.json only when it is green, in the cache."""
+    steps = _load(GITHUB)["jobs"]["cell"]["steps"]
+    names = [s.get("name", s.get("uses", "")) for s in steps]
+    by_name = dict(zip(names, steps, strict=True))
+    test, compare_step = names.index("Build, boot and test ${{ matrix.name }}"), "Compare with the last green run"
+    keep, save = "Keep this run as the last green one", "Save the lab cache"
+    assert test < names.index(compare_step) < names.index(keep) < names.index(save)
+    run = by_name[compare_step]["run"]
+    assert by_name[compare_step]["if"] == "always()"
+    assert f"if [ -f {LAST_GREEN} ]" in run and f"klab compare {LAST_GREEN} " in run
+    assert by_name[keep]["if"] == "success()" and by_name[keep]["run"].endswith(
+        f'cp "$RESULTS/results.json" {LAST_GREEN}'
+    )
+    assert by_name[save]["with"]["path"] == ".klab-cache"  # the copy rides in the cache the job already saves
+    assert "compare.txt" in next(s["run"] for s in steps if s.get("name") == "Job summary")
+
+
+def test_gitlab_compares_with_the_cached_last_green_run() -> None:
+    cell = _load(GITLAB)[".klab-cell"]
+    script = cell["script"]
+    run = next(i for i, line in enumerate(script) if "klab ci run" in line)
+    compare = next(i for i, line in enumerate(script) if "klab compare" in line)
+    keep = next(i for i, line in enumerate(script) if "last-green" in line and "cp " in line)
+    assert run < compare < keep < len(script) - 1 and script[-1] == 'exit "$status"'
+    assert script[run].endswith("|| status=$?")  # a red run still gets compared, then fails the job
+    assert script[compare].startswith('if [ -f "$KLAB_CACHE/last-green/results.json" ]')
+    assert script[keep].startswith('if [ "$status" = 0 ]; then')
+    assert _load(GITLAB)["variables"]["KLAB_CACHE"] == "$CI_PROJECT_DIR/.klab-cache"
+    assert cell["cache"]["paths"] == [".klab-cache/"] and cell["cache"]["when"] == "always"
+
+
+@pytest.mark.parametrize("path", [GITHUB, GITLAB], ids=lambda p: p.name)
+def test_compare_needs_no_network(path: Path) -> None:
+    texts = [t for t in _shell_texts(_load(path)) if "klab compare" in t]
+    assert texts and not any(word in t for t in texts for word in ("curl", "wget", "gh ", "git fetch", "http"))
