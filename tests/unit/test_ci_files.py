@@ -171,15 +171,19 @@ def test_github_compares_with_the_cached_last_green_run() -> None:
     steps = _load(GITHUB)["jobs"]["cell"]["steps"]
     names = [s.get("name", s.get("uses", "")) for s in steps]
     by_name = dict(zip(names, steps, strict=True))
-    test, compare_step = names.index("Build, boot and test ${{ matrix.name }}"), "Compare with the last green run"
-    keep, save = "Keep this run as the last green one", "Save the lab cache"
-    assert test < names.index(compare_step) < names.index(keep) < names.index(save)
-    run = by_name[compare_step]["run"]
-    assert by_name[compare_step]["if"] == "always()"
-    assert f"if [ -f {LAST_GREEN} ]" in run and f"klab compare {LAST_GREEN} " in run
-    assert by_name[keep]["if"] == "success()" and by_name[keep]["run"].endswith(
-        f'cp "$RESULTS/results.json" {LAST_GREEN}'
+    test, keep, save = (
+        "Build, boot and test ${{ matrix.name }}",
+        "Keep this run as the last green one",
+        "Save the lab cache",
     )
+    assert names.index(test) < names.index(keep) < names.index(save)
+    script = by_name[test]["run"]  # in the lab's container: its Python, no extra install
+    ran, compared = script.index("klab ci run"), script.index("klab compare")
+    assert ran < compared < script.index('exit "$status"')
+    assert '--results "$3" || status=$?' in script  # a red run still gets compared, then fails the step
+    assert 'if [ -f "$KLAB_CACHE/last-green/results.json" ]' in script[ran:compared]
+    assert by_name[keep]["if"] == "success()"
+    assert by_name[keep]["run"].endswith(f'cp "$RESULTS/results.json" {LAST_GREEN}')
     assert by_name[save]["with"]["path"] == ".klab-cache"  # the copy rides in the cache the job already saves
     assert "compare.txt" in next(s["run"] for s in steps if s.get("name") == "Job summary")
 
