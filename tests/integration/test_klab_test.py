@@ -97,9 +97,7 @@ def test_single_kernel_split_across_guests_with_a_filter(tmp_path: Path) -> None
     doc = json.loads((out / "results.json").read_text())
     assert sorted(c["id"] for c in doc["cells"]) == ["x86_64.6.12.default-landlock", "x86_64.6.12.default-seccomp"]
     names = {f"{t['suite']}.{t['name']}" for t in doc["tests"]}
-    wanted = {
-        f"{s}.{n}" for s, n in suites.planned_tests(("landlock", "seccomp")) if "ruleset" in n or "tsync" in n
-    }
+    wanted = {f"{s}.{n}" for s, n in suites.planned_tests(("landlock", "seccomp")) if "ruleset" in n or "tsync" in n}
     assert names == wanted and wanted
 
 

@@ -1,4 +1,4 @@
-"""A real LAVA job: `klab lava job` for the lab's x86_64 kernel, run by Debian's `lava-run`, results back.
+"""Real LAVA jobs: `klab lava job` for the lab's 6.12 kernels, one per arch, run by Debian's `lava-run`, results back.
 
 One job, kept short under TCG (a few seccomp tests and the BPF LSM canary):
 the boot drops `bpf` from lsm=, as lab.yaml's `nobpf` boot does, so the canary
@@ -34,24 +34,24 @@ NOBPF = "lsm=landlock,lockdown,yama"
 JOB_SECONDS = 600
 
 
-@pytest.fixture(scope="module")
-def lava_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=["x86_64", "arm64"])
+def lava_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generate the job with the CLI, run it with lava-run; the dir holds job.yaml, device.yaml, lava.log."""
     if LAVA_RUN is None:
         pytest.skip("lava-run not installed (Debian package lava-dispatcher): run `make setup-lava`")
     if os.geteuid() != 0:
         pytest.skip("lava-run must run as root")
-    arch = arches.get("x86_64")
+    arch = arches.get(request.param)
     kernel = matrix.load(REPO_ROOT / "lab.yaml").kernels[0]
     doc = pipeline.build_kernel(pipeline.source_path(kernel.source), arch, kernel.fragments)
     image = images.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
     work = tmp_path_factory.mktemp("lava")
     job, device = work / "job.yaml", work / "device.yaml"
-    argv = ["lava", "job", "--arch", "x86_64", "--build", str(doc.build_dir)]
+    argv = ["lava", "job", "--arch", arch.name, "--build", str(doc.build_dir)]
     argv += ["--rootfs", image, "--suite", "seccomp", "--suite", "bpf_lsm", "--append", NOBPF, "--out", str(job)]
     argv += [arg for p in PATTERNS for arg in ("-k", p)]
     assert klab(argv) == 0
-    assert klab(["lava", "device", "--arch", "x86_64", "--out", str(device)]) == 0
+    assert klab(["lava", "device", "--arch", arch.name, "--out", str(device)]) == 0
     # Job ids name dirs under /var/lib/lava/dispatcher/tmp: unique per run so parallel sessions never share one.
     job_id = str(int(time.time() * 1000) % 10**9)
     out = work / "out"
@@ -82,7 +82,8 @@ def test_per_test_results_come_back(lava_run: Path) -> None:
     (cell,) = resultsjson.load_cells(out / "results.json")
     got = {(t.suite, t.name): t.status for t in cell.tests}
     assert got == EXPECTED, got
-    assert cell.id.startswith("x86_64.6.12") and cell.accel == "tcg" and not cell.error
+    arch = yaml.safe_load((lava_run / "job.yaml").read_text())["context"]["arch"]
+    assert cell.id.startswith(f"{arch}.6.12") and cell.accel == "tcg" and not cell.error
     assert cell.kernel_release.startswith("6.12")
     assert all(t.duration > 0 for t in cell.tests)
     junit = (out / "junit.xml").read_text()
