@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from lab import signature
 from lab.bisect import drive, git, record, report, step
 from lab.bisect.record import Settings, StepRecord
-from lab.bisect.verdict import Attempt, CommitOutcome, classify, combine, run_attempts
+from lab.bisect.verdict import Attempt, CommitOutcome, Target, classify, combine, run_attempts
 from lab.bisect.verdict import StepVerdict as Verdict
 from lab.cli import bisect_cmd
 from lab.console import KernelEvent
@@ -95,9 +96,69 @@ CLASSIFY: list[tuple[str, CellResult, str, int | None, Verdict, bool, str]] = [
 def test_classify(
     case: str, the_cell: CellResult, boot_failure: str, start: int | None, verdict: Verdict, boot: bool, reason: str
 ) -> None:
-    attempt = classify(the_cell, [TEST], boot_failure, start)
+    attempt = classify(the_cell, Target((TEST,), boot_failure), start)
     assert (attempt.verdict, attempt.boot_failure) == (verdict, boot)
     assert reason in attempt.reason
+
+
+def failing(reason: str) -> CellResult:
+    """One cell where TEST failed with `reason` (and its signature, as results.collect gives it)."""
+    out = cell((TEST, Status.FAIL))
+    out.tests[0].reason = reason
+    out.tests[0].signature = signature.of_test(*TEST.split("."), "FAIL", reason)
+    return out
+
+
+HUNTED = signature.of_test(*TEST.split("."), "FAIL", "PTRACE_ATTACH of parent: expected EPERM (1), got success (0)")
+
+
+@pytest.mark.parametrize(
+    ("case", "the_cell", "verdict", "reason"),
+    [
+        ("the same failure, other numbers",
+         failing("PTRACE_ATTACH of parent: expected EPERM (1), got success (0)"), Verdict.BAD, "FAIL"),
+        ("another errno", failing("PTRACE_ATTACH of parent: expected EPERM (1), got EACCES (13)"), Verdict.SKIP,
+         "different failure: landlock_ptrace.attach_child_to_parent__child_domain: PTRACE_ATTACH of parent: "
+         "expected EPERM, got EACCES"),
+        ("a crash in the test", cell((TEST, Status.MISS), events=(PANIC_IN_TEST,)), Verdict.SKIP,
+         "different failure: kernel panic: Oops"),
+        ("passing is good", cell((TEST, Status.PASS)), Verdict.GOOD, "passed"),
+    ],
+)  # fmt: skip
+def test_only_the_hunted_signature_is_bad(case: str, the_cell: CellResult, verdict: Verdict, reason: str) -> None:
+    attempt = classify(the_cell, Target((TEST,), "skip", HUNTED), TESTS_START)
+    assert attempt.verdict is verdict, attempt
+    assert reason in attempt.reason
+
+
+def test_any_failure_is_bad_without_a_signature() -> None:
+    other = failing("PTRACE_ATTACH of parent: expected EPERM (1), got EACCES (13)")
+    assert classify(other, Target((TEST,)), TESTS_START).verdict is Verdict.BAD
+
+
+KASAN = KernelEvent(
+    "kasan",
+    2000,
+    "[ 9.0] BUG: KASAN: slab-use-after-free in landlock_put_ruleset+0x1/0x2\n[ 9.1] Read of size 8",
+    False,
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "the_cell", "verdict"),
+    [
+        ("the splat", cell((TEST, Status.PASS), events=(KASAN,)), Verdict.BAD),
+        ("another splat", cell((TEST, Status.PASS), events=(WARN,)), Verdict.GOOD),
+        ("no splat, a test failing", cell((TEST, Status.FAIL)), Verdict.GOOD),
+        ("boot panic", cell((TEST, Status.MISS), events=(PANIC_AT_BOOT,)), Verdict.SKIP),
+        ("nothing ran", cell((TEST, Status.MISS), error="no qemu"), Verdict.ABORT),
+    ],
+)
+def test_splat_bisect_judges_by_the_kernel_report(case: str, the_cell: CellResult, verdict: Verdict) -> None:
+    attempt = classify(the_cell, Target((), splat=r"KASAN: .* in landlock_"), TESTS_START)
+    assert attempt.verdict is verdict, attempt
+    if verdict is Verdict.BAD:
+        assert attempt.signature == "KASAN: slab-use-after-free Read in landlock_put_ruleset"
 
 
 # --- retries --------------------------------------------------------------------------------------
