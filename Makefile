@@ -23,8 +23,10 @@ JOBS ?= 1
 
 .PHONY: setup setup-apt setup-python setup-lava lint test test-fast test-integration test-kernel bisect bench clean
 
-# CI also installs LAVA's dispatcher, so the LAVA tests run there (they skip without it).
-setup: setup-apt setup-python $(if $(CI),setup-lava) ## install everything (idempotent)
+# CI also installs LAVA's dispatcher, so the LAVA tests run there (they skip without it);
+# WITH_LAVA= turns that off (CI cell jobs, which run no LAVA test).
+WITH_LAVA ?= $(CI)
+setup: setup-apt setup-python $(if $(WITH_LAVA),setup-lava) ## install everything (idempotent)
 
 setup-apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
