@@ -13,7 +13,7 @@ import time
 import traceback
 from importlib import metadata
 
-from lab.cli import bisect_cmd, build_cmds, ci_cmds, guest_cmds, report_cmds, test_cmds
+from lab.cli import bisect_cmd, build_cmds, ci_cmds, guest_cmds, report_cmds, reproduce_cmd, test_cmds, try_cmd
 from lab.errors import EXIT_LAB, BuildError, KernelFailure, LabBaseError
 from lab.paths import cache_dir
 
@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (build_cmds, guest_cmds, test_cmds, report_cmds, bisect_cmd, ci_cmds):
         module.register(sub)
+    reproduce_cmd.register(sub)
+    try_cmd.register(sub)
     return p
 
 

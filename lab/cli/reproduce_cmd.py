@@ -1,0 +1,101 @@
+"""`klab reproduce RESULTS [SUITE.TEST]`: rerun a cell, or one test of it, exactly as results.json says it ran.
+
+The planning is lab.reproduce's (nothing is built: the kernel and the image are
+found by content); the run and its reports are `klab test`'s own
+(test_cmds.run_and_report), so the rerun writes a results dir like any other
+and exits the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from lab import knownfail, reproduce, resultsjson, suites
+from lab.cli import args as common
+from lab.cli.test_cmds import run_and_report
+from lab.errors import UserError
+from lab.progress import Progress
+from lab.reproduce import Planned
+from lab.resultsjson import Run
+
+
+def results_file(given: str) -> Path:
+    """RESULTS may be the results dir or its results.json."""
+    path = Path(given)
+    return path / "results.json" if path.is_dir() else path
+
+
+def _known(run: Run) -> tuple[Path | None, tuple[knownfail.Entry, ...]]:
+    """The known-failures file the original run applied, when it is still there: the verdicts then mean the same."""
+    path = Path(run.meta.known_failures) if run.meta.known_failures else None
+    if path is None or not path.is_file():
+        return None, ()
+    return path, knownfail.load(path)
+
+
+def describe(planned: Planned) -> str:
+    """One line per cell: what will boot, so a user sees it is the same guest."""
+    spec = planned.spec
+    kernel = f"{spec.kernel}" + (f" ({spec.build.kernelrelease})" if spec.build else "")
+    rootfs = spec.rootfs if not spec.image_hash else f"{spec.rootfs} sha256:{spec.image_hash[:12]}"
+    parts = [f"kernel {kernel}", f"rootfs {rootfs}", f"accel {spec.accel}", f"suites {' '.join(spec.suites)}"]
+    if spec.append:
+        parts.append(f"append {spec.append!r}")
+    if spec.patterns:
+        parts.append("-k " + " -k ".join(spec.patterns))
+    if spec.repeat > 1:
+        parts.append(f"--repeat {spec.repeat}")
+    return f"klab reproduce: {spec.id}: " + ", ".join(parts)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise UserError("-n/--jobs must be 1 or more")
+    path = results_file(args.results_dir)
+    run = resultsjson.load(path)
+    out = Path(args.results) if args.results else reproduce.default_results()
+    if out.resolve() == path.parent.resolve():
+        raise UserError(f"--results {out} is the run being reproduced: the rerun writes a results dir of its own")
+    known_file, known = _known(run)
+    planned = reproduce.plan(
+        run, str(path), test=args.test, cell_id=args.cell, kernels=args.kernel, accel=args.accel, known=known,
+        look=reproduce.real_lookups(),
+    )  # fmt: skip
+    for item in planned:
+        for name in item.spec.suites:
+            suites.check(name, where=f"cell {item.spec.id}")  # a test-only suite (--suite-dir) is not recorded
+        for note in item.notes:
+            print(f"klab reproduce: note: {note}", file=sys.stderr)
+        print(describe(item), file=sys.stderr)
+        if args.test:
+            also = reproduce.extra_tests(suites.planned_tests(item.spec.suites, item.spec.patterns), args.test)
+            if also:
+                print(f"klab reproduce: -k {args.test} also selects: {', '.join(also)}", file=sys.stderr)
+    with Progress() as progress:
+        return run_and_report([p.spec for p in planned], out, args.jobs, progress, known_file)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="rerun a results dir's cell (or one test) on the same kernel, rootfs and command line",
+        epilog="examples: klab reproduce results/run-20261201-101500\n"
+        "          klab reproduce results/run-20261201-101500 landlock.abi_version --cell x86_64.7.3.default",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("results_dir", metavar="RESULTS", help="a results dir (or its results.json) written by klab")
+    p.add_argument("test", metavar="SUITE.TEST", nargs="?", help="rerun only this test, in the cell that ran it")
+    p.add_argument("--cell", help="the cell to rerun (needed when several cells ran SUITE.TEST)")
+    p.add_argument(
+        "--kernel", type=Path, action="append", default=[],
+        help="another place the kernel may be: an image or a build dir (it must have the recorded sha256)",
+    )  # fmt: skip
+    p.add_argument(
+        "--accel", choices=common.ACCELS, help="override the recorded accelerator (default: the one the cell used)"
+    )
+    p.add_argument("--results", help="where the rerun writes its results (default: results/reproduce-DATE)")
+    p.add_argument("-n", "--jobs", type=int, default=1, help="guests to run at once")
+    p.set_defaults(func=cmd_reproduce)
