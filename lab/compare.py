@@ -136,7 +136,8 @@ def compare_cell(base: CellResult, new: CellResult, threshold: Threshold) -> lis
             continue
         if was is None:
             kind = Kind.NEW_FAILURE if failing(new, test) else Kind.APPEARED
-            out.append(Change(kind, new.id, test.full_name, f"not in base, now {test.status.value} {_verdict(test)}"))
+            now = f"not in base, now {test.status.value} {_verdict(test)}".rstrip()
+            out.append(Change(kind, new.id, test.full_name, now))
             continue
         out += compare_test(new.id, was, test, failing(base, was), failing(new, test))
         out += _durations(new.id, was, test, threshold)
