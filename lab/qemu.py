@@ -46,7 +46,7 @@ class BootPlan:
     accel: Decision
     rootfs: str  # HOST_ROOTFS or the path of an ext4 image
     results_dir: Path  # the writable "results" share; its .klab/ is the control dir
-    workdir: Path  # sockets and the console log
+    workdir: Path  # the console log and, on a crash, the memory dump
     append: str = ""
     memory_mb: int = 0
     cpus: int = 0
@@ -55,6 +55,9 @@ class BootPlan:
     gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:PORT (`--gdb`); the kernel then boots with nokaslr
     qmp: bool = False  # a QMP socket, and a panic that halts instead of rebooting: the memory can be dumped
     klab_dir: Path = field(default=HOME)
+    # UNIX sockets (agent, QMP) live apart from workdir: a socket path is limited to
+    # 107 bytes, which a results directory deep in a CI tree easily passes.
+    socket_dir: Path | None = None
 
     @property
     def console_log(self) -> Path:
@@ -62,11 +65,16 @@ class BootPlan:
 
     @property
     def agent_socket(self) -> Path:
-        return self.workdir / "agent.sock"
+        return self._socket("agent.sock")
 
     @property
     def qmp_socket(self) -> Path:
-        return self.workdir / "qmp.sock"
+        return self._socket("qmp.sock")
+
+    def _socket(self, name: str) -> Path:
+        if self.socket_dir is None:
+            raise ValueError(f"{name} needs a BootPlan with a socket_dir (runner.make_plan gives one)")
+        return self.socket_dir / name
 
     @property
     def boot_timeout(self) -> float:
@@ -306,3 +314,5 @@ class Machine:
         if self._logf is not None:
             self._logf.close()
             self._logf = None
+        if self.plan.socket_dir is not None:
+            shutil.rmtree(self.plan.socket_dir, ignore_errors=True)

@@ -65,14 +65,18 @@ def make_plan(
     if rootfs != HOST_ROOTFS and not Path(rootfs).is_file():
         raise UserError(f"rootfs image {rootfs} does not exist; build it with `klab image build --arch {arch.name}`")
     decision = accel.decide(arch, accel_request)
-    scratch = Path(tempfile.mkdtemp(prefix="klab-run-"))
+    if results_dir is None or workdir is None:
+        scratch = Path(tempfile.mkdtemp(prefix="klab-run-"))
+        results_dir, workdir = results_dir or scratch / "results", workdir or scratch
+    # Short, private, and removed when the machine closes (see BootPlan.socket_dir).
+    socket_dir = Path(tempfile.mkdtemp(prefix="klab-sock-")) if agent or qmp else None
     return BootPlan(
         arch=arch,
         kernel=kernel.resolve(),
         accel=decision,
         rootfs=rootfs if rootfs == HOST_ROOTFS else str(Path(rootfs).resolve()),
-        results_dir=(results_dir or scratch / "results").resolve(),
-        workdir=(workdir or scratch).resolve(),
+        results_dir=results_dir.resolve(),
+        workdir=workdir.resolve(),
         append=append,
         memory_mb=memory_mb,
         cpus=cpus,
@@ -80,6 +84,7 @@ def make_plan(
         agent=agent,
         gdb_port=gdb_port,
         qmp=qmp,
+        socket_dir=socket_dir,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from lab import accel, arches, qemu
+from lab import accel, arches, qemu, runner
 from lab.accel import Decision
 from lab.errors import UserError
 
@@ -68,10 +70,39 @@ def test_ssh_forwards_loopback_only(tmp_path: Path) -> None:
 
 
 def test_agent_channel_is_virtio_serial(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, "arm64", agent=True)
+    plan = _plan(tmp_path, "arm64", agent=True, socket_dir=tmp_path / "s")
     argv = qemu.qemu_argv(plan)
-    assert f"socket,id=agent,path={plan.agent_socket},server=on,wait=off" in argv
+    assert f"socket,id=agent,path={tmp_path / 's' / 'agent.sock'},server=on,wait=off" in argv
     assert "virtserialport,chardev=agent,name=klab" in argv
+
+
+def test_a_socket_without_a_socket_dir_is_a_programming_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="socket_dir"):
+        qemu.qemu_argv(_plan(tmp_path, "x86_64", qmp=True))
+
+
+def test_sockets_stay_short_under_a_deep_results_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI's results live ~150 bytes deep; a UNIX socket path must stay under 108 bytes (QEMU refuses it)."""
+    monkeypatch.setattr(accel, "decide", lambda arch, request: Decision("tcg", "test"))
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
+    plan = runner.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=deep, workdir=deep, qmp=True)
+    assert plan.socket_dir is not None
+    try:
+        assert len(str(plan.qmp_socket)) < 108
+        assert not str(plan.qmp_socket).startswith(str(deep))
+        assert f"unix:{plan.qmp_socket},server=on,wait=off" in qemu.qemu_argv(plan)
+        qemu.Machine(plan).close()
+        assert not plan.socket_dir.exists(), "the machine removes its socket directory when it closes"
+    finally:
+        shutil.rmtree(plan.socket_dir, ignore_errors=True)
+
+
+def test_a_plan_without_sockets_makes_no_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(accel, "decide", lambda arch, request: Decision("tcg", "test"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    plan = runner.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=tmp_path, workdir=tmp_path)
+    assert plan.socket_dir is None and list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_user_append_comes_last(tmp_path: Path) -> None:
