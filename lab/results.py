@@ -67,6 +67,8 @@ class CellVerdict(enum.Enum):
 class TestResult:
     """One test in one cell."""
 
+    __test__ = False  # a result, not a pytest test class, despite the name
+
     suite: str
     name: str
     status: Status
