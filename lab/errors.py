@@ -19,6 +19,10 @@ class LabBaseError(Exception):
 
     exit_code = EXIT_LAB
 
+    def report(self) -> list[str]:
+        """What the terminal gets: the one line, then whatever evidence the error carries."""
+        return [f"klab: error: {self}"]
+
 
 class UserError(LabBaseError):
     """Bad input: an unknown arch, a missing tree, a malformed fragment."""
@@ -42,6 +46,9 @@ class BuildError(LabBaseError):
         self.log = log
         self.tail = tail
 
+    def report(self) -> list[str]:
+        return [*super().report(), *_present(self.tail, f"klab: full log: {self.log}" if self.log else "")]
+
 
 class ConfigMismatch(LabBaseError):
     """Requested kconfig options did not land in the final .config."""
@@ -60,3 +67,12 @@ class KernelFailure(LabBaseError):
         self.excerpt = excerpt
         self.console_log: Path | None = None
         self.memory_dump: Path | None = None  # the guest's memory (ELF), when the run asked for it
+
+    def report(self) -> list[str]:
+        first = f"klab: kernel failure ({self.kind}): {self}"
+        log = f"klab: console log: {self.console_log}" if self.console_log else ""
+        return [first, *_present(self.excerpt, log)]
+
+
+def _present(*lines: str) -> list[str]:
+    return [line for line in lines if line]

@@ -48,6 +48,7 @@ class Run:
     cells: list[CellResult]
 
 
+# The cell's plain text fields, written and read back as they are.
 _CELL_TEXT = (
     "arch",
     "kernel_release",
@@ -163,31 +164,12 @@ def _cell_from_dict(rec: Any, where: str) -> CellResult:
         str(k): get_field({"v": v}, "v", float, f"{where}: durations")
         for k, v in get_field(rec, "durations", dict, where, {}).items()
     }
-
-    def text(key: str) -> str:
-        return get_field(rec, key, str, where, "")
-
+    text: dict[str, Any] = {key: get_field(rec, key, str, where, "") for key in _CELL_TEXT}
     return CellResult(
         id=get_field(rec, "id", str, where),
-        arch=text("arch"),
-        kernel_release=text("kernel_release"),
-        describe=text("describe"),
-        config_sha256=text("config_sha256"),
-        qemu_version=text("qemu_version"),
-        accel=text("accel"),
-        accel_reason=text("accel_reason"),
-        image=text("image"),
-        append=text("append"),
         durations=durations,
-        console_log=text("console_log"),
         kernel_events=events,
-        error=text("error"),
-        boot=text("boot"),
-        kernel=text("kernel"),
-        kernel_sha256=text("kernel_sha256"),
-        rootfs=text("rootfs"),
-        cmdline=text("cmdline"),
-        memory_dump=text("memory_dump"),
         patterns=tuple(str(p) for p in get_field(rec, "patterns", list, where, [])),
         repeat=get_field(rec, "repeat", int, where, 1),
+        **text,
     )

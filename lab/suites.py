@@ -60,25 +60,6 @@ def planned_tests(
     return [(n.split(".", 1)[0], n.split(".", 1)[1]) for n in chosen]
 
 
-def run_argv(
-    suites_dir: str,
-    suites: tuple[str, ...],
-    patterns: tuple[str, ...],
-    json_path: str,
-    repeat: int = 1,
-    suite_dirs: tuple[str, ...] = (),
-) -> list[str]:
-    """The guest's command line for suites/run.py, with the suites tree mounted at `suites_dir`."""
-    argv = ["python3", "-u", f"{suites_dir}/run.py", "--json", json_path, *_dir_args(suite_dirs)]
-    if repeat > 1:
-        argv += ["--repeat", str(repeat)]
-    for suite in suites:
-        argv += ["--suite", suite]
-    for pattern in patterns:
-        argv += ["-k", pattern]
-    return argv
-
-
 def run_line(
     suites_dir: str,
     suites: tuple[str, ...],
@@ -87,5 +68,15 @@ def run_line(
     repeat: int = 1,
     suite_dirs: tuple[str, ...] = (),
 ) -> str:
-    """run_argv as one shell-quoted line (guest shells and LAVA steps take lines)."""
-    return shlex.join(run_argv(suites_dir, suites, patterns, json_path, repeat, suite_dirs))
+    """The guest's command line for suites/run.py, with the suites tree mounted at `suites_dir`.
+
+    One shell-quoted line: guest shells and LAVA steps take lines.
+    """
+    argv = ["python3", "-u", f"{suites_dir}/run.py", "--json", json_path, *_dir_args(suite_dirs)]
+    if repeat > 1:
+        argv += ["--repeat", str(repeat)]
+    for suite in suites:
+        argv += ["--suite", suite]
+    for pattern in patterns:
+        argv += ["-k", pattern]
+    return shlex.join(argv)

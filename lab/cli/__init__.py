@@ -14,7 +14,7 @@ import traceback
 from importlib import metadata
 
 from lab.cli import bisect_cmd, build_cmds, ci_cmds, guest_cmds, report_cmds, reproduce_cmd, test_cmds, try_cmd
-from lab.errors import EXIT_LAB, BuildError, KernelFailure, LabBaseError
+from lab.errors import EXIT_LAB, LabBaseError
 from lab.paths import cache_dir
 
 
@@ -51,22 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except BuildError as exc:
-        print(f"klab: error: {exc}", file=sys.stderr)
-        if exc.tail:
-            print(exc.tail, file=sys.stderr)
-        if exc.log:
-            print(f"klab: full log: {exc.log}", file=sys.stderr)
-        return exc.exit_code
-    except KernelFailure as exc:
-        print(f"klab: kernel failure ({exc.kind}): {exc}", file=sys.stderr)
-        if exc.excerpt:
-            print(exc.excerpt, file=sys.stderr)
-        if exc.console_log:
-            print(f"klab: console log: {exc.console_log}", file=sys.stderr)
-        return exc.exit_code
     except LabBaseError as exc:
-        print(f"klab: error: {exc}", file=sys.stderr)
+        print("\n".join(exc.report()), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("klab: interrupted", file=sys.stderr)

@@ -35,13 +35,12 @@ import pytest
 from lab import arches, kconfig, pipeline, source
 from lab.cli import bisect_cmd
 from lab.paths import cache_dir
+from tests.integration.scenario_repo import debian_612_as_git, git
 
 pytestmark = pytest.mark.kernel
 
 TEST = "landlock_ptrace.attach_child_to_parent__child_domain"
 SCENARIO_VERSION = "2"  # bump when the commits below change: the scenario is then rebuilt
-AUTHOR = {"GIT_AUTHOR_NAME": "Kernel Lab", "GIT_AUTHOR_EMAIL": "lab@example.org"}
-COMMITTER = {"GIT_COMMITTER_NAME": "Kernel Lab", "GIT_COMMITTER_EMAIL": "lab@example.org"}
 
 
 @dataclass(frozen=True)
@@ -136,15 +135,6 @@ class Scenario:
         return self.commits[-1]
 
 
-def git(repo: Path, *args: str) -> str:
-    env = dict(os.environ, **AUTHOR, **COMMITTER, GIT_AUTHOR_DATE="2025-01-01T00:00:00Z")
-    env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"]
-    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, timeout=1800)
-    if out.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} in {repo}: {out.stderr.strip()}")
-    return out.stdout.strip()
-
-
 def _intact(repo: Path) -> Scenario | None:
     """The cached scenario, when it is the current version, on main, clean and not bisecting."""
     try:
@@ -174,14 +164,7 @@ def ensure_scenario() -> Scenario:
     found = _intact(repo) if repo.is_dir() else None
     if found:
         return found
-    shutil.rmtree(repo, ignore_errors=True)
-    tmp = repo.with_name(repo.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["cp", "-a", str(source.fetch("6.12")), str(tmp)], check=True)
-    git(tmp, "init", "-q", "-b", "main")
-    git(tmp, "add", "-A", "-f")  # Debian's .gitignore has `/*` (NOTES.md)
-    git(tmp, "commit", "-q", "-m", "Debian linux-source-6.12 as shipped")
-    git(tmp, "tag", "klab-good")
+    tmp = debian_612_as_git(repo, "klab-good")
     for number, change in enumerate(CHANGES, 1):
         path = tmp / change.path
         text = path.read_text()

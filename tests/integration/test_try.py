@@ -30,16 +30,12 @@ import pytest
 
 from lab import arches, kconfig, pipeline, source
 from lab.paths import REPO_ROOT, cache_dir
+from tests.integration.scenario_repo import debian_612_as_git, git
 
 pytestmark = pytest.mark.kernel
 
 SCENARIO_VERSION = "1"
 BASE_TAG = "klab-try-base"
-ENV = {
-    "GIT_AUTHOR_NAME": "Kernel Lab", "GIT_AUTHOR_EMAIL": "lab@example.org", "GIT_COMMITTER_NAME": "Kernel Lab",
-    "GIT_COMMITTER_EMAIL": "lab@example.org", "GIT_AUTHOR_DATE": "2025-01-01T00:00:00Z",
-    "GIT_COMMITTER_DATE": "2025-01-01T00:00:00Z",
-}  # fmt: skip
 # (subject, path, old, new): each `old` occurs once in the base file.
 PATCHES = (
     (
@@ -60,15 +56,6 @@ SELECTION = ("--suite", "landlock", "-k", "sixteen", "-k", "seventeenth", "-k", 
 BROKEN = "landlock.sixteen_layers_with_a_rule_grant_at_every_depth"
 
 
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=dict(os.environ, **ENV), timeout=1800
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} in {repo}: {out.stderr.strip()}")
-    return out.stdout.strip()
-
-
 def _intact(repo: Path) -> bool:
     try:
         return git(repo, "config", "klab.try-scenario") == SCENARIO_VERSION and bool(git(repo, "rev-parse", BASE_TAG))
@@ -81,14 +68,7 @@ def ensure_repo() -> Path:
     repo = cache_dir("try-scenario", "src") / "linux-6.12"
     if repo.is_dir() and _intact(repo):
         return repo
-    shutil.rmtree(repo, ignore_errors=True)
-    tmp = repo.with_name(repo.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["cp", "-a", str(source.fetch("6.12")), str(tmp)], check=True)
-    git(tmp, "init", "-q", "-b", "main")
-    git(tmp, "add", "-A", "-f")  # Debian's .gitignore has `/*` (NOTES.md)
-    git(tmp, "commit", "-q", "-m", "Debian linux-source-6.12 as shipped")
-    git(tmp, "tag", BASE_TAG)
+    tmp = debian_612_as_git(repo, BASE_TAG)
     git(tmp, "config", "klab.try-scenario", SCENARIO_VERSION)
     tmp.rename(repo)
     return repo

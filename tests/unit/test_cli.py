@@ -11,7 +11,7 @@ import pytest
 from lab import arches, build, cli, kconfig, pipeline, source
 from lab.cli import args as common
 from lab.cli import test_cmds
-from lab.errors import EXIT_LAB, EXIT_USAGE
+from lab.errors import EXIT_FAILED, EXIT_LAB, EXIT_UNTESTABLE, EXIT_USAGE, BuildError, KernelFailure, UserError
 
 
 def _subparsers(
@@ -75,6 +75,48 @@ def test_an_unexpected_error_is_128_with_one_line_and_the_traceback_kept(
     assert err.count("\n") == 0 and err.startswith("klab: unexpected error: PermissionError")
     log = Path(err.split("(traceback: ")[1].rstrip(")"))
     assert log.is_file() and "Traceback" in log.read_text()
+
+
+def _failure_with_evidence() -> KernelFailure:
+    exc = KernelFailure("kernel panic while the command ran", "panic", "Kernel panic - not syncing: x")
+    exc.console_log = Path("/r/console.log")
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "stderr"),
+    [
+        (
+            UserError("unknown arch 'x86'; use x86_64 or arm64"),
+            EXIT_USAGE,
+            ["klab: error: unknown arch 'x86'; use x86_64 or arm64"],
+        ),
+        (
+            BuildError("the kernel did not build", Path("/b/build.log"), "vmlinux.o: error"),
+            EXIT_UNTESTABLE,
+            ["klab: error: the kernel did not build", "vmlinux.o: error", "klab: full log: /b/build.log"],
+        ),
+        (BuildError("no tree"), EXIT_UNTESTABLE, ["klab: error: no tree"]),
+        (
+            _failure_with_evidence(),
+            EXIT_FAILED,
+            [
+                "klab: kernel failure (panic): kernel panic while the command ran",
+                "Kernel panic - not syncing: x",
+                "klab: console log: /r/console.log",
+            ],
+        ),
+    ],
+)
+def test_each_kind_of_error_has_its_exit_code_and_its_evidence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception, code: int, stderr: list[str]
+) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        raise error
+
+    monkeypatch.setattr("lab.cli.build_cmds.cmd_probe", fail)
+    assert cli.main(["probe"]) == code
+    assert capsys.readouterr().err.splitlines() == stderr
 
 
 def test_ci_merge_with_nothing_to_merge_is_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

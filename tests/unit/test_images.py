@@ -10,22 +10,10 @@ from lab import arches, images, proc, recipes
 from lab.errors import LabError, UserError
 from lab.paths import IMAGES
 from tests.unit.test_hostprep import ENABLED, fake_host
+from tests.unit.test_recipes import GOOD, write
 
 X86 = arches.get("x86_64")
 ARM64 = arches.get("arm64")
-GOOD = """\
-name: tiny
-suite: bookworm
-variant: apt
-packages: [python3, kmod]
-size_mb: 256
-"""
-
-
-def write(tmp_path: Path, text: str, name: str = "tiny") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_key_is_stable_and_sensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

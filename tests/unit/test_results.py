@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,15 @@ def test_results_json_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     resultsjson.write(path, cells(), META)
     assert resultsjson.load_cells(path) == cells()
+
+
+def test_every_cell_field_round_trips(tmp_path: Path) -> None:
+    """A field added to CellResult but forgotten by the writer or the reader fails here."""
+    text = {f.name: f"value of {f.name}" for f in dataclasses.fields(CellResult) if f.type == "str"}
+    full = CellResult(**text, durations={"boot": 1.5}, patterns=("a*",), repeat=3)  # type: ignore[arg-type]
+    path = tmp_path / "results.json"
+    resultsjson.write(path, [full], META)
+    assert resultsjson.load_cells(path) == [full]
 
 
 def test_merge(tmp_path: Path) -> None:
