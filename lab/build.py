@@ -82,9 +82,10 @@ def build_env() -> dict[str, str]:
         # Kbuild passes -fmacro-prefix-map=<absolute srctree>/= so that __FILE__ is relative: the option
         # changes nothing in the object, but its absolute path would keep two trees from sharing.
         CCACHE_IGNOREOPTIONS="-fmacro-prefix-map=*",
-        # Depend mode: on a miss, ccache takes the headers from the compiler's own -MMD output instead of
-        # running the preprocessor first (a third of a cold build's time went to that second pass).
-        CCACHE_DEPEND="true",
+        # Never depend mode (CCACHE_DEPEND): it skips the preprocessed pass in which ccache spots `.incbin`,
+        # so arch/x86/boot/compressed/piggy.o (an .incbin of the compressed vmlinux, and a text that only
+        # names its sizes) came back from the cache with another build's kernel inside: a patch that
+        # kept the sizes booted the old kernel. The guest's `uname -v` is now checked against the build.
         # Fixed build identity: reproducible images and ccache hits on init/version.c.
         KBUILD_BUILD_USER="klab",
         KBUILD_BUILD_HOST="kernel-lab",

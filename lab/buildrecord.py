@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,15 @@ class BuildManifest(Record):
     @property
     def build_dir(self) -> Path:
         return Path(self.artifacts.config).parent
+
+    def uts_version(self) -> str:
+        """The build's `uname -v` ("#17 SMP Mon Nov 30 23:38:46 UTC 2026"); "" when the header is gone."""
+        try:
+            header = (self.build_dir / "include/generated/utsversion.h").read_text()
+        except OSError:
+            return ""
+        found = re.search(r'^#define UTS_VERSION "(.*)"$', header, re.MULTILINE)
+        return found.group(1) if found else ""
 
     @property
     def short_release(self) -> str:

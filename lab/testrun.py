@@ -121,12 +121,16 @@ def run_cell(
         events.append(console.KernelEvent(hang.kind, len(text), hang.excerpt, True))
     guest_json = manifest.read_json(share / "guest.json")
     ktap_text = _read(share / "guest.ktap") or None
-    cell.kernel_events = events
     if guest_json:
         cell.kernel_release = str(guest_json.get("kernel", ""))
-    where = knownfail.Where(spec.arch.name, spec.boot, cell.kernel_release, cell.describe)
-    collected = results.collect(planned, guest_json, ktap_text, text, events)
-    cell.tests = knownfail.apply(collected, spec.known, where, today or datetime.date.today())
+    wrong_kernel = _not_the_built_kernel(spec, str(guest_json.get("kernel_version", "")) if guest_json else "")
+    if wrong_kernel:
+        cell.error = wrong_kernel  # nothing that kernel did is a verdict on this one: a lab error, no tests
+    else:
+        cell.kernel_events = events
+        where = knownfail.Where(spec.arch.name, spec.boot, cell.kernel_release, cell.describe)
+        collected = results.collect(planned, guest_json, ktap_text, text, events)
+        cell.tests = knownfail.apply(collected, spec.known, where, today or datetime.date.today())
     cell.durations["total"] = round(time.monotonic() - start, 2)
     cell.durations["tests"] = round(cell.durations["total"] - cell.durations.get("boot", 0.0), 2)
     if console_log.is_file():
@@ -134,6 +138,21 @@ def run_cell(
         cell.console_log = str(results_dir / f"console-{spec.id}.log")
     progress.phase(spec.id, "done", verdict=cell.verdict().value)
     return cell
+
+
+def _not_the_built_kernel(spec: CellSpec, booted: str) -> str:
+    """A lab error when the guest ran another kernel than the build's: its results judge nothing.
+
+    A stale image (a build step served from a cache it should not have been) is caught here
+    instead of passing or failing tests on the wrong kernel.
+    """
+    built = spec.build.uts_version() if spec.build else ""
+    if not built or not booted or built == booted:
+        return ""
+    return (
+        f"the guest ran kernel {booted!r}, not the one built in {spec.build.build_dir if spec.build else '?'} "
+        f"({built!r}): its image is stale; rebuild it (rm -rf that build dir) and report this as a lab bug"
+    )
 
 
 def _empty_cell(spec: CellSpec) -> results.CellResult:

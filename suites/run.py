@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {
             "kernel": os.uname().release,
+            "kernel_version": os.uname().version,  # "#17 SMP ... 2026": the host checks it is the kernel it built
             "machine": os.uname().machine,
             "started": start,
             "duration": time.time() - start,
