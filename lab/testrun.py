@@ -146,11 +146,13 @@ def _not_the_built_kernel(spec: CellSpec, booted: str) -> str:
     A stale image (a build step served from a cache it should not have been) is caught here
     instead of passing or failing tests on the wrong kernel.
     """
-    built = spec.build.uts_version() if spec.build else ""
+    if spec.build is None:
+        return ""
+    built = spec.build.uts_version()
     if not built or not booted or built == booted:
         return ""
     return (
-        f"the guest ran kernel {booted!r}, not the one built in {spec.build.build_dir if spec.build else '?'} "
+        f"the guest ran kernel {booted!r}, not the one built in {spec.build.build_dir} "
         f"({built!r}): its image is stale; rebuild it (rm -rf that build dir) and report this as a lab bug"
     )
 
