@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from lab import console, ktap, results
 from lab.errors import UserError
-from lab.results import CellResult, Status
+from lab.results import consolelog, ktap, model
+from lab.results.model import CellResult, Status
 
 # LAVA's four results; lava-cases sends ERROR as unknown.
 _STATUS = {"pass": Status.PASS, "fail": Status.FAIL, "skip": Status.SKIP, "unknown": Status.ERROR}
@@ -85,8 +85,8 @@ def _timestamp(value: Any) -> float | None:
 def to_cell(
     run: LavaRun, cell_id: str, arch: str, planned: list[tuple[str, str]], kernel_release: str = ""
 ) -> CellResult:
-    """One results.CellResult: LAVA's verdict per test, reasons and logs from the guest's KTAP on the console."""
-    by_ktap = {(t.suite, t.name): t for t in results.from_ktap(ktap.parse(run.console))} if run.console else {}
+    """One model.CellResult: LAVA's verdict per test, reasons and logs from the guest's KTAP on the console."""
+    by_ktap = {(t.suite, t.name): t for t in model.from_ktap(ktap.parse(run.console))} if run.console else {}
     tests = []
     for rec in run.records:
         if rec.get("definition") == "lava" or "case" not in rec:
@@ -102,10 +102,10 @@ def to_cell(
             {"suite": suite, "name": name, "status": status.value, "reason": reason, "duration": seconds}
             | {"log": seen.log if seen else ""}
         )
-    events = console.scan(run.console)
+    events = consolelog.scan(run.console)
     cell = CellResult(id=cell_id, arch=arch, kernel_release=kernel_release or _release(run.console))
     cell.kernel_events = events
-    cell.tests = results.collect(planned, {"tests": tests}, None, run.console, events)
+    cell.tests = model.collect(planned, {"tests": tests}, None, run.console, events)
     cell.accel = "kvm" if ("accel=kvm" in run.boot_command or "-enable-kvm" in run.boot_command) else "tcg"
     cell.accel_reason = "from the LAVA device's QEMU command line"
     cell.error = _job_error(run.records)

@@ -58,7 +58,7 @@ class Matrix:
     boots: tuple[Boot, ...] = (Boot("default"),)
     rootfs: str = "auto"
     source_file: str = field(default="", compare=False)
-    known_failures: str = ""  # path of the known-failures file (lab.knownfail), relative paths resolved
+    known_failures: str = ""  # path of the known-failures file (lab.results.knownfail), relative paths resolved
 
     def cells(self) -> list[MatrixCell]:
         out = []

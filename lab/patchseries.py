@@ -13,7 +13,7 @@ goes away at the end, on errors and on Ctrl-C/SIGTERM too.
 The driver (`run_series`) takes its judge (build and test the checked-out
 step) as an argument, so the whole flow is tested on a toy repository in
 milliseconds. What changed between two steps is `klab compare`'s answer
-(lab.compare.compare_cell: the same rules everywhere in the lab), plus the
+(lab.results.compare.compare_cell: the same rules everywhere in the lab), plus the
 build breaking or coming back, which compare cannot see.
 """
 
@@ -27,10 +27,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import compare
 from lab.bisect.git import git, git_out, interrupts_raise, resolve_commit
 from lab.errors import BuildError, LabError, UserError
-from lab.results import CellResult, CellVerdict
+from lab.results import compare
+from lab.results.model import CellResult, CellVerdict
 
 _COVER = re.compile(r"(^0000-|cover-letter)", re.IGNORECASE)
 _PATCH_SUFFIXES = (".patch", ".diff", ".mbox", ".eml", ".mbx")
@@ -206,13 +206,13 @@ Judge = Callable[[Path, Step], Tested]  # build and test the worktree as checked
 
 
 class BuildKind(enum.Enum):
-    """What lab.compare cannot see: a step with no kernel to test. The values are headings, as compare.Kind's."""
+    """What lab.results.compare cannot see: a step with no kernel to test. Values are headings, as compare.Kind's."""
 
     BROKEN = "build broken"
     FIXED = "build fixed"
 
 
-# lab.compare's regressions (a new failure, a new kernel event) and a build the series broke.
+# lab.results.compare's regressions (a new failure, a new kernel event) and a build the series broke.
 FAILING: tuple[compare.Kind | BuildKind, ...] = (*compare.REGRESSIONS, BuildKind.BROKEN)
 _TIMING = (compare.Kind.SLOWER, compare.Kind.FASTER)  # a step's timing says nothing of the series
 
@@ -225,7 +225,7 @@ class Change:
 
 
 def diff_cells(before: CellResult, after: CellResult) -> list[Change]:
-    """What changed from one step's cell to the next: `klab compare`'s rules (lab.compare), timing left out."""
+    """What changed from one step's cell to the next: `klab compare`'s rules (lab.results.compare), timing left out."""
     whole = {compare.Kind.NEW_EVENT: "kernel", compare.Kind.LAB_ERROR: "cell"}
     return [
         Change(c.kind, c.test or whole.get(c.kind, "cell"), c.detail.strip())

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 from typing import IO
 
-from lab import arches, build, images, kconfig, knownfail, matrix, source
+from lab import arches, build, images, kconfig, matrix, source
 from lab.arches import Arch
 from lab.buildrecord import BuildManifest
 from lab.progress import Progress
 from lab.qemu import HOST_ROOTFS
+from lab.results import knownfail
 from lab.testrun import CellSpec
 
 

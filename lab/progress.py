@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from lab.console import strip_prefix
+from lab.results.consolelog import strip_prefix
 
 HEARTBEAT = 5.0  # seconds between plain progress lines while tests run
 _RESULT = re.compile(r"^ {4}(ok|not ok) \d+ \S+(?:\s+#\s*(\w+))?")

@@ -21,12 +21,13 @@ import pexpect
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from lab import console
 from lab.accel import Decision
 from lab.arches import Arch
 from lab.errors import KernelFailure, LabError, UserError
 from lab.paths import HOME
 from lab.proc import Deadline
+from lab.results import consolelog
+from lab.vm import console
 
 HOST_ROOTFS = "host"
 # Where the lab's init mounts the shares in the guest (see lab/guest/init).
@@ -234,7 +235,7 @@ class Machine:
         if shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
         self._logf = open(self.plan.console_log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
-        self._logf.write(f"{console.COMMAND_MARK}{shlex.join(self.argv)}\n")
+        self._logf.write(f"{consolelog.COMMAND_MARK}{shlex.join(self.argv)}\n")
         self._logf.flush()
         self.started = time.monotonic()
         self.child = pexpect.spawn(
@@ -255,7 +256,7 @@ class Machine:
 
     def wait_for_init(self, deadline: Deadline) -> float:
         """Wait until the lab's init runs; a panic or a silent hang first is a kernel failure."""
-        result = self.watcher().wait(console.INIT_STARTED, deadline.within(self.plan.boot_timeout))
+        result = self.watcher().wait(consolelog.INIT_STARTED, deadline.within(self.plan.boot_timeout))
         if result.reason == "marker":
             return time.monotonic() - self.started
         raise self.failure(result, "before the lab's init started")
@@ -271,23 +272,23 @@ class Machine:
     def failure(self, result: console.WatchResult, when: str) -> LabError | KernelFailure:
         """The error a bad console wait means: LabError when the lab is at fault, else KernelFailure."""
         text = self.watcher().text()
-        fatal_init = console.init_fatal(text)
+        fatal_init = consolelog.init_fatal(text)
         if fatal_init:
             return LabError(f"the guest could not be set up: {fatal_init} (console: {self.plan.console_log})")
         qemu_error = re.search(r"^qemu-system-\w+: .*$", text, re.MULTILINE)
-        if qemu_error and not console.reached_init(text):
+        if qemu_error and not consolelog.reached_init(text):
             return LabError(f"QEMU failed: {qemu_error.group(0)}")
         if result.reason == "fatal" and result.event is not None:
             return KernelFailure(f"kernel {result.event.kind} {when}", result.event.kind, result.event.excerpt)
         if result.reason == "timeout":
-            phase = "boot_timeout" if not console.reached_init(text) else "timeout"
-            what = "no output at all" if not console.tail(text).strip() else "the console went quiet"
-            return KernelFailure(f"{phase} {when}: {what}", phase, console.tail(text))
+            phase = "boot_timeout" if not consolelog.reached_init(text) else "timeout"
+            what = "no output at all" if not consolelog.tail(text).strip() else "the console went quiet"
+            return KernelFailure(f"{phase} {when}: {what}", phase, consolelog.tail(text))
         if result.reason == "eof":
-            events = [e for e in console.scan(text) if e.fatal]
+            events = [e for e in consolelog.scan(text) if e.fatal]
             if events:
                 return KernelFailure(f"kernel {events[0].kind} {when}", events[0].kind, events[0].excerpt)
-            return KernelFailure(f"guest stopped {when}", "died", console.tail(text))
+            return KernelFailure(f"guest stopped {when}", "died", consolelog.tail(text))
         return KernelFailure(f"unexpected console state {when}", result.reason)
 
     def dump_memory(self, dest: Path) -> Path | None:

@@ -1,6 +1,6 @@
 """`klab reproduce`: rerun a cell (or one test of it) from its results.json alone, on the same kernel and rootfs.
 
-A results.json cell records what its boot needs (lab.results.CellResult): the
+A results.json cell records what its boot needs (lab.results.model.CellResult): the
 kernel's path and sha256, the rootfs and the image's hash, the kernel
 command-line additions, the accelerator, the suites, the -k patterns and the
 repeat count. `plan` turns a cell into a runnable testrun.CellSpec without
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import arches, knownfail, manifest
+from lab import arches, manifest
 from lab.arches import Arch
 from lab.buildrecord import MANIFEST, BuildManifest
 from lab.errors import UserError
@@ -34,8 +34,9 @@ from lab.images import MANIFEST as IMAGE_MANIFEST
 from lab.images import ImageManifest
 from lab.paths import cache_root
 from lab.qemu import HOST_ROOTFS
-from lab.results import CellResult, TestResult
-from lab.resultsjson import Run
+from lab.results import knownfail
+from lab.results.model import CellResult, TestResult
+from lab.results.store import Run
 from lab.testrun import CellSpec
 
 _DEBIAN = re.compile(r"^linux-source-(\d+\.\d+) ")

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lab import accel, console
+from lab import accel
 from lab.arches import Arch, is_native
 from lab.errors import KernelFailure, LabError, UserError
 from lab.proc import Deadline
 from lab.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
+from lab.results import consolelog
 
 COMMAND_TIMEOUT = 600.0
 
@@ -25,7 +26,7 @@ class RunResult:
     boot_seconds: float
     total_seconds: float
     console_log: Path
-    events: list[console.KernelEvent] = field(default_factory=list)
+    events: list[consolelog.KernelEvent] = field(default_factory=list)
 
 
 class _Tee:
@@ -126,7 +127,7 @@ def run_command(
             vm.child.logfile_read = _Tee(vm._logf, stream)
         try:
             boot = vm.wait_for_init(deadline)
-            result = vm.watcher().wait(console.COMMAND_EXITED, deadline)
+            result = vm.watcher().wait(consolelog.COMMAND_EXITED, deadline)
             if result.reason not in ("marker", "eof"):
                 raise vm.failure(result, "while the command ran")
         except KernelFailure as exc:
@@ -134,8 +135,8 @@ def run_command(
             raise
         # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
         vm.wait_for_exit(deadline.within(plan.scaled(15)))
-    text = console.read(plan.console_log)
-    events = console.scan(text)
+    text = consolelog.read(plan.console_log)
+    events = consolelog.scan(text)
     status_file = ctl / "exit-status"
     if not status_file.is_file():
         fatal = [e for e in events if e.fatal]

@@ -2,7 +2,7 @@
 
 Data flows one way: a CellSpec (kernel, arch, rootfs, boot parameters,
 suites) -> one guest boot running suites/run.py -> the guest's JSON and KTAP
-(over the results share) plus the console -> a results.CellResult.
+(over the results share) plus the console -> a model.CellResult.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel, atomic, console, htmlreport, knownfail, manifest, report, results, resultsjson, suites, summary
+from lab import accel, manifest, suites
 from lab.arches import Arch
 from lab.buildrecord import BuildManifest
 from lab.errors import KernelFailure, LabBaseError
@@ -22,6 +22,7 @@ from lab.paths import HOME
 from lab.proc import Deadline
 from lab.progress import ConsoleTap, Progress
 from lab.qemu import GUEST_KLAB, GUEST_RESULTS, kernel_cmdline
+from lab.results import consolelog, knownfail, model
 from lab.runner import make_plan, run_command
 
 # Guest-side deadline for one cell's suites (stretched under TCG by the plan).
@@ -74,7 +75,7 @@ def qemu_version(arch: Arch) -> str:
 
 def run_cell(
     spec: CellSpec, results_dir: Path, progress: Progress | None = None, today: datetime.date | None = None
-) -> results.CellResult:
+) -> model.CellResult:
     """Boot once, run the cell's suites, collect. Kernel failures become results; lab faults become cell.error."""
     progress = progress or Progress(live=False)
     suite_dirs = tuple(HOME / d for d in spec.suite_dirs)
@@ -114,11 +115,11 @@ def run_cell(
         cell.memory_dump = str(exc.memory_dump or "")
     except LabBaseError as exc:
         cell.error = str(exc)
-    text = console.read(console_log)
-    events = console.scan(text)
+    text = consolelog.read(console_log)
+    events = consolelog.scan(text)
     if hang is not None:
         # No kernel report to point at: record the hang, at the end of the console, as the cell's event.
-        events.append(console.KernelEvent(hang.kind, len(text), hang.excerpt, True))
+        events.append(consolelog.KernelEvent(hang.kind, len(text), hang.excerpt, True))
     guest_json = manifest.read_json(share / "guest.json")
     ktap_text = _read(share / "guest.ktap") or None
     if guest_json:
@@ -129,7 +130,7 @@ def run_cell(
     else:
         cell.kernel_events = events
         where = knownfail.Where(spec.arch.name, spec.boot, cell.kernel_release, cell.describe)
-        collected = results.collect(planned, guest_json, ktap_text, text, events)
+        collected = model.collect(planned, guest_json, ktap_text, text, events)
         cell.tests = knownfail.apply(collected, spec.known, where, today or datetime.date.today())
     cell.durations["total"] = round(time.monotonic() - start, 2)
     cell.durations["tests"] = round(cell.durations["total"] - cell.durations.get("boot", 0.0), 2)
@@ -157,9 +158,9 @@ def _not_the_built_kernel(spec: CellSpec, booted: str) -> str:
     )
 
 
-def _empty_cell(spec: CellSpec) -> results.CellResult:
+def _empty_cell(spec: CellSpec) -> model.CellResult:
     build = spec.build
-    return results.CellResult(
+    return model.CellResult(
         id=spec.id,
         arch=spec.arch.name,
         kernel_release=build.kernelrelease if build else "",
@@ -186,20 +187,10 @@ def _read(path: Path) -> str:
 
 def run_cells(
     specs: list[CellSpec], results_dir: Path, jobs: int = 1, progress: Progress | None = None
-) -> list[results.CellResult]:
+) -> list[model.CellResult]:
     """Run cells, `jobs` guests at a time; report order follows the specs."""
     results_dir.mkdir(parents=True, exist_ok=True)
     if jobs <= 1 or len(specs) <= 1:
         return [run_cell(spec, results_dir, progress) for spec in specs]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda s: run_cell(s, results_dir, progress), specs))
-
-
-def write_reports(results_dir: Path, cells: list[results.CellResult], meta: resultsjson.RunMeta) -> None:
-    """results.json, junit.xml, results.ktap, summary.txt/.md and report.html, each written atomically."""
-    resultsjson.write(results_dir / "results.json", cells, meta)
-    report.write_junit(results_dir / "junit.xml", cells)
-    report.write_ktap(results_dir / "results.ktap", cells)
-    atomic.write_text(results_dir / "summary.txt", summary.table(cells, meta.problems))
-    atomic.write_text(results_dir / "summary.md", summary.markdown(cells, meta.problems))
-    htmlreport.write(results_dir / "report.html", cells, meta, results_dir)

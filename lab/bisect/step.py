@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import arches, ktap, pipeline, results, resultsjson, testrun
+from lab import arches, pipeline, testrun
 from lab.bisect.git import commit_info, interrupts_raise, save_log
 from lab.bisect.record import AttemptRecord, Settings, StepRecord, append_record, load_settings, step_records
 from lab.bisect.verdict import Attempt, CommitOutcome, StepVerdict, classify, combine, run_attempts
 from lab.errors import BuildError, ConfigMismatch, LabBaseError
+from lab.results import ktap, model, store
 
 
 @dataclass
@@ -98,7 +99,7 @@ def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made
     made.build_dir = str(doc.build_dir)
     made.build_log = _keep_build_log(Path(doc.artifacts.log), step_dir)
     rootfs, image_hash = pipeline.rootfs_for(arch, settings.rootfs)
-    cells: list[results.CellResult] = []
+    cells: list[model.CellResult] = []
 
     def attempt(i: int) -> Attempt:
         spec = testrun.CellSpec(
@@ -119,8 +120,8 @@ def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made
     t1 = time.monotonic()
     made.attempts = run_attempts(attempt, settings.retries)
     made.durations["test"] = round(time.monotonic() - t1, 1)
-    meta = resultsjson.RunMeta(commit=commit, tests=settings.tests)
-    resultsjson.write(step_dir / "results.json", cells, meta)
+    meta = store.RunMeta(commit=commit, tests=settings.tests)
+    store.write(step_dir / "results.json", cells, meta)
     made.results = str(step_dir / "results.json")
     made.consoles = [c.console_log for c in cells]
     return combine(made.attempts)
@@ -143,7 +144,7 @@ def _keep_build_log(log: Path | None, step_dir: Path) -> str:
     return str(step_dir / "build.log")
 
 
-def _tests_start(cell: results.CellResult) -> int | None:
+def _tests_start(cell: model.CellResult) -> int | None:
     """Console offset where the first suite began, or None when no suite ever started."""
     try:
         text = Path(cell.console_log).read_text(errors="replace") if cell.console_log else ""

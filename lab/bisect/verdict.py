@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lab import results, signature
+from lab.results import model, signature
 
 BOOT_FAILURE_CHOICES = ("skip", "bad")
 
@@ -37,7 +37,7 @@ class Attempt:
     verdict: StepVerdict
     reason: str
     boot_failure: bool = False  # the kernel died before any selected test started
-    signature: str = ""  # how it failed (lab.signature), when it failed
+    signature: str = ""  # how it failed (lab.results.signature), when it failed
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Target:
     splat: str = ""
 
 
-def classify(cell: results.CellResult, target: Target, tests_start: int | None) -> Attempt:
+def classify(cell: model.CellResult, target: Target, tests_start: int | None) -> Attempt:
     """Judge a cell for the target; `tests_start` is the console offset where the first suite began."""
     fatal = next((e for e in cell.kernel_events if e.fatal), None)
     if fatal is not None and (tests_start is None or fatal.offset < tests_start):
@@ -76,8 +76,8 @@ def classify(cell: results.CellResult, target: Target, tests_start: int | None) 
     if target.splat:
         return _by_splat(cell, target.splat)
     selected = [t for t in cell.tests if any(p in t.full_name for p in target.patterns)]
-    failed = [(t, t.signature) for t in selected if t.status in (results.Status.FAIL, results.Status.ERROR)]
-    missing = [t for t in selected if t.status is results.Status.MISS]
+    failed = [(t, t.signature) for t in selected if t.status in (model.Status.FAIL, model.Status.ERROR)]
+    missing = [t for t in selected if t.status is model.Status.MISS]
     if missing and fatal is not None:
         failed.append((missing[0], signature.of_event(fatal)))
     if failed:
@@ -86,19 +86,19 @@ def classify(cell: results.CellResult, target: Target, tests_start: int | None) 
             test, sig = failed[0]
             return Attempt(StepVerdict.SKIP, f"different failure: {sig}", signature=sig)
         test, sig = wanted[0]
-        what = test.reason if test.status is not results.Status.MISS else f"kernel {fatal.kind if fatal else '?'}"
+        what = test.reason if test.status is not model.Status.MISS else f"kernel {fatal.kind if fatal else '?'}"
         return Attempt(StepVerdict.BAD, f"{test.full_name} {test.status.value}: {what}".rstrip(": "), signature=sig)
     if cell.error:
         return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}")
     if missing or not selected:
         return Attempt(StepVerdict.ABORT, f"the selected test(s) never reported and the kernel said nothing: {cell.id}")
-    skipped = [t for t in selected if t.status is results.Status.SKIP]
+    skipped = [t for t in selected if t.status is model.Status.SKIP]
     if skipped:
         return Attempt(StepVerdict.SKIP, f"{skipped[0].full_name} skipped: {skipped[0].reason}")
     return Attempt(StepVerdict.GOOD, f"{len(selected)} selected test(s) passed")
 
 
-def _by_splat(cell: results.CellResult, pattern: str) -> Attempt:
+def _by_splat(cell: model.CellResult, pattern: str) -> Attempt:
     """Bad when a kernel report matches `pattern` (its kernel-CI title or its first line), else good."""
     for event in cell.kernel_events:
         title = signature.of_event(event)
@@ -106,9 +106,9 @@ def _by_splat(cell: results.CellResult, pattern: str) -> Attempt:
             return Attempt(StepVerdict.BAD, f"kernel report {title!r} matches {pattern!r}", signature=title)
     if cell.error:
         return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}")
-    if not cell.tests or all(t.status is results.Status.MISS for t in cell.tests):
+    if not cell.tests or all(t.status is model.Status.MISS for t in cell.tests):
         return Attempt(StepVerdict.ABORT, f"no suite ran, so the splat could not show: {cell.id}")
-    ran = sum(t.status is not results.Status.MISS for t in cell.tests)
+    ran = sum(t.status is not model.Status.MISS for t in cell.tests)
     return Attempt(StepVerdict.GOOD, f"no kernel report matches {pattern!r} ({ran} tests ran)")
 
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import yaml
 
-from lab import arches, images, lava, lavaresults, matrix, pipeline, recipes, results, resultsjson, testrun
+from lab import arches, images, lava, lavaresults, matrix, pipeline, recipes, testrun
 from lab import suites as suite_list
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.paths import HOME
+from lab.results import model, store, write
 
 DEFAULT_MATRIX = HOME / "lab.yaml"
 # The GitLab pipeline's stages; the generated child pipeline repeats them (jobs it includes name them).
@@ -85,22 +86,22 @@ def run_ci_cell(mtx: matrix.Matrix, kernel: str, arch: str, results_dir: Path, j
     start = time.time()
     specs = pipeline.matrix_specs(replace(mtx, kernels=tuple(chosen)), arch_names=(arch,), accel=accel)
     cells = testrun.run_cells(specs, results_dir, jobs)
-    meta = resultsjson.RunMeta(tuple(sys.argv), start, round(time.time() - start, 2), jobs)
-    testrun.write_reports(results_dir, cells, meta)
-    return results.exit_status(cells)
+    meta = store.RunMeta(tuple(sys.argv), start, round(time.time() - start, 2), jobs)
+    write.reports(results_dir, cells, meta)
+    return model.exit_status(cells)
 
 
-def merge_results(paths: list[Path], out: Path, expected: list[tuple[str, str]]) -> list[results.CellResult]:
+def merge_results(paths: list[Path], out: Path, expected: list[tuple[str, str]]) -> list[model.CellResult]:
     """Join the cells' results; a cell the matrix promised that never came back is a lab error, not a pass."""
     if not paths and not expected:
         raise UserError("nothing to merge: give the cells' results.json files, or --matrix to name the cells expected")
-    cells = resultsjson.merge(paths)
+    cells = store.merge(paths)
     seen = {cell.id for cell in cells}
     for cell_id, arch in expected:
         if cell_id not in seen:
-            cells.append(results.CellResult(id=cell_id, arch=arch, error="no results.json came back from its CI job"))
+            cells.append(model.CellResult(id=cell_id, arch=arch, error="no results.json came back from its CI job"))
     out.mkdir(parents=True, exist_ok=True)
-    testrun.write_reports(out, cells, resultsjson.RunMeta(argv=tuple(sys.argv), merged_from=tuple(map(str, paths))))
+    write.reports(out, cells, store.RunMeta(argv=tuple(sys.argv), merged_from=tuple(map(str, paths))))
     return cells
 
 
@@ -122,7 +123,7 @@ def cmd_ci_merge(args: argparse.Namespace) -> int:
     expected = [(c.id, c.arch) for c in matrix.load(Path(args.matrix)).cells()] if args.matrix else []
     cells = merge_results([Path(p) for p in args.results_json], Path(args.out), expected)
     print((Path(args.out) / "summary.txt").read_text(), end="")
-    return results.exit_status(cells)
+    return model.exit_status(cells)
 
 
 def cmd_lava_job(args: argparse.Namespace) -> int:
@@ -170,9 +171,9 @@ def cmd_lava_results(args: argparse.Namespace) -> int:
     if run.console:
         (out / f"console-{cell_id}.log").write_text(run.console)
         cell.console_log = str(out / f"console-{cell_id}.log")
-    testrun.write_reports(out, [cell], resultsjson.RunMeta(argv=tuple(sys.argv), lava_results=str(source)))
+    write.reports(out, [cell], store.RunMeta(argv=tuple(sys.argv), lava_results=str(source)))
     print((out / "summary.txt").read_text(), end="")
-    return results.exit_status([cell])
+    return model.exit_status([cell])
 
 
 def _job_metadata(path: Path | None) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 `report` re-renders a run (a CI artifact, last week's results dir) as the
 summary text, Markdown or report.html, with whatever lab version reads it now.
-`compare` says what changed between two runs (lab.compare); it exits 1 only
+`compare` says what changed between two runs (lab.results.compare); it exits 1 only
 on a new failure, so CI can fail on regressions against the last green run.
 """
 
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab import compare, htmlreport, resultsjson, summary
 from lab.errors import UserError
-from lab.resultsjson import Run
+from lab.results import compare, html, store, summary
+from lab.results.store import Run
 
 
 def results_file(given: str, what: str) -> Path:
@@ -30,7 +30,7 @@ def results_file(given: str, what: str) -> Path:
 
 def load(given: str, what: str) -> tuple[Path, Run]:
     path = results_file(given, what)
-    return path, resultsjson.load(path)
+    return path, store.load(path)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -41,7 +41,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = out / "report.html" if out.is_dir() else out
         if not out.parent.is_dir():
             raise UserError(f"--html {args.html}: directory {out.parent} does not exist; create it or choose another")
-        htmlreport.write(out, run.cells, run.meta, path.parent)
+        html.write(out, run.cells, run.meta, path.parent)
         print(f"klab: wrote {out}", file=sys.stderr)
     fmt = args.format or ("text" if not args.html else None)
     if fmt == "markdown":

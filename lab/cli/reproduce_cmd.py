@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab import knownfail, reproduce, resultsjson, suites
+from lab import reproduce, suites
 from lab.cli import args as common
 from lab.cli.test_cmds import run_and_report
 from lab.errors import UserError
 from lab.progress import Progress
 from lab.reproduce import Planned
-from lab.resultsjson import Run
+from lab.results import knownfail, store
+from lab.results.store import Run
 
 
 def results_file(given: str) -> Path:
@@ -55,7 +56,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError("-n/--jobs must be 1 or more")
     path = results_file(args.results_dir)
-    run = resultsjson.load(path)
+    run = store.load(path)
     out = Path(args.results) if args.results else reproduce.default_results()
     if out.resolve() == path.parent.resolve():
         raise UserError(f"--results {out} is the run being reproduced: the rerun writes a results dir of its own")

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import arches, knownfail, matrix, pipeline, qemu, results, resultsjson, summary, testrun
+from lab import arches, matrix, pipeline, qemu, testrun
 from lab import suites as suite_list
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.paths import HOME
 from lab.progress import Progress
+from lab.results import knownfail, model, store, summary, write
 
 DEFAULT_MATRIX = HOME / "lab.yaml"
 DEFAULT_KNOWN = HOME / "known-failures.yaml"
@@ -78,7 +79,7 @@ def run_and_report(
             print(f"klab: {spec.id}: gdb: {debugger_command(spec)}", file=sys.stderr)
     cells = testrun.run_cells(specs, results_dir, jobs, progress)
     problems = knownfail.expired(specs[0].known, datetime.date.today())
-    meta = resultsjson.RunMeta(
+    meta = store.RunMeta(
         argv=tuple(sys.argv),
         started=start,
         wall_seconds=round(time.time() - start, 2),
@@ -86,13 +87,13 @@ def run_and_report(
         problems=tuple(problems),
         known_failures=str(known_file or ""),
     )
-    testrun.write_reports(results_dir, cells, meta)
+    write.reports(results_dir, cells, meta)
     print(summary.table(cells, problems), end="")
     print(
         f"klab: results: {results_dir}/report.html, results.json, junit.xml, results.ktap, console-*.log",
         file=sys.stderr,
     )
-    return max(results.exit_status(cells), 1 if problems else 0)
+    return max(model.exit_status(cells), 1 if problems else 0)
 
 
 def debugger_command(spec: testrun.CellSpec) -> str:

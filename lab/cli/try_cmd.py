@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import arches, atomic, build, compare, kconfig, manifest, pipeline, results, suites, testrun
+from lab import arches, atomic, build, kconfig, manifest, pipeline, suites, testrun
 from lab.bisect.git import git
 from lab.bisect.step import build_failure
 from lab.cli import args as common
 from lab.errors import BuildError, ConfigMismatch, UserError
 from lab.patchseries import FAILING, BuildKind, Change, Judge, Outcome, Series, Step, Tested, parse_series, run_series
 from lab.paths import cache_dir, exclusive
-from lab.resultsjson import RunMeta
+from lab.results import compare, model, write
+from lab.results.store import RunMeta
 from lab.source import Source, digest
 
 
@@ -110,7 +111,7 @@ def make_judge(s: Settings, out: Path) -> Judge:
         started = time.time()
         cell = testrun.run_cell(spec, step_dir)
         meta = RunMeta(argv=tuple(sys.argv), started=started, wall_seconds=_since(t1), commit=step.commit)
-        testrun.write_reports(step_dir, [cell], meta)
+        write.reports(step_dir, [cell], meta)
         return Tested(step, cell, "", {"build": round(t1 - t0, 1), "test": _since(t1)}, str(step_dir))
 
     return judge
@@ -134,9 +135,9 @@ def _tally(done: Tested) -> str:
         return f"does not build: {done.build_error}"
     counts = done.cell.counts()
     parts = [
-        f"{counts[results.Status.PASS]} passed",
-        f"{sum(counts[st] for st in results.BAD)} failed",
-        f"{counts[results.Status.SKIP]} skipped",
+        f"{counts[model.Status.PASS]} passed",
+        f"{sum(counts[st] for st in model.BAD)} failed",
+        f"{counts[model.Status.SKIP]} skipped",
         f"{len(done.cell.kernel_events)} kernel report(s)",
     ]
     return ", ".join(p for i, p in enumerate(parts) if i == 0 or not p.startswith("0 "))

@@ -12,8 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from lab import knownfail, matrix, pipeline, results, resultsjson, suites, testrun
+from lab import matrix, pipeline, suites, testrun
 from lab.paths import REPO_ROOT
+from lab.results import knownfail, model, store, write
 
 LAB_YAML = REPO_ROOT / "lab.yaml"
 RESULTS_ROOT = Path(os.environ.get("KLAB_TEST_RESULTS", REPO_ROOT / "results" / "pytest"))
@@ -75,11 +76,11 @@ def boots() -> dict[str, int]:
     return counts
 
 
-def run_cell(cell: matrix.MatrixCell) -> results.CellResult:
+def run_cell(cell: matrix.MatrixCell) -> model.CellResult:
     spec = cell_spec(cell)
     record_boot(cell.id)
     out = testrun.run_cell(spec, RESULTS_ROOT)
-    testrun.write_reports(RESULTS_ROOT / "cells" / cell.id, [out], resultsjson.RunMeta(argv=(cell.id,)))
+    write.reports(RESULTS_ROOT / "cells" / cell.id, [out], store.RunMeta(argv=(cell.id,)))
     return out
 
 

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from lab import results
 from lab.paths import SUITES
+from lab.results import model
 from tests.integration import guest_cells
 
 sys.path.insert(0, str(SUITES))
@@ -28,7 +28,7 @@ _NEEDS_ABI = re.compile(r"needs Landlock ABI (\d+), kernel has (\d+)")
 _LANDED_IN = re.compile(r"landed in v(\d+)\.(\d+)")
 _NOT_IN_BTF = re.compile(r"bpf_lsm_\w+ is not in vmlinux BTF \(hook absent or CONFIG_BPF_LSM off\)")
 _NEWEST = (6, 12)  # from this release on, every hook the suites use is in the kernel
-_RUNS: dict[str, results.CellResult] = {}
+_RUNS: dict[str, model.CellResult] = {}
 
 
 def _outcome(cell_id: str, full_name: str) -> None:
@@ -37,15 +37,15 @@ def _outcome(cell_id: str, full_name: str) -> None:
     if not found:
         pytest.fail(f"{full_name} has no result in cell {cell_id} (lab error: {run.error or 'none'})")
     test = found[0]
-    if test.status is results.Status.SKIP:
+    if test.status is model.Status.SKIP:
         pytest.skip(test.reason)
-    if test.status is results.Status.XFAIL:
+    if test.status is model.Status.XFAIL:
         pytest.xfail(test.reason)
-    if test.status is not results.Status.PASS:
+    if test.status is not model.Status.PASS:
         pytest.fail(f"{test.status.value}: {test.reason}\n{test.log}", pytrace=False)
 
 
-def _release(run: results.CellResult) -> tuple[int, int]:
+def _release(run: model.CellResult) -> tuple[int, int]:
     major, minor = run.kernel_release.split(".")[:2]
     return int(major), int(minor)
 
@@ -95,7 +95,7 @@ def _make_class(cell_id: str) -> type:
         """Every skip has a reason the kernel explains: a Landlock ABI above the guest's, bpf missing from
         lsm=, or a BPF LSM feature newer than the guest's kernel."""
         for test in _RUNS[cell_id].tests:
-            if test.status is not results.Status.SKIP:
+            if test.status is not model.Status.SKIP:
                 continue
             if test.suite.startswith("landlock"):
                 assert _lacks_abi(test.reason, _release(_RUNS[cell_id])), (test.full_name, test.reason)
@@ -115,10 +115,10 @@ def _make_class(cell_id: str) -> type:
         canary = next(t for t in _RUNS[cell_id].tests if t.full_name == "bpf_lsm.canary_counts_file_open")
         if "lsm=" in cell.boot.append:
             # known-failures.yaml's strict entry: the canary failed, as it must, with the reason bpf is missing.
-            assert canary.status is results.Status.XFAIL, (canary.status, canary.reason)
+            assert canary.status is model.Status.XFAIL, (canary.status, canary.reason)
             assert "was: bpf is not in the active LSM list" in canary.reason, canary.reason
         else:
-            assert canary.status is results.Status.PASS and not canary.reason
+            assert canary.status is model.Status.PASS and not canary.reason
 
     members = {"booted": booted, "test_in_guest": test_in_guest, "test_cell_clean": test_cell_clean}
     members["test_skips_are_explained"] = test_skips_are_explained

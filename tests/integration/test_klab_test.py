@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from lab import buildrecord, ktap, suites
+from lab import buildrecord, suites
 from lab.paths import REPO_ROOT
+from lab.results import ktap
 
 pytestmark = pytest.mark.kernel
 PATTERNS = ("canary_counts_file_open", "seccomp.reject_", "landlock.abi_version_query")

@@ -17,18 +17,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, images, lavaresults, matrix, pipeline, proc, recipes, results, resultsjson
+from lab import arches, images, lavaresults, matrix, pipeline, proc, recipes
 from lab.cli import main as klab
 from lab.paths import REPO_ROOT
+from lab.results import model, store
 
 pytestmark = [pytest.mark.lava, pytest.mark.kernel]
 
 LAVA_RUN = shutil.which("lava-run")
 PATTERNS = ("seccomp.reject_empty", "seccomp.reject_byte_load", "bpf_lsm.canary_counts_file_open")
 EXPECTED = {
-    ("seccomp", "reject_empty"): results.Status.PASS,
-    ("seccomp", "reject_byte_load"): results.Status.PASS,
-    ("bpf_lsm", "canary_counts_file_open"): results.Status.FAIL,
+    ("seccomp", "reject_empty"): model.Status.PASS,
+    ("seccomp", "reject_byte_load"): model.Status.PASS,
+    ("bpf_lsm", "canary_counts_file_open"): model.Status.FAIL,
 }
 NOBPF = "lsm=landlock,lockdown,yama"
 JOB_SECONDS = 600
@@ -79,7 +80,7 @@ def test_per_test_results_come_back(lava_run: Path) -> None:
     out = lava_run / "results"
     status = klab(["lava", "results", "--lava-results", str(lava_run), "--out", str(out)])
     assert status == 1  # the canary failed, as it must with bpf missing from lsm=
-    (cell,) = resultsjson.load_cells(out / "results.json")
+    (cell,) = store.load_cells(out / "results.json")
     got = {(t.suite, t.name): t.status for t in cell.tests}
     assert got == EXPECTED, got
     arch = yaml.safe_load((lava_run / "job.yaml").read_text())["context"]["arch"]

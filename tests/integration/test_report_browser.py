@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import htmlreport, resultsjson
-from lab.htmlreport import Outcome
+from lab.results import html, store
+from lab.results.html import Outcome
 from tests.unit._results_data import KTAP, cells
 
 pytestmark = pytest.mark.host
@@ -119,7 +119,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
     (out / "console-x86_64.6.12.default.log").write_text((KTAP / "console-splat.log").read_text())
     (out / "console-arm64.6.12.default.log").write_text((KTAP / "console-panic.log").read_text())
-    htmlreport.write(out / "report.html", cells(), resultsjson.RunMeta(argv=("klab", "test")), out)
+    html.write(out / "report.html", cells(), store.RunMeta(argv=("klab", "test")), out)
     return out / "report.html"
 
 
@@ -145,5 +145,5 @@ def test_chromium_screenshot_shows_the_fail_colour(page: Path) -> None:
     pixels = Counter(row[x : x + 3] for row in rows for x in range(0, len(row), 3))
     assert pixels.most_common(1)[0][0] == b"\xff\xff\xff"  # the page's white: the rows decoded right
     for outcome in (Outcome.FAIL, Outcome.LAB_ERROR):
-        colour = bytes.fromhex(htmlreport.COLOURS[outcome].lstrip("#"))
+        colour = bytes.fromhex(html.COLOURS[outcome].lstrip("#"))
         assert pixels[colour] > 2000, f"{outcome.value} colour {colour.hex()} on {pixels[colour]} pixels only"

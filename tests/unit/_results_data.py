@@ -1,8 +1,8 @@
 """Cells built from the recorded fixtures, shared by test_results.py and test_report.py.
 
 Events are built by hand from the console text (kind, offset of the report's
-first line, the next lines as excerpt) so these tests pin lab.results and
-lab.report, not lab.console's table; test_results.py also runs the real scan.
+first line, the next lines as excerpt) so these tests pin lab.results.model and
+lab.results.junit, not lab.results.consolelog's table; test_results.py also runs the real scan.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lab import results
-from lab.console import KernelEvent
-from lab.results import CellResult
+from lab.results import model
+from lab.results.consolelog import KernelEvent
+from lab.results.model import CellResult
 
 ROOT = Path(__file__).resolve().parents[1] / "data"
 KTAP = ROOT / "ktap"
@@ -79,7 +79,7 @@ def cells() -> list[CellResult]:
         durations={"boot": 3.3, "tests": 2.1, "total": 6.6},
         console_log="runs/x86_64.6.12.default/console.log",
         kernel_events=splat_ev,
-        tests=results.collect(PLANNED, guest_json(), None, splat, splat_ev),
+        tests=model.collect(PLANNED, guest_json(), None, splat, splat_ev),
     )
     panic = text("console-panic.log")
     panic_ev = panic_events(panic)
@@ -96,7 +96,7 @@ def cells() -> list[CellResult]:
         durations={"boot": 1.7, "total": 55.3},
         console_log="runs/arm64.6.12.default/console.log",
         kernel_events=panic_ev,
-        tests=results.collect(PLANNED, None, text("guest-truncated.ktap"), panic, panic_ev),
+        tests=model.collect(PLANNED, None, text("guest-truncated.ktap"), panic, panic_ev),
     )
     lab = CellResult(
         id="x86_64.6.1.default",
@@ -105,7 +105,7 @@ def cells() -> list[CellResult]:
         accel="tcg",
         image="host",
         error="QEMU exited with status 1 before the kernel started: could not open kernel image",
-        tests=results.collect(PLANNED, None, None, "", []),
+        tests=model.collect(PLANNED, None, None, "", []),
     )
     return [good, crashed, lab]
 

@@ -15,13 +15,11 @@ from typing import Any
 
 import pytest
 
-from lab import signature
 from lab.bisect import drive, git, record, report, step
 from lab.bisect.record import Settings, StepRecord
 from lab.bisect.verdict import Attempt, CommitOutcome, Target, classify, combine, run_attempts
 from lab.bisect.verdict import StepVerdict as Verdict
 from lab.cli import bisect_cmd
-from lab.console import KernelEvent
 from lab.errors import (
     EXIT_FAILED,
     EXIT_LAB,
@@ -32,8 +30,10 @@ from lab.errors import (
     LabError,
     UserError,
 )
-from lab.results import CellResult, Status
-from lab.results import TestResult as Result
+from lab.results import signature
+from lab.results.consolelog import KernelEvent
+from lab.results.model import CellResult, Status
+from lab.results.model import TestResult as Result
 
 TEST = "landlock_ptrace.attach_child_to_parent__child_domain"
 OTHER = "landlock_ptrace.attach_parent_to_child__child_domain"

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, lava, lavaresults, matrix, results, resultsjson
+from lab import arches, lava, lavaresults, matrix
 from lab.cli import ci_cmds
 from lab.errors import UserError
 from lab.paths import REPO_ROOT
+from lab.results import model, store
 
 DATA = REPO_ROOT / "tests" / "data" / "lava"
 X86 = arches.get("x86_64")
@@ -81,35 +82,31 @@ def test_gitlab_child_extends_the_templates_and_merges_every_cell() -> None:
     assert [n["job"] for n in doc["merge"]["needs"]] == cells
 
 
-def _results_file(path: Path, *cells: results.CellResult) -> Path:
+def _results_file(path: Path, *cells: model.CellResult) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    resultsjson.write(path, list(cells), resultsjson.RunMeta())
+    store.write(path, list(cells), store.RunMeta())
     return path
 
 
 def test_merge_joins_cells_and_reports_missing_ones_as_lab_errors(tmp_path: Path) -> None:
-    ok = results.CellResult(
-        "x86_64.6.12.default", "x86_64", tests=[results.TestResult("seccomp", "a", results.Status.PASS)]
-    )
-    bad = results.CellResult(
-        "arm64.6.12.default", "arm64", tests=[results.TestResult("seccomp", "a", results.Status.FAIL)]
-    )
+    ok = model.CellResult("x86_64.6.12.default", "x86_64", tests=[model.TestResult("seccomp", "a", model.Status.PASS)])
+    bad = model.CellResult("arm64.6.12.default", "arm64", tests=[model.TestResult("seccomp", "a", model.Status.FAIL)])
     files = [_results_file(tmp_path / "a" / "results.json", ok), _results_file(tmp_path / "b" / "results.json", bad)]
     cells = ci_cmds.merge_results(
         files, tmp_path / "merged", [("x86_64.6.12.default", "x86_64"), ("x86_64.6.12.nobpf", "x86_64")]
     )
     assert [c.id for c in cells] == ["x86_64.6.12.default", "arm64.6.12.default", "x86_64.6.12.nobpf"]
-    assert cells[2].verdict() is results.CellVerdict.LAB_ERROR
-    assert results.exit_status(cells) == 1
+    assert cells[2].verdict() is model.CellVerdict.LAB_ERROR
+    assert model.exit_status(cells) == 1
     for name in ("results.json", "junit.xml", "summary.md", "summary.txt"):
         assert (tmp_path / "merged" / name).is_file()
-    assert len(resultsjson.load_cells(tmp_path / "merged" / "results.json")) == 3
+    assert len(store.load_cells(tmp_path / "merged" / "results.json")) == 3
 
 
 def test_merge_of_nothing_with_a_matrix_is_all_lab_errors(tmp_path: Path) -> None:
     status = _klab(["ci", "merge", "--matrix", str(REPO_ROOT / "lab.yaml"), "--out", str(tmp_path)])
     assert status == 128
-    assert {c.error for c in resultsjson.load_cells(tmp_path / "results.json")} == {
+    assert {c.error for c in store.load_cells(tmp_path / "results.json")} == {
         "no results.json came back from its CI job"
     }
 
@@ -182,21 +179,21 @@ def test_recorded_lava_run_gives_per_test_statuses_and_reasons() -> None:
     cell = lavaresults.to_cell(run, "x86_64.6.12.lava", "x86_64", [])
     got = {t.full_name: (t.status, t.duration) for t in cell.tests}
     assert got == {
-        "seccomp.reject_empty": (results.Status.PASS, 0.04),
-        "seccomp.reject_byte_load": (results.Status.PASS, 0.028),
-        "bpf_lsm.canary_counts_file_open": (results.Status.FAIL, 0.012),
+        "seccomp.reject_empty": (model.Status.PASS, 0.04),
+        "seccomp.reject_byte_load": (model.Status.PASS, 0.028),
+        "bpf_lsm.canary_counts_file_open": (model.Status.FAIL, 0.012),
     }
     canary = cell.tests[2]
     assert canary.reason.startswith("bpf is not in the active LSM list")  # from the guest's KTAP on the console
     assert cell.kernel_release == "6.12.117" and cell.accel == "tcg" and not cell.error and not cell.kernel_events
-    assert cell.verdict() is results.CellVerdict.FAIL
+    assert cell.verdict() is model.CellVerdict.FAIL
 
 
 def test_planned_tests_that_never_reported_are_missing() -> None:
     run = lavaresults.read_lava_results(DATA / "lava-run-canary.log")
     planned = [("seccomp", "reject_empty"), ("seccomp", "never_ran")]
     cell = lavaresults.to_cell(run, "c", "x86_64", planned)
-    missing = [t for t in cell.tests if t.status is results.Status.MISS]
+    missing = [t for t in cell.tests if t.status is model.Status.MISS]
     assert [(t.name, t.reason) for t in missing] == [("never_ran", "never reported")]
 
 
@@ -210,8 +207,8 @@ def test_a_failed_lava_job_is_a_lab_error(tmp_path: Path) -> None:
     )
     cell = lavaresults.to_cell(lavaresults.read_lava_results(tmp_path), "c", "x86_64", [("seccomp", "reject_empty")])
     assert cell.error == "LAVA job failed (Job error): auto-login-action timed out after 300 seconds"
-    assert cell.verdict() is results.CellVerdict.LAB_ERROR
-    assert [t.status for t in cell.tests] == [results.Status.MISS]
+    assert cell.verdict() is model.CellVerdict.LAB_ERROR
+    assert [t.status for t in cell.tests] == [model.Status.MISS]
 
 
 def test_a_server_results_export_is_read_too(tmp_path: Path) -> None:
@@ -234,9 +231,9 @@ def test_a_server_results_export_is_read_too(tmp_path: Path) -> None:
     )
     cell = lavaresults.to_cell(lavaresults.read_lava_results(export_file), "c", "x86_64", [])
     assert [(t.name, t.status) for t in cell.tests] == [
-        ("abi_version", results.Status.PASS),
-        ("scoped_signal", results.Status.SKIP),
-        ("broken", results.Status.ERROR),
+        ("abi_version", model.Status.PASS),
+        ("scoped_signal", model.Status.SKIP),
+        ("broken", model.Status.ERROR),
     ]
     assert cell.tests[1].reason == "LAVA: skip"
 
@@ -247,7 +244,7 @@ def test_lava_results_command_uses_the_jobs_metadata(tmp_path: Path) -> None:
     (run_dir / lavaresults.LOG_NAME).write_text((DATA / "lava-run-canary.log").read_text())
     (run_dir / "job.yaml").write_text((DATA / "job-canary.yaml").read_text())
     assert _klab(["lava", "results", "--lava-results", str(run_dir), "--out", str(tmp_path / "out")]) == 1
-    (cell,) = resultsjson.load_cells(tmp_path / "out" / "results.json")
+    (cell,) = store.load_cells(tmp_path / "out" / "results.json")
     assert cell.id == "x86_64.6.12.lava" and cell.arch == "x86_64"
     assert len(cell.tests) == 3  # the job's -k patterns planned exactly these three
     assert (tmp_path / "out" / "junit.xml").is_file() and (tmp_path / "out" / "console-x86_64.6.12.lava.log").is_file()

@@ -1,16 +1,16 @@
-"""lab.compare: one table of (base, new) -> changes, the threshold, the exit status and the text."""
+"""lab.results.compare: one table of (base, new) -> changes, the threshold, the exit status and the text."""
 
 from __future__ import annotations
 
 import pytest
 
-from lab import compare
-from lab.compare import Change, Kind, Threshold
-from lab.console import KernelEvent
 from lab.errors import UserError
-from lab.results import CellResult, Status
-from lab.results import TestResult as Result  # not Test*: pytest would try to collect it
-from lab.resultsjson import Run, RunMeta
+from lab.results import compare
+from lab.results.compare import Change, Kind, Threshold
+from lab.results.consolelog import KernelEvent
+from lab.results.model import CellResult, Status
+from lab.results.model import TestResult as Result  # not Test*: pytest would try to collect it
+from lab.results.store import Run, RunMeta
 from tests.unit._results_data import cells
 
 P, F, S, E, M = Status.PASS, Status.FAIL, Status.SKIP, Status.ERROR, Status.MISS

@@ -7,8 +7,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from lab import console
 from lab.proc import Deadline
+from lab.results import consolelog
+from lab.vm import console
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONSOLES = DATA / "console"
@@ -24,22 +25,22 @@ CONSOLES = DATA / "console"
     ],
 )
 def test_scan_recorded_consoles(log: str, reached_init: bool, first_fatal: str | None) -> None:
-    text = console.read(CONSOLES / log)
-    assert console.reached_init(text) is reached_init
-    fatal = [e for e in console.scan(text) if e.fatal]
+    text = consolelog.read(CONSOLES / log)
+    assert consolelog.reached_init(text) is reached_init
+    fatal = [e for e in consolelog.scan(text) if e.fatal]
     assert (fatal[0].kind if fatal else None) == first_fatal
 
 
 def test_panic_excerpt_names_the_cause() -> None:
-    text = console.read(CONSOLES / "x86_64-panic-sysrq.log")
-    event = next(e for e in console.scan(text) if e.fatal)
+    text = consolelog.read(CONSOLES / "x86_64-panic-sysrq.log")
+    event = next(e for e in consolelog.scan(text) if e.fatal)
     assert event.title == "Kernel panic - not syncing: sysrq triggered crash"
     assert "Call Trace:" in event.excerpt
 
 
 def test_root_mount_failure_is_a_panic_before_init() -> None:
-    text = console.read(CONSOLES / "x86_64-no-rootfs.log")
-    event = next(e for e in console.scan(text) if e.fatal)
+    text = consolelog.read(CONSOLES / "x86_64-no-rootfs.log")
+    event = next(e for e in consolelog.scan(text) if e.fatal)
     assert "VFS: Unable to mount root fs" in event.title
     assert text.index(event.excerpt.splitlines()[0]) > text.index("VFS: Cannot open root device")
 
@@ -61,14 +62,14 @@ def test_root_mount_failure_is_a_panic_before_init() -> None:
     ],
 )
 def test_event_table(line: str, kind: str, fatal: bool) -> None:
-    events = console.scan(f"[    1.0] booting\n{line}\n[   42.2] next line\n")
+    events = consolelog.scan(f"[    1.0] booting\n{line}\n[   42.2] next line\n")
     assert [(e.kind, e.fatal) for e in events] == [(kind, fatal)]
     assert events[0].excerpt.startswith(line)
 
 
 def test_ordinary_lines_are_not_events() -> None:
     text = "[ 1.0] landlock: Up and running.\n[ 2.0] WARNING is a word\nok 3 warning_test\n"
-    assert console.scan(text) == []
+    assert consolelog.scan(text) == []
 
 
 def _watch(
@@ -83,18 +84,18 @@ def _watch(
         # A short settle: the recordings hold whole reports already; a live console gets its default 3 s.
         outcome = console.Watcher(child, record, settle=0.2).wait(marker, Deadline.after(timeout))
     child.close(force=True)
-    return outcome, console.read(record)
+    return outcome, consolelog.read(record)
 
 
 @pytest.mark.parametrize(
     ("log", "marker", "reason", "kind"),
     [
-        ("x86_64-ok.log", console.INIT_STARTED, "marker", None),
-        ("x86_64-ok.log", console.COMMAND_EXITED, "marker", None),
+        ("x86_64-ok.log", consolelog.INIT_STARTED, "marker", None),
+        ("x86_64-ok.log", consolelog.COMMAND_EXITED, "marker", None),
         # The crash comes after init: waiting for init sees init, waiting for the command sees the panic.
-        ("x86_64-panic-sysrq.log", console.INIT_STARTED, "marker", None),
-        ("x86_64-panic-sysrq.log", console.COMMAND_EXITED, "fatal", "panic"),
-        ("x86_64-no-rootfs.log", console.INIT_STARTED, "fatal", "panic"),
+        ("x86_64-panic-sysrq.log", consolelog.INIT_STARTED, "marker", None),
+        ("x86_64-panic-sysrq.log", consolelog.COMMAND_EXITED, "fatal", "panic"),
+        ("x86_64-no-rootfs.log", consolelog.INIT_STARTED, "fatal", "panic"),
     ],
 )
 def test_watcher_replays_real_consoles(tmp_path: Path, log: str, marker: str, reason: str, kind: str | None) -> None:
@@ -105,28 +106,28 @@ def test_watcher_replays_real_consoles(tmp_path: Path, log: str, marker: str, re
 
 def test_watcher_times_out_on_a_silent_hang(tmp_path: Path) -> None:
     outcome, text = _watch(
-        tmp_path, CONSOLES / "x86_64-init-hang.log", console.INIT_STARTED, timeout=0.5, then_sleep=30
+        tmp_path, CONSOLES / "x86_64-init-hang.log", consolelog.INIT_STARTED, timeout=0.5, then_sleep=30
     )
     assert outcome.reason == "timeout"
-    assert not console.reached_init(text)
+    assert not consolelog.reached_init(text)
 
 
 def test_lab_init_failure_is_told_apart(tmp_path: Path) -> None:
     log = tmp_path / "in.log"
     log.write_text("[ 1.0] booting\nklab-init: FATAL: cannot mount the klab share\n")
-    outcome, text = _watch(tmp_path, log, console.INIT_STARTED, timeout=20, then_sleep=5)
+    outcome, text = _watch(tmp_path, log, consolelog.INIT_STARTED, timeout=20, then_sleep=5)
     assert outcome.reason == "lab"
-    assert console.init_fatal(text) == "klab-init: FATAL: cannot mount the klab share"
+    assert consolelog.init_fatal(text) == "klab-init: FATAL: cannot mount the klab share"
 
 
 def test_normalize_pty_line_endings() -> None:
-    assert console.normalize("a\r\r\nb\r\nc\n") == "a\nb\nc\n"
+    assert consolelog.normalize("a\r\r\nb\r\nc\n") == "a\nb\nc\n"
 
 
 def test_tail_is_the_guests_last_words_without_the_qemu_command() -> None:
-    hang = console.read(CONSOLES / "x86_64-init-hang.log")
+    hang = consolelog.read(CONSOLES / "x86_64-init-hang.log")
     text = "# qemu-system-x86_64 -kernel bzImage\n" + hang
-    got = console.tail(text, lines=3).splitlines()
+    got = consolelog.tail(text, lines=3).splitlines()
     assert got == hang.splitlines()[-3:]
     assert got[-1].endswith("on the kernel command line")
-    assert console.tail("# qemu-system-x86_64 -kernel bzImage\n") == ""  # silence: nothing but the command
+    assert consolelog.tail("# qemu-system-x86_64 -kernel bzImage\n") == ""  # silence: nothing but the command

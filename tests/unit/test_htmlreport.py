@@ -1,4 +1,4 @@
-"""lab.htmlreport: the page parsed back with html.parser: grid, outcome colours, escaping, excerpts, rerun lines."""
+"""lab.results.html: the page parsed back with html.parser: grid, outcome colours, escaping, excerpts, rerun lines."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import htmlreport, resultsjson, summary, testrun
-from lab.htmlreport import Outcome
-from lab.results import CellResult, Status
-from lab.results import TestResult as Result  # not Test*: pytest would try to collect it
+from lab.results import html, store, summary, write
+from lab.results.html import Outcome
+from lab.results.model import CellResult, Status
+from lab.results.model import TestResult as Result  # not Test*: pytest would try to collect it
 from tests.unit._results_data import KTAP, cells
 
 CONSOLES = {"x86_64.6.12.default": "console-splat.log", "arm64.6.12.default": "console-panic.log"}
@@ -67,7 +67,7 @@ def render(cs: list[CellResult] | None = None, consoles: dict[str, str] | None =
     cs = cells() if cs is None else cs
     if consoles is None:
         consoles = {cell_id: (KTAP / name).read_text() for cell_id, name in CONSOLES.items()}
-    return htmlreport.render(cs, resultsjson.RunMeta(argv=("klab", "test")), consoles, "results/run-1")
+    return html.render(cs, store.RunMeta(argv=("klab", "test")), consoles, "results/run-1")
 
 
 def test_grid_has_one_row_per_cell_and_one_column_per_suite() -> None:
@@ -84,7 +84,7 @@ def test_grid_squares_are_coloured_by_outcome() -> None:
     assert got["arm64.6.12.default"] == {"fsdemo": "o-fail", "ptracedemo": "o-fail"}
     assert got["x86_64.6.1.default"] == {"fsdemo": "o-lab-error", "ptracedemo": "o-lab-error"}
     style = render().split("<style>")[1].split("</style>")[0]
-    for found, colour in htmlreport.COLOURS.items():
+    for found, colour in html.COLOURS.items():
         assert f".o-{found.value}{{background:{colour}}}" in style
 
 
@@ -112,7 +112,7 @@ def _cell(*statuses: Status, error: str = "") -> CellResult:
     ],
 )
 def test_outcome_of_a_square(cell: CellResult, expected: Outcome) -> None:
-    assert htmlreport.outcome(cell, "s") is expected
+    assert html.outcome(cell, "s") is expected
     if cell.tests:
         assert Page(render([cell], {})).rows == [("c", {"s": f"o-{expected.value}"})]
 
@@ -182,7 +182,7 @@ def test_console_excerpt_is_the_tests_own_ktap_lines() -> None:
 def test_excerpt_keeps_the_last_lines_when_a_test_talked_a_lot() -> None:
     text = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: s\n    1..1\n"
     text += "".join(f"    # line {i}\n" for i in range(100)) + "    not ok 1 t\nnot ok 1 s\n"
-    got = htmlreport.excerpt(htmlreport.index_console(text), Result("s", "t", Status.FAIL), limit=5)
+    got = html.excerpt(html.index_console(text), Result("s", "t", Status.FAIL), limit=5)
     assert got.splitlines() == [
         "[... 96 earlier lines ...]",
         *(f"    # line {i}" for i in range(96, 100)),
@@ -203,14 +203,14 @@ def test_failures_come_first_and_passing_tests_are_folded() -> None:
 def test_metadata_of_the_run_and_cells() -> None:
     text = render()
     for value in ("v6.12-rc7-12-gabcdef", "ab" * 32, "7.2.11", "tcg (KVM probe: guest never reached init)"):
-        assert htmlreport.html.escape(value) in text
+        assert html.html.escape(value) in text
     assert Page(text).texts["totals"] == [summary.totals_line(cells())]
 
 
 def test_write_reports_writes_report_html_reading_the_console_beside_it(tmp_path: Path) -> None:
     cs = cells()
     (tmp_path / "console-x86_64.6.12.default.log").write_text((KTAP / "console-splat.log").read_text())
-    testrun.write_reports(tmp_path, cs, resultsjson.RunMeta())
+    write.reports(tmp_path, cs, store.RunMeta())
     assert (tmp_path / "report.html").is_file()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic: nothing left over
     consoles = Page((tmp_path / "report.html").read_text()).texts["console"]

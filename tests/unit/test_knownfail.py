@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import knownfail
 from lab.errors import UserError
 from lab.paths import REPO_ROOT
-from lab.results import Status, TestResult
+from lab.results import knownfail
+from lab.results.model import Status, TestResult
 
 TODAY = datetime.date(2026, 11, 30)
 WHERE = knownfail.Where(arch="x86_64", boot="default", kernel_release="7.3.4", describe="linux-source-7.3 7.3.4-1")

@@ -1,4 +1,4 @@
-"""lab.ktap: recorded guest and KUnit streams, console noise, truncation, round trips, suite spans."""
+"""lab.results.ktap: recorded guest and KUnit streams, console noise, truncation, round trips, suite spans."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import ktap
-from lab.ktap import Status
+from lab.results import ktap
+from lab.results.ktap import Status
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ktap"
 FIXTURES = ("guest-mixed.ktap", "guest-truncated.ktap", "kunit-console.log", "console-splat.log", "console-panic.log")

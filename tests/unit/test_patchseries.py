@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from lab import cli, compare, signature
+from lab import cli
 from lab.cli import try_cmd
-from lab.console import KernelEvent
 from lab.errors import BuildError, LabError, UserError
 from lab.patchseries import (
     Change,
@@ -33,8 +32,10 @@ from lab.patchseries import (
     run_series,
 )
 from lab.patchseries import Tested as Judged
-from lab.results import CellResult, Status
-from lab.results import TestResult as Result
+from lab.results import compare, signature
+from lab.results.consolelog import KernelEvent
+from lab.results.model import CellResult, Status
+from lab.results.model import TestResult as Result
 
 BREAK_A = "layer 16: expected success (0), got E2BIG (7)"
 SIG_A = signature.of_test("landlock", "a", "FAIL", BREAK_A)

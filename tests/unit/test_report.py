@@ -1,4 +1,4 @@
-"""lab.report: JUnit (golden, and read back with junitparser), the run's KTAP, and the summaries."""
+"""lab.results.junit: JUnit (golden, and read back with junitparser), the run's KTAP, and the summaries."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from pathlib import Path
 import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
-from lab import ktap, report
+from lab.results import junit, ktap, write
 from tests.unit._results_data import PLANNED, cells, golden, normalise_xml
 
 
-def junit(tmp_path: Path) -> tuple[Path, str]:
+def written_junit(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "junit.xml"
-    report.write_junit(path, cells())
+    junit.write_junit(path, cells())
     return path, path.read_text()
 
 
 def test_junit_matches_golden(tmp_path: Path) -> None:
-    path, xml = junit(tmp_path)
+    path, xml = written_junit(tmp_path)
     got = normalise_xml(xml)
     assert got == golden("junit.golden.xml", got)
     assert [p.name for p in tmp_path.iterdir()] == ["junit.xml"]  # written atomically, nothing left over
@@ -26,7 +26,7 @@ def test_junit_matches_golden(tmp_path: Path) -> None:
 
 def read_back(tmp_path: Path) -> dict[str, dict[str, tuple[str, str, str]]]:
     """suite name -> case name -> (result element, message, text), as junitparser reads the file."""
-    path, _ = junit(tmp_path)
+    path, _ = written_junit(tmp_path)
     out: dict[str, dict[str, tuple[str, str, str]]] = {}
     for suite in JUnitXml.fromfile(str(path)):
         cases = out.setdefault(suite.name, {})
@@ -76,7 +76,7 @@ def test_junit_structure_and_bodies(tmp_path: Path) -> None:
 
 
 def test_junit_counts_and_properties(tmp_path: Path) -> None:
-    path, _ = junit(tmp_path)
+    path, _ = written_junit(tmp_path)
     suites = {s.name: s for s in JUnitXml.fromfile(str(path))}
     fs = suites["x86_64.6.12.default.fsdemo"]
     assert (fs.tests, fs.failures, fs.errors, fs.skipped) == (4, 1, 1, 1)
@@ -91,7 +91,7 @@ def test_junit_counts_and_properties(tmp_path: Path) -> None:
 
 def test_run_ktap_holds_every_planned_test(tmp_path: Path) -> None:
     path = tmp_path / "run.ktap"
-    report.write_ktap(path, cells())
+    write.write_ktap(path, cells())
     text = path.read_text()
     assert text == golden("run.golden.ktap", text)
     tree = ktap.parse(text)

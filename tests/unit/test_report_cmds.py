@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import cli, resultsjson, summary
-from lab.results import Status
-from lab.resultsjson import RunMeta
+from lab import cli
+from lab.results import store, summary
+from lab.results.model import Status
+from lab.results.store import RunMeta
 from tests.unit._results_data import cells
 
 
@@ -22,7 +23,7 @@ def results_dir(tmp_path: Path, name: str = "run", fix: bool = False) -> Path:
         for cell in cs:
             for test in cell.tests:
                 test.status = Status.PASS if test.status in (Status.FAIL, Status.ERROR) else test.status
-    resultsjson.write(out / "results.json", cs, RunMeta(argv=("klab", "test")))
+    store.write(out / "results.json", cs, RunMeta(argv=("klab", "test")))
     return out
 
 
@@ -36,13 +37,13 @@ def test_report_prints_the_summary_text_by_default(tmp_path: Path, capsys: pytes
     run = results_dir(tmp_path)
     code, out, _ = klab(capsys, "report", str(run))
     assert code == 0  # rendered: the run's own verdict was its exit status when it ran
-    assert out == summary.table(resultsjson.load(run / "results.json").cells)
+    assert out == summary.table(store.load(run / "results.json").cells)
 
 
 def test_report_markdown_and_results_json_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = results_dir(tmp_path)
     code, out, _ = klab(capsys, "report", str(run / "results.json"), "--format", "markdown")
-    assert code == 0 and out == summary.markdown(resultsjson.load(run / "results.json").cells)
+    assert code == 0 and out == summary.markdown(store.load(run / "results.json").cells)
 
 
 def test_report_html_writes_the_page_and_prints_no_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

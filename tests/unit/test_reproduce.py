@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
-from lab import arches, cli, reproduce, resultsjson
+from lab import arches, cli, reproduce
 from lab.buildrecord import Artifacts, BuildManifest, SourceInfo
 from lab.cli import reproduce_cmd
 from lab.errors import UserError
 from lab.images import ImageManifest
 from lab.manifest import sha256
-from lab.results import CellResult, Status
-from lab.results import TestResult as Result
-from lab.resultsjson import Run, RunMeta
+from lab.results import store
+from lab.results.model import CellResult, Status
+from lab.results.model import TestResult as Result
+from lab.results.store import Run, RunMeta
 from tests.unit._results_data import cells
 
 DESCRIBE = "linux-source-6.12 6.12.117-1~deb12u1"
@@ -85,7 +86,7 @@ def recorded(cache: Path, tmp_path: Path) -> tuple[Path, BuildManifest, ImageMan
     )  # fmt: skip
     out = tmp_path / "run"
     out.mkdir()
-    resultsjson.write(out / "results.json", [good, crashed, lab], RunMeta(argv=("klab", "test")))
+    store.write(out / "results.json", [good, crashed, lab], RunMeta(argv=("klab", "test")))
     return out, x86, image
 
 
@@ -94,7 +95,7 @@ def look(native: bool = True, **changes: Any) -> reproduce.Lookups:
 
 
 def loaded(path: Path) -> Run:
-    return resultsjson.load(path / "results.json")
+    return store.load(path / "results.json")
 
 
 # --- which cells -----------------------------------------------------------------------------------

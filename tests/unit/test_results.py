@@ -1,4 +1,4 @@
-"""lab.results: where results come from, MISS and kernel_splats, verdicts, results.json round trips."""
+"""lab.results.model: where results come from, MISS and kernel_splats, verdicts, results.json round trips."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from lab import console, ktap, results, resultsjson
-from lab.console import KernelEvent
 from lab.errors import LabError, UserError
-from lab.results import SPLATS, CellResult, CellVerdict, Status
+from lab.results import consolelog, ktap, model, store
+from lab.results.consolelog import KernelEvent
+from lab.results.model import SPLATS, CellResult, CellVerdict, Status
 from tests.unit._results_data import (
     PLANNED,
     RESULTS,
@@ -42,33 +42,33 @@ PANIC_MISS = "never reported: kernel panic"
 BUG = "bug: BUG: kernel NULL pointer dereference, address: 0000000000000008 (+1 more)"
 
 
-def brief(tests: list[results.TestResult]) -> list[Brief]:
+def brief(tests: list[model.TestResult]) -> list[Brief]:
     return [(t.suite, t.name, t.status, t.reason) for t in tests]
 
 
-def case_json_clean() -> tuple[list[results.TestResult], list[Brief]]:
-    return results.collect(PLANNED, guest_json(), None, text("console-splat.log"), []), FROM_GUEST
+def case_json_clean() -> tuple[list[model.TestResult], list[Brief]]:
+    return model.collect(PLANNED, guest_json(), None, text("console-splat.log"), []), FROM_GUEST
 
 
-def case_json_splat() -> tuple[list[results.TestResult], list[Brief]]:
+def case_json_splat() -> tuple[list[model.TestResult], list[Brief]]:
     console_text = text("console-splat.log")
-    got = results.collect(PLANNED, guest_json(), None, console_text, splat_events(console_text))
+    got = model.collect(PLANNED, guest_json(), None, console_text, splat_events(console_text))
     return got, [*FROM_GUEST, ("ptracedemo", SPLATS, Status.FAIL, WARNING)]
 
 
-def case_boot_warning() -> tuple[list[results.TestResult], list[Brief]]:
+def case_boot_warning() -> tuple[list[model.TestResult], list[Brief]]:
     console_text = text("console-boot-warning.log")
-    got = results.collect(PLANNED, guest_json(), None, console_text, [event(console_text, "WARNING: CPU", "warning")])
+    got = model.collect(PLANNED, guest_json(), None, console_text, [event(console_text, "WARNING: CPU", "warning")])
     return got, FROM_GUEST  # before any suite: the cell's business, no kernel_splats
 
 
-def case_ktap_only() -> tuple[list[results.TestResult], list[Brief]]:
-    return results.collect(PLANNED, None, text("guest-mixed.ktap"), "", []), FROM_GUEST
+def case_ktap_only() -> tuple[list[model.TestResult], list[Brief]]:
+    return model.collect(PLANNED, None, text("guest-mixed.ktap"), "", []), FROM_GUEST
 
 
-def case_ktap_panic() -> tuple[list[results.TestResult], list[Brief]]:
+def case_ktap_panic() -> tuple[list[model.TestResult], list[Brief]]:
     console_text = text("console-panic.log")
-    got = results.collect(PLANNED, None, text("guest-truncated.ktap"), console_text, panic_events(console_text))
+    got = model.collect(PLANNED, None, text("guest-truncated.ktap"), console_text, panic_events(console_text))
     want = FROM_GUEST[:5] + [
         ("ptracedemo", "attach_child", Status.MISS, PANIC_MISS),
         ("ptracedemo", "traceme", Status.MISS, PANIC_MISS),
@@ -77,21 +77,21 @@ def case_ktap_panic() -> tuple[list[results.TestResult], list[Brief]]:
     return got, want
 
 
-def case_nothing_came_back() -> tuple[list[results.TestResult], list[Brief]]:
+def case_nothing_came_back() -> tuple[list[model.TestResult], list[Brief]]:
     timeout = KernelEvent("boot_timeout", 0, "", True)
-    got = results.collect(PLANNED, None, None, "", [timeout])
+    got = model.collect(PLANNED, None, None, "", [timeout])
     return got, [(s, n, Status.MISS, "never reported: kernel boot timeout") for s, n in PLANNED]
 
 
-def case_unplanned_gaps() -> tuple[list[results.TestResult], list[Brief]]:
-    got = results.collect([], None, text("guest-truncated.ktap"), "", [])
+def case_unplanned_gaps() -> tuple[list[model.TestResult], list[Brief]]:
+    got = model.collect([], None, text("guest-truncated.ktap"), "", [])
     gaps = [("ptracedemo", "#2", Status.MISS, "never reported"), ("ptracedemo", "#3", Status.MISS, "never reported")]
     return got, FROM_GUEST[:5] + gaps
 
 
-def case_unplanned_extra() -> tuple[list[results.TestResult], list[Brief]]:
+def case_unplanned_extra() -> tuple[list[model.TestResult], list[Brief]]:
     planned = [("ptracedemo", "traceme"), ("seccomp", "strict")]
-    got = results.collect(planned, guest_json(), None, "", [])
+    got = model.collect(planned, guest_json(), None, "", [])
     want = [FROM_GUEST[6], ("seccomp", "strict", Status.MISS, "never reported"), *FROM_GUEST[:6]]
     return got, want
 
@@ -115,20 +115,20 @@ def test_collect(case: Any) -> None:
 
 
 def test_collect_keeps_guest_durations_and_logs() -> None:
-    got = results.collect(PLANNED, guest_json(), None, "", [])
+    got = model.collect(PLANNED, guest_json(), None, "", [])
     assert all(t.duration > 0 for t in got)
     assert got[3].log.startswith("Traceback (most recent call last):")
 
 
 def test_ktap_logs_lose_only_the_verdict_line() -> None:
-    got = results.from_ktap(ktap.parse(text("guest-mixed.ktap")))
+    got = model.from_ktap(ktap.parse(text("guest-mixed.ktap")))
     assert got[3].log.splitlines()[-1] == "KeyError: 'missing'"
     assert got[1].log == ""
 
 
 def test_splat_result_carries_every_excerpt() -> None:
     console_text = text("console-panic.log")
-    splat = results.collect(PLANNED, None, text("guest-truncated.ktap"), console_text, panic_events(console_text))[-1]
+    splat = model.collect(PLANNED, None, text("guest-truncated.ktap"), console_text, panic_events(console_text))[-1]
     assert splat.name == SPLATS
     assert "BUG: kernel NULL pointer dereference" in splat.log and "Oops: 0000 [#1]" in splat.log
     assert "Kernel panic" not in splat.log.split("Oops: 0000")[0]
@@ -145,11 +145,11 @@ def test_splat_result_carries_every_excerpt() -> None:
 def test_collect_with_the_real_console_scan(
     fixture: str, ktap_name: str | None, json_doc: bool, splat_reason: str | None, miss_reason: str | None
 ) -> None:
-    """lab.console.scan over the recordings, straight into collect: the two modules agree on offsets."""
+    """lab.results.consolelog.scan over the recordings, straight into collect: the two modules agree on offsets."""
     console_text = text(fixture)
-    events = console.scan(console_text)
+    events = consolelog.scan(console_text)
     assert events
-    got = results.collect(
+    got = model.collect(
         PLANNED, guest_json() if json_doc else None, text(ktap_name) if ktap_name else None, console_text, events
     )
     splats = [t for t in got if t.name == SPLATS]
@@ -165,7 +165,7 @@ def test_events_by_suite() -> None:
     console_text = text("console-boot-warning.log")
     boot = event(console_text, "WARNING: CPU", "warning")
     late = event(console_text, "reboot: Power down", "warning")
-    assert results.events_by_suite(console_text, [boot, late]) == {"": [boot, late]}
+    assert model.events_by_suite(console_text, [boot, late]) == {"": [boot, late]}
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,7 @@ def test_events_by_suite() -> None:
 )
 def test_malformed_guest_json_is_a_lab_error(doc: dict[str, Any], message: str) -> None:
     with pytest.raises(LabError, match=message):
-        results.collect(PLANNED, doc, None, "", [])
+        model.collect(PLANNED, doc, None, "", [])
 
 
 @pytest.mark.parametrize(
@@ -198,7 +198,7 @@ def test_malformed_guest_json_is_a_lab_error(doc: dict[str, Any], message: str) 
 )
 def test_verdict(statuses: list[Status], events: list[KernelEvent], error: str, verdict: CellVerdict) -> None:
     cell = CellResult("c", "x86_64", kernel_events=events, error=error)
-    cell.tests = [results.TestResult("s", f"t{i}", s) for i, s in enumerate(statuses)]
+    cell.tests = [model.TestResult("s", f"t{i}", s) for i, s in enumerate(statuses)]
     assert cell.verdict() is verdict
 
 
@@ -214,26 +214,26 @@ def test_verdict(statuses: list[Status], events: list[KernelEvent], error: str, 
 )
 def test_exit_status(verdicts: list[CellVerdict], code: int) -> None:
     made = {
-        CellVerdict.PASS: CellResult("p", "x86_64", tests=[results.TestResult("s", "t", Status.PASS)]),
-        CellVerdict.FAIL: CellResult("f", "x86_64", tests=[results.TestResult("s", "t", Status.FAIL)]),
+        CellVerdict.PASS: CellResult("p", "x86_64", tests=[model.TestResult("s", "t", Status.PASS)]),
+        CellVerdict.FAIL: CellResult("f", "x86_64", tests=[model.TestResult("s", "t", Status.FAIL)]),
         CellVerdict.LAB_ERROR: CellResult(
-            "l", "x86_64", error="no QEMU", tests=[results.TestResult("s", "t", Status.MISS)]
+            "l", "x86_64", error="no QEMU", tests=[model.TestResult("s", "t", Status.MISS)]
         ),
     }
-    assert results.exit_status([made[v] for v in verdicts]) == code
+    assert model.exit_status([made[v] for v in verdicts]) == code
 
 
 def test_exit_status_of_the_fixture_cells() -> None:
     assert [c.verdict() for c in cells()] == [CellVerdict.FAIL, CellVerdict.FAIL, CellVerdict.LAB_ERROR]
-    assert results.exit_status(cells()) == 1
+    assert model.exit_status(cells()) == 1
 
 
-META = resultsjson.RunMeta(argv=("klab", "test-kernel", "--arches", "x86_64", "arm64"), started=1764500000.0)
+META = store.RunMeta(argv=("klab", "test-kernel", "--arches", "x86_64", "arm64"), started=1764500000.0)
 
 
 def test_results_json_matches_golden(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
-    resultsjson.write(path, cells(), META)
+    store.write(path, cells(), META)
     got = json.dumps(normalise_json(json.loads(path.read_text())), indent=2, sort_keys=True) + "\n"
     assert got == golden("results.golden.json", got)
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left behind
@@ -241,8 +241,8 @@ def test_results_json_matches_golden(tmp_path: Path) -> None:
 
 def test_results_json_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
-    resultsjson.write(path, cells(), META)
-    assert resultsjson.load_cells(path) == cells()
+    store.write(path, cells(), META)
+    assert store.load_cells(path) == cells()
 
 
 def test_every_cell_field_round_trips(tmp_path: Path) -> None:
@@ -250,17 +250,17 @@ def test_every_cell_field_round_trips(tmp_path: Path) -> None:
     text = {f.name: f"value of {f.name}" for f in dataclasses.fields(CellResult) if f.type == "str"}
     full = CellResult(**text, durations={"boot": 1.5}, patterns=("a*",), repeat=3)  # type: ignore[arg-type]
     path = tmp_path / "results.json"
-    resultsjson.write(path, [full], META)
-    assert resultsjson.load_cells(path) == [full]
+    store.write(path, [full], META)
+    assert store.load_cells(path) == [full]
 
 
 def test_merge(tmp_path: Path) -> None:
     first, second = cells()[:2], cells()[2:]
-    resultsjson.write(tmp_path / "a.json", first, META)
-    resultsjson.write(tmp_path / "b.json", second, META)
-    assert resultsjson.merge([tmp_path / "a.json", tmp_path / "b.json"]) == cells()
+    store.write(tmp_path / "a.json", first, META)
+    store.write(tmp_path / "b.json", second, META)
+    assert store.merge([tmp_path / "a.json", tmp_path / "b.json"]) == cells()
     with pytest.raises(UserError, match="'x86_64.6.1.default' is in both"):
-        resultsjson.merge([tmp_path / "b.json", tmp_path / "b.json"])
+        store.merge([tmp_path / "b.json", tmp_path / "b.json"])
 
 
 def golden_doc() -> dict[str, Any]:
@@ -293,4 +293,4 @@ def test_load_json_rejects_bad_files(tmp_path: Path, doc: Any, message: str) -> 
     if doc is not None:
         path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     with pytest.raises(UserError, match=message):
-        resultsjson.load_cells(path)
+        store.load_cells(path)

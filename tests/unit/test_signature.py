@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab import console, signature
 from lab.paths import REPO_ROOT
+from lab.results import consolelog, signature
 
 KTAP = REPO_ROOT / "tests" / "data" / "ktap"
 CONSOLES = REPO_ROOT / "tests" / "data" / "console"
@@ -37,8 +37,8 @@ def test_the_same_failure_on_another_run_has_the_same_signature() -> None:
     assert one == two != other
 
 
-def _event(kind: str, text: str, fatal: bool = False) -> console.KernelEvent:
-    return console.KernelEvent(kind, 0, text, fatal)
+def _event(kind: str, text: str, fatal: bool = False) -> consolelog.KernelEvent:
+    return consolelog.KernelEvent(kind, 0, text, fatal)
 
 
 WARNING = """\
@@ -101,7 +101,7 @@ def test_an_arm64_oops_names_its_pc() -> None:
 
 def test_recorded_consoles() -> None:
     """Reports found by the console scanner in real (and recorded) logs get stable titles."""
-    splat = console.scan(console.read(KTAP / "console-splat.log"))
+    splat = consolelog.scan(consolelog.read(KTAP / "console-splat.log"))
     assert [signature.of_event(e) for e in splat] == ["WARNING in hook_file_open"]
-    panic = console.scan(console.read(CONSOLES / "x86_64-panic-sysrq.log"))
+    panic = consolelog.scan(consolelog.read(CONSOLES / "x86_64-panic-sysrq.log"))
     assert signature.of_event(next(e for e in panic if e.fatal)) == "kernel panic: sysrq triggered crash"

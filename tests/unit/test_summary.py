@@ -1,9 +1,9 @@
-"""lab.summary: the totals line, the table and its legend, the problems, compared with golden files."""
+"""lab.results.summary: the totals line, the table and its legend, the problems, compared with golden files."""
 
 from __future__ import annotations
 
-from lab import results, summary
-from lab.results import CellResult, Status, TestResult
+from lab.results import model, summary
+from lab.results.model import CellResult, Status, TestResult
 from tests.unit._results_data import cells, golden
 
 
@@ -60,4 +60,4 @@ def test_known_failures_xpass_and_flaky_are_shown_apart() -> None:
     text = summary.table([cell])
     assert "XPASS x86_64.7.3.default s.fixed" in text and "FLAKY x86_64.7.3.default s.wobbly" in text
     assert "XFAIL x86_64.7.3.default" not in text  # expected: not a problem to look at
-    assert results.exit_status([cell]) == 0
+    assert model.exit_status([cell]) == 0

@@ -26,10 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import atomic, console, ktap, signature, summary
-from lab.compare import failing
-from lab.results import SPLATS, CellResult, Status, TestResult
-from lab.resultsjson import RunMeta
+from lab import atomic
+from lab.results import consolelog, ktap, signature, summary
+from lab.results.compare import failing
+from lab.results.model import SPLATS, CellResult, Status, TestResult
+from lab.results.store import RunMeta
 
 
 class Outcome(enum.Enum):
@@ -108,7 +109,7 @@ def index_console(text: str) -> ConsoleIndex:
         lines = text[span.start : span.end].splitlines()
         start = 0
         for i, raw in enumerate(lines):
-            bare = console.strip_prefix(raw).rstrip()
+            bare = consolelog.strip_prefix(raw).rstrip()
             result = _RESULT.match(bare)
             if result:
                 name = result.group(1).split(" # ")[0].strip()
@@ -362,7 +363,7 @@ def console_text(cell: CellResult, results_dir: Path) -> str:
     recorded = Path(cell.console_log) if cell.console_log else None
     candidates = [results_dir / f"console-{cell.id}.log"]
     candidates += [results_dir / recorded.name, recorded] if recorded else []
-    return next((console.read(p) for p in candidates if p.is_file()), "")
+    return next((consolelog.read(p) for p in candidates if p.is_file()), "")
 
 
 def write(path: Path, cells: list[CellResult], meta: RunMeta, results_dir: Path) -> None:

@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass
 
 from lab.errors import UserError
-from lab.results import CellResult, Status, TestResult
-from lab.resultsjson import Run
-from lab.signature import of_event
+from lab.results.model import CellResult, Status, TestResult
+from lab.results.signature import of_event
+from lab.results.store import Run
 
 
 class Kind(enum.Enum):

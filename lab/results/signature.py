@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from lab.console import KernelEvent, strip_prefix
+from lab.results.consolelog import KernelEvent, strip_prefix
 
 _ERRNO_PAIR = re.compile(r"expected ([A-Z][A-Z0-9]+|success)\b.*?, got ([A-Z][A-Z0-9]+|success)\b")
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|(?<![A-Za-z_0-9])\d+(?:\.\d+)*")  # not the 4 of IPv4

@@ -31,7 +31,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
-from lab.console import strip_prefix
+from lab.results.consolelog import strip_prefix
 
 INDENT = "    "
 

@@ -31,7 +31,7 @@ import yaml
 
 from lab import yamlfile
 from lab.errors import UserError
-from lab.results import BAD, Status, TestResult
+from lab.results.model import BAD, Status, TestResult
 
 _KEYS = {
     "test": False,

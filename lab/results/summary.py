@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lab.results import BAD, CellResult, Status
+from lab.results.model import BAD, CellResult, Status
 
 LEGEND = (
     "legend: per suite passed/failed/skipped/missing (failed counts errors); then xf: known failures (XFAIL), "

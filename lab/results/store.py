@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from lab import manifest
-from lab.console import KernelEvent
 from lab.errors import UserError
 from lab.manifest import Record
-from lab.results import CellResult, TestResult, exit_status, get_field, test_from_dict
-from lab.signature import of_event
+from lab.results.consolelog import KernelEvent
+from lab.results.model import CellResult, TestResult, exit_status, get_field, test_from_dict
+from lab.results.signature import of_event
 
 FORMAT = "kernel-lab/results/1"
 

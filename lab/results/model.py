@@ -9,7 +9,7 @@ Where results come from (`collect`):
   KTAP plan alone only numbers them, so a suite absent from `planned` keeps
   its unnamed gaps as MISS tests named "#N".
 
-Kernel events (lab.console.KernelEvent) all stay on the CellResult and all count
+Kernel events (lab.results.consolelog.KernelEvent) all stay on the CellResult and all count
 against it: a cell with any event is not a pass (`CellResult.verdict`). A non-fatal
 event (WARNING, BUG, KASAN, UBSAN, lockdep, RCU stall, hung task...) seen while
 a suite was running also fails that suite, even when each of its tests passed:
@@ -30,9 +30,9 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from lab import ktap, signature
-from lab.console import KernelEvent
 from lab.errors import LabError, UserError
+from lab.results import ktap, signature
+from lab.results.consolelog import KernelEvent
 
 SPLATS = "kernel_splats"
 FORMAT = "kernel-lab/results/1"
@@ -47,7 +47,7 @@ class Status(enum.Enum):
     SKIP = "SKIP"
     ERROR = "ERROR"  # the test itself broke (an exception, a dead helper), not the kernel's answer
     MISS = "MISS"  # planned, never reported (crash, hang, lab fault)
-    XFAIL = "XFAIL"  # failed as a known-failures entry says it does (lab.knownfail)
+    XFAIL = "XFAIL"  # failed as a known-failures entry says it does (lab.results.knownfail)
     XPASS = "XPASS"  # passed although a known-failures entry says it fails: the entry can go
     FLAKY = "FLAKY"  # run several times (--repeat) with mixed outcomes; the reason gives the pass ratio
 
@@ -75,7 +75,7 @@ class TestResult:
     duration: float = 0.0  # seconds; 0.0 when only KTAP came back
     reason: str = ""
     log: str = ""
-    signature: str = ""  # how it failed, stable across runs (lab.signature); empty when it did not
+    signature: str = ""  # how it failed, stable across runs (lab.results.signature); empty when it did not
     runs: tuple[str, ...] = ()  # each run's status, when the test ran more than once (--repeat)
 
     @property

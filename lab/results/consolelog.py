@@ -1,9 +1,9 @@
-"""The serial console: what the kernel says, classified.
+"""A recorded serial console: what the kernel said, classified after the fact.
 
-`KERNEL_EVENTS` is the table of kernel failure reports the lab recognises.
-`scan()` classifies a recorded console after the fact (and the unit tests
-replay recorded boots through it); `Watcher` follows a live console through
-pexpect and returns as soon as a fatal event or the expected marker shows up.
+`KERNEL_EVENTS` is the table of kernel failure reports the lab recognises;
+`scan()` finds them in a console log (the unit tests replay recorded boots
+through it), and the guest init's markers tell boot phases apart. Following a
+live console is `lab.vm.console`'s job; it uses this table.
 """
 
 from __future__ import annotations
@@ -11,10 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import pexpect
-
-from lab.proc import Deadline
 
 # Console lines may carry a printk timestamp and, on newer kernels, a caller id.
 _PREFIX = r"(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[CT]\d+\]\s*)?"
@@ -134,45 +130,3 @@ def init_fatal(text: str) -> str | None:
 def fatal_pattern() -> str:
     """One regex matching the start of any fatal report, for the live watcher."""
     return "|".join(e.pattern for e in KERNEL_EVENTS if e.fatal)
-
-
-@dataclass(frozen=True)
-class WatchResult:
-    """How a watched console wait ended: the marker seen, a fatal event, EOF, or the deadline."""
-
-    reason: str  # "marker" | "fatal" | "lab" (the init gave up) | "eof" | "timeout"
-    event: KernelEvent | None = None
-
-
-class Watcher:
-    """Follows a live console (a pexpect child) until a marker, a fatal report, EOF or a deadline."""
-
-    def __init__(self, child: pexpect.spawn, log_path: Path, settle: float = 3.0) -> None:
-        self.child = child
-        self.log_path = log_path
-        self.settle = settle  # after a fatal report starts: how long its rest may take to reach the log
-
-    def wait(self, marker: str, deadline: Deadline) -> WatchResult:
-        patterns = [
-            re.compile(re.escape(marker)),
-            re.compile(fatal_pattern()),
-            re.compile(re.escape(INIT_FATAL) + r"[^\r\n]*[\r\n]"),
-            pexpect.EOF,
-            pexpect.TIMEOUT,
-        ]
-        index = self.child.expect(patterns, timeout=deadline.left())
-        if index == 0:
-            return WatchResult("marker")
-        if index == 1:
-            try:
-                self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=min(self.settle, deadline.left()))
-            except pexpect.ExceptionPexpect:
-                pass
-            fatal = [e for e in scan(self.text()) if e.fatal]
-            return WatchResult("fatal", fatal[0] if fatal else None)
-        if index == 2:
-            return WatchResult("lab")
-        return WatchResult("eof" if index == 3 else "timeout")
-
-    def text(self) -> str:
-        return read(self.log_path)
