@@ -32,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab import arches, images, kconfig, pipeline, qemu, runner, source  # noqa: E402
+from lab import arches, images, pipeline, qemu, runner  # noqa: E402
+from lab.kernel import kconfig, source  # noqa: E402
 from lab.paths import cache_dir  # noqa: E402
 
 MARK = "klab-bench-ready"

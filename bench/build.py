@@ -31,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab import arches, source  # noqa: E402
+from lab import arches  # noqa: E402
+from lab.kernel import source  # noqa: E402
 
 TOUCHED = "security/landlock/task.c"
 

@@ -18,7 +18,7 @@ import yaml
 
 from lab import arches, suites, yamlfile
 from lab.errors import UserError
-from lab.kconfig import DEFAULT_FRAGMENTS
+from lab.kernel.kconfig import DEFAULT_FRAGMENTS
 
 
 @dataclass(frozen=True)

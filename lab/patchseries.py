@@ -6,7 +6,7 @@ add --detach` at the base, `git am` for patches; a range's commits already
 exist), and the worktree is then checked out step by step: the base, the tip
 (or, with --each, every patch in turn). The worktree keeps one path for the
 whole run, so every step is an incremental build of one build dir with its
-.config kept (lab.build keys a git tree's build dir by its path). The user's
+.config kept (lab.kernel.build keys a git tree's build dir by its path). The user's
 own tree, its HEAD, index and branches are never touched, and the worktree
 goes away at the end, on errors and on Ctrl-C/SIGTERM too.
 

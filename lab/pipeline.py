@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import IO
 
-from lab import arches, build, images, kconfig, matrix, source
+from lab import arches, images, matrix
 from lab.arches import Arch
-from lab.buildrecord import BuildManifest
+from lab.kernel import build, kconfig, source
+from lab.kernel.record import BuildManifest
 from lab.progress import Progress
 from lab.qemu import HOST_ROOTFS
 from lab.results import knownfail

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from lab import accel, manifest, suites
 from lab.arches import Arch
-from lab.buildrecord import BuildManifest
 from lab.errors import KernelFailure, LabBaseError
+from lab.kernel.record import BuildManifest
 from lab.paths import HOME
 from lab.proc import Deadline
 from lab.progress import ConsoleTap, Progress

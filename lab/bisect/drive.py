@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lab import arches, build, kconfig, proc, source, suites
+from lab import arches, proc, suites
 from lab.bisect.git import (
     LOG,
     git,
@@ -33,6 +33,7 @@ from lab.bisect.report import Report, build_report
 from lab.bisect.step import evaluate
 from lab.bisect.verdict import StepVerdict
 from lab.errors import LabError, UserError
+from lab.kernel import build, kconfig, source
 from lab.paths import REPO_ROOT
 
 RUN_TIMEOUT = 48 * 3600.0  # the whole `git bisect run`; each step has its own build and boot deadlines

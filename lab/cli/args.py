@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lab import arches, build, buildrecord, images, kconfig, pipeline, qemu, recipes, runner, source, suites
-from lab.buildrecord import BuildManifest
+from lab import arches, images, pipeline, qemu, recipes, runner, suites
 from lab.errors import UserError
+from lab.kernel import build, kconfig, record, source
+from lab.kernel.record import BuildManifest
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -83,7 +84,7 @@ def kernel_of(args: argparse.Namespace, arch: arches.Arch) -> tuple[Path, BuildM
     if args.kernel:
         qemu.check_kernel_image(arch, Path(args.kernel))
         return Path(args.kernel), None
-    doc = buildrecord.load(Path(args.build), arch)
+    doc = record.load(Path(args.build), arch)
     qemu.check_kernel_image(arch, doc.image)
     return doc.image, doc
 

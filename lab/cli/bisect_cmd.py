@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab import kconfig
 from lab.bisect.drive import drive, settings_from_args, work_dir
 from lab.bisect.record import STATE, load_settings
 from lab.bisect.report import render
 from lab.bisect.verdict import BOOT_FAILURE_CHOICES
+from lab.kernel import kconfig
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:

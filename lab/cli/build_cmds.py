@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import arches, build, debian, images, pipeline, probe, recipes, source
+from lab import arches, debian, images, pipeline, probe, recipes
 from lab.cli import args as common
+from lab.kernel import build, source
 
 
 def cmd_source_fetch(args: argparse.Namespace) -> int:

@@ -18,16 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import arches, atomic, build, kconfig, manifest, pipeline, suites, testrun
+from lab import arches, atomic, manifest, pipeline, suites, testrun
 from lab.bisect.git import git
 from lab.bisect.step import build_failure
 from lab.cli import args as common
 from lab.errors import BuildError, ConfigMismatch, UserError
+from lab.kernel import build, kconfig
+from lab.kernel.source import Source, digest
 from lab.patchseries import FAILING, BuildKind, Change, Judge, Outcome, Series, Step, Tested, parse_series, run_series
 from lab.paths import cache_dir, exclusive
 from lab.results import compare, model, write
 from lab.results.store import RunMeta
-from lab.source import Source, digest
 
 
 @dataclass(frozen=True)

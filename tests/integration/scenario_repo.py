@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from lab import source
+from lab.kernel import source
 
 # Fixed names and dates: the same scenario gives the same commit ids on every machine.
 GIT_ENV = {

@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 
-from lab import arches, kconfig, pipeline, source
+from lab import arches, pipeline
 from lab.cli import bisect_cmd
+from lab.kernel import kconfig, source
 from lab.paths import cache_dir
 from tests.integration.scenario_repo import debian_612_as_git, git
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, arches, images, kconfig, manifest, pipeline, qemu, recipes, runner, session, source
+from lab import accel, arches, images, manifest, pipeline, qemu, recipes, runner, session
 from lab.errors import KernelFailure
+from lab.kernel import kconfig, source
 from lab.paths import REPO_ROOT
 
 pytestmark = pytest.mark.kernel

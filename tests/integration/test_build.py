@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, buildrecord, kconfig, source
+from lab import arches
+from lab.kernel import kconfig, record, source
 from lab.paths import REPO_ROOT
 
 pytestmark = pytest.mark.kernel
@@ -92,7 +93,7 @@ def test_build_default_fragments(version: str, arch_name: str) -> None:
     run = klab("build", "--src", f"debian:{version}", "--arch", arch_name)
     assert run.returncode == 0, run.stderr[-3000:]
     bdir = Path(run.stdout.strip().splitlines()[-1])
-    doc = buildrecord.load(bdir)
+    doc = record.load(bdir)
     arch = arches.get(arch_name)
     offset, magic = arch.image_magic
     assert doc.image.read_bytes()[offset : offset + len(magic)] == magic

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from lab import buildrecord, suites
+from lab import suites
+from lab.kernel import record
 from lab.paths import REPO_ROOT
 from lab.results import ktap
 
@@ -68,7 +69,7 @@ def test_test_kernel_matrix_writes_every_report() -> None:
         canary = next(t for t in tests if t["name"] == "canary_counts_file_open")
         assert canary["status"] == ("XFAIL" if cell_id.endswith("nobpf") else "PASS"), canary
     x86 = klab("build", "--src", "debian:7.3", "--arch", "x86_64")
-    built = buildrecord.load(Path(x86.stdout.strip().splitlines()[-1]))
+    built = record.load(Path(x86.stdout.strip().splitlines()[-1]))
     assert cells["x86_64.7.3.default"]["config_sha256"] == built.config_sha256
     assert cells["x86_64.7.3.default"]["describe"] == built.source.describe
     assert doc["meta"]["known_failures"].endswith("known-failures.yaml")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from lab import reproduce
-from lab.buildrecord import BuildManifest
+from lab.kernel.record import BuildManifest
 from lab.paths import REPO_ROOT
 
 pytestmark = pytest.mark.kernel

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, buildrecord, kconfig, pipeline, qemu, source
+from lab import arches, pipeline, qemu
+from lab.kernel import kconfig, record, source
 from lab.paths import REPO_ROOT
 
 pytestmark = pytest.mark.kernel
@@ -24,7 +25,7 @@ SUITE_DIR = "tests/data/suites"
 
 
 @pytest.fixture(scope="module")
-def kernel() -> buildrecord.BuildManifest:
+def kernel() -> record.BuildManifest:
     return pipeline.build_kernel(source.fetch("7.3"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
 
 
@@ -52,7 +53,7 @@ entries:
 """
 
 
-def test_repeat_and_known_failures(kernel: buildrecord.BuildManifest, tmp_path: Path) -> None:
+def test_repeat_and_known_failures(kernel: record.BuildManifest, tmp_path: Path) -> None:
     known = tmp_path / "known-failures.yaml"
     known.write_text(KNOWN)
     out = tmp_path / "results"
@@ -78,7 +79,7 @@ def test_repeat_and_known_failures(kernel: buildrecord.BuildManifest, tmp_path: 
     assert 'message="xfail: known failure' in junit and "XPASS: known failure did not happen" in junit
 
 
-def test_dump_on_failure_keeps_the_crashed_guests_memory(kernel: buildrecord.BuildManifest, tmp_path: Path) -> None:
+def test_dump_on_failure_keeps_the_crashed_guests_memory(kernel: record.BuildManifest, tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = klab(
         "test", "--arch", "x86_64", "--build", str(kernel.build_dir), "--suite-dir", SUITE_DIR,
@@ -95,7 +96,7 @@ def test_dump_on_failure_keeps_the_crashed_guests_memory(kernel: buildrecord.Bui
 
 
 @pytest.mark.skipif(shutil.which("gdb-multiarch") is None, reason="gdb-multiarch not installed (make setup)")
-def test_gdb_reads_the_running_kernels_release(kernel: buildrecord.BuildManifest, tmp_path: Path) -> None:
+def test_gdb_reads_the_running_kernels_release(kernel: record.BuildManifest, tmp_path: Path) -> None:
     port = qemu.free_port()
     guest = subprocess.Popen(
         [sys.executable, "-m", "lab", "run", "--arch", "x86_64", "--build", str(kernel.build_dir),

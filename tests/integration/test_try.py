@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from lab import arches, kconfig, pipeline, source
+from lab import arches, pipeline
+from lab.kernel import kconfig, source
 from lab.paths import REPO_ROOT, cache_dir
 from tests.integration.scenario_repo import debian_612_as_git, git
 

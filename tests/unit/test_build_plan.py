@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, build, kconfig, source
+from lab import arches
 from lab.errors import UserError
+from lab.kernel import build, kconfig, source
 
 
 def _tree(tmp_path: Path, name: str = "linux") -> Path:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, hostprep, images, paths, recipes, source
+from lab import arches, hostprep, images, paths, recipes
+from lab.kernel import source
 
 
 class _Arrivals:

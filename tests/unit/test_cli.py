@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, build, cli, kconfig, pipeline, source
+from lab import arches, cli, pipeline
 from lab.cli import args as common
 from lab.cli import test_cmds
 from lab.errors import EXIT_FAILED, EXIT_LAB, EXIT_UNTESTABLE, EXIT_USAGE, BuildError, KernelFailure, UserError
+from lab.kernel import build, kconfig, source
 
 
 def _subparsers(

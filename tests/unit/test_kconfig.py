@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import kconfig, kexplain
 from lab.errors import UserError
+from lab.kernel import explain, kconfig
 
 KCONFIG = """
 config SECURITY
@@ -131,7 +131,7 @@ def test_conflicting_fragments_are_refused(tmp_path: Path) -> None:
 def test_validate_names_the_unmet_dependencies(tree: Path) -> None:
     requested = {"SECURITY": "y", "BPF_SYSCALL": "y", "BPF_JIT": "y", "BPF_LSM": "y"}
     final = {"SECURITY": "y", "BPF_SYSCALL": "y", "HAVE_EBPF_JIT": "y", "MODULES": "n"}
-    misses = kexplain.validate(requested, final, tree, "x86")
+    misses = explain.validate(requested, final, tree, "x86")
     assert [m.option for m in misses] == ["BPF_JIT", "BPF_LSM"]
     jit, lsm = (m.describe() for m in misses)
     # Only the unmet conditions, each once, with the values that make them unmet.
@@ -152,7 +152,7 @@ def test_validate_names_the_unmet_dependencies(tree: Path) -> None:
 
 
 def test_explanations_read_comparisons_and_negations_plainly(tree: Path) -> None:
-    index = kexplain.KconfigIndex(tree, "x86")
+    index = explain.KconfigIndex(tree, "x86")
     assert index.explain("SERIAL_8250_CONSOLE", {"SERIAL_8250": "n"}).startswith(
         "depends on SERIAL_8250=y (now SERIAL_8250=n)"
     )
@@ -162,7 +162,7 @@ def test_explanations_read_comparisons_and_negations_plainly(tree: Path) -> None
 
 
 def test_enclosing_if_blocks_and_selects_count(tree: Path) -> None:
-    index = kexplain.KconfigIndex(tree, "x86")
+    index = explain.KconfigIndex(tree, "x86")
     assert index.explain("KVM", {}).startswith("depends on VIRTUALIZATION (now n)")
     assert index.explain("KVM", {"VIRTUALIZATION": "y"}).startswith("its conditions hold")
     assert "selected by X86 if X86_64" in index.explain("HAVE_EBPF_JIT", {})
@@ -182,15 +182,15 @@ def test_enclosing_if_blocks_and_selects_count(tree: Path) -> None:
     ],
 )
 def test_expression_evaluation(expr: str, values: dict[str, str], want: int) -> None:
-    assert kexplain.evaluate(expr, values) == want
+    assert explain.evaluate(expr, values) == want
 
 
 def test_validate_passes_when_everything_landed(tree: Path) -> None:
-    assert kexplain.validate({"SECURITY": "y", "MODULES": "n"}, {"SECURITY": "y"}, tree, "x86") == []
+    assert explain.validate({"SECURITY": "y", "MODULES": "n"}, {"SECURITY": "y"}, tree, "x86") == []
 
 
 def test_unknown_symbol_is_explained(tree: Path) -> None:
-    (miss,) = kexplain.validate({"NO_SUCH": "y"}, {}, tree, "x86")
+    (miss,) = explain.validate({"NO_SUCH": "y"}, {}, tree, "x86")
     assert "no `config NO_SUCH`" in miss.describe()
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from lab import arches, cli, reproduce
-from lab.buildrecord import Artifacts, BuildManifest, SourceInfo
 from lab.cli import reproduce_cmd
 from lab.errors import UserError
 from lab.images import ImageManifest
+from lab.kernel.record import Artifacts, BuildManifest, SourceInfo
 from lab.manifest import sha256
 from lab.results import store
 from lab.results.model import CellResult, Status

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lab import arches, testrun
-from lab.buildrecord import BuildManifest
+from lab.kernel.record import BuildManifest
 from tests.unit.test_reproduce import fake_build
 
 BUILT = "#17 SMP Mon Nov 30 23:38:46 UTC 2026"

@@ -3,7 +3,7 @@
 kconfiglib cannot parse modern kernels, so `.config` generation is left to the
 kernel's own tools (merge_config.sh, olddefconfig) and this module only reads
 text: fragments and the final `.config`. Why an option did not land is
-`lab.kexplain`'s job.
+`lab.kernel.explain`'s job.
 
 Fragments are the kernel's own format plus one kind of comment that
 merge_config.sh ignores: a `# klab:` line right above an option says where

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.kconfig import misses
+from lab.kernel.kconfig import misses
 
 _CONFIG_START = re.compile(r"^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*$")
 _DEPENDS = re.compile(r"^\s*depends\s+on\s+(.+?)\s*$")

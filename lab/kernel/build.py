@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import kconfig, kexplain, manifest, proc
+from lab import manifest, proc
 from lab.arches import Arch, cross_prefix
-from lab.buildrecord import CONFIG_STAMP, MANIFEST, Artifacts, BuildManifest, ConfigStamp, FragmentInfo, SourceInfo
 from lab.errors import BuildError, ConfigMismatch, LabBaseError, UserError
+from lab.kernel import explain, kconfig
+from lab.kernel.record import CONFIG_STAMP, MANIFEST, Artifacts, BuildManifest, ConfigStamp, FragmentInfo, SourceInfo
+from lab.kernel.source import Source, digest, kernelversion
 from lab.paths import cache_dir, cache_root, exclusive
-from lab.source import Source, digest, kernelversion
 
 BUILD_TIMEOUT = 3 * 3600.0
 CONFIG_TIMEOUT = 600.0
@@ -113,11 +114,11 @@ def preflight(req: BuildRequest) -> None:
 def request_for(req: BuildRequest) -> kconfig.Request:
     """What the fragments ask of this tree: version conditions applied, optional options looked up in its Kconfig."""
     major, minor, *_ = (int(x) for x in kernelversion(req.source.path).split("."))
-    index: list[kexplain.KconfigIndex] = []
+    index: list[explain.KconfigIndex] = []
 
     def defined(option: str) -> bool:
         if not index:
-            index.append(kexplain.KconfigIndex(req.source.path, req.arch.srcarch))
+            index.append(explain.KconfigIndex(req.source.path, req.arch.srcarch))
         return index[0].defines(option)
 
     return kconfig.resolve(req.fragments, (major, minor), defined)
@@ -150,7 +151,7 @@ def configure(req: BuildRequest, bdir: Path, log: Path) -> Path:
     run([*base, "olddefconfig"], None)
     if old is not None and config.read_bytes() == old[0]:
         os.utime(config, ns=(old[1], old[1]))
-    misses = kexplain.validate(request.wanted, kconfig.read_config(config), req.source.path, req.arch.srcarch)
+    misses = explain.validate(request.wanted, kconfig.read_config(config), req.source.path, req.arch.srcarch)
     if misses:
         detail = "\n".join("  " + m.describe() for m in misses)
         raise ConfigMismatch(f"{len(misses)} requested option(s) did not land in the .config:\n{detail}")
