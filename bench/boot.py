@@ -32,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab import arches, images, pipeline, qemu, runner  # noqa: E402
+from lab import arches, pipeline, qemu, runner  # noqa: E402
+from lab.image import build  # noqa: E402
 from lab.kernel import kconfig, source  # noqa: E402
 from lab.paths import cache_dir  # noqa: E402
 
@@ -107,7 +108,7 @@ def main() -> int:
         arch = arches.get(name)
         doc = pipeline.build_kernel(source.fetch("6.12"), arch, kconfig.DEFAULT_FRAGMENTS)
         kernel = Path(doc["artifacts"]["image"])
-        rootfs = qemu.HOST_ROOTFS if arches.is_native(arch) else str(images.default_image(arch))
+        rootfs = qemu.HOST_ROOTFS if arches.is_native(arch) else str(build.default_image(arch))
         rf = "host" if rootfs == qemu.HOST_ROOTFS else "image"
         klab = [sys.executable, "-m", "lab", "run", "--arch", name, "--kernel", str(kernel), "--accel", "tcg"]
         klab += ["--rootfs", rootfs, "--", "echo", MARK]

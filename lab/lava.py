@@ -61,7 +61,7 @@ class JobRequest:
 
     arch: Arch
     kernel: Path
-    image: Path  # the lab's ext4 guest image (lab.images)
+    image: Path  # the lab's ext4 guest image (lab.image.build)
     suites: tuple[str, ...]
     patterns: tuple[str, ...] = ()
     kernel_release: str = ""

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import IO
 
-from lab import arches, images, matrix
+from lab import arches, matrix
 from lab.arches import Arch
+from lab.image import build as image_build
+from lab.image import recipes
 from lab.kernel import build, kconfig, source
 from lab.kernel.record import BuildManifest
 from lab.progress import Progress
@@ -72,7 +74,7 @@ def rootfs_for(arch: Arch, choice: str) -> tuple[str, str]:
     if choice == HOST_ROOTFS:
         return HOST_ROOTFS, ""
     if choice == "image":
-        doc = images.build_image(arch, images.find_recipe(images.DEFAULT_RECIPE))
+        doc = image_build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE))
         return doc.image, doc.sha256
     return choice, ""
 

@@ -8,8 +8,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel, arches, hostprep, proc
+from lab import accel, arches, proc
 from lab.errors import LabBaseError
+from lab.image import hostprep
 from lab.kernel import source
 from lab.paths import cache_root
 

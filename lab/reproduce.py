@@ -29,8 +29,8 @@ from pathlib import Path
 from lab import arches, manifest
 from lab.arches import Arch
 from lab.errors import UserError
-from lab.images import MANIFEST as IMAGE_MANIFEST
-from lab.images import ImageManifest
+from lab.image.build import MANIFEST as IMAGE_MANIFEST
+from lab.image.build import ImageManifest
 from lab.kernel.record import MANIFEST, BuildManifest
 from lab.paths import cache_root
 from lab.qemu import HOST_ROOTFS

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lab import arches, images, pipeline, qemu, recipes, runner, suites
+from lab import arches, pipeline, qemu, runner, suites
 from lab.errors import UserError
+from lab.image import build as image_build
+from lab.image import recipes
 from lab.kernel import build, kconfig, record, source
 from lab.kernel.record import BuildManifest
 
@@ -123,7 +125,7 @@ def rootfs_path(choice: str, arch: arches.Arch) -> str:
     if choice == "auto":
         choice = qemu.HOST_ROOTFS if arches.is_native(arch) else "image"
     if choice == "image":
-        return images.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
+        return image_build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
     return choice
 
 

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import arches, debian, images, pipeline, probe, recipes
+from lab import arches, debian, pipeline, probe
 from lab.cli import args as common
+from lab.image import build as image_build
+from lab.image import recipes
 from lab.kernel import build, source
 
 
@@ -48,12 +50,12 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     arch = arches.get(args.arch)
     recipe_path = recipes.find_recipe(args.recipe)
     recipe = recipes.load_recipe(recipe_path)
-    hit = images.cached_image(recipe, arch) is not None
+    hit = image_build.cached_image(recipe, arch) is not None
     if not hit:
-        rootfs = images.image_dir(recipe, arch).with_name("<tmp>") / "rootfs"
+        rootfs = image_build.image_dir(recipe, arch).with_name("<tmp>") / "rootfs"
         mirror = recipe.mirror or debian.archive_uri()
-        print(f"$ {shlex.join(images.mmdebstrap_argv(recipe, arch, rootfs, mirror))}", file=sys.stderr)
-    doc = images.build_image(arch, recipe_path, _progress_printer(arch.name))
+        print(f"$ {shlex.join(image_build.mmdebstrap_argv(recipe, arch, rootfs, mirror))}", file=sys.stderr)
+    doc = image_build.build_image(arch, recipe_path, _progress_printer(arch.name))
     state = "up to date" if hit else f"built in {doc.duration:.0f}s"
     print(f"{recipe.name} {arch.name}: {state}, {doc.allocated_bytes >> 20} MiB used", file=sys.stderr)
     print(doc.image)

@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
-from lab import arches, images, lava, lavaresults, matrix, pipeline, recipes, testrun
+from lab import arches, lava, lavaresults, matrix, pipeline, testrun
 from lab import suites as suite_list
 from lab.cli import args as common
 from lab.errors import UserError
+from lab.image import build, recipes
 from lab.paths import HOME
 from lab.results import model, store, write
 
@@ -134,7 +135,7 @@ def cmd_lava_job(args: argparse.Namespace) -> int:
     release = doc.kernelrelease if doc else ""
     if args.rootfs and not Path(args.rootfs).is_file():
         raise UserError(f"--rootfs {args.rootfs} does not exist; build the lab's image with `klab image build`")
-    image = Path(args.rootfs or images.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image)
+    image = Path(args.rootfs or build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image)
     req = lava.JobRequest(
         arch, kernel, image, tuple(args.suite), tuple(args.patterns), release, args.append, args.url_base
     )

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, arches, images, manifest, pipeline, qemu, recipes, runner, session
+from lab import accel, arches, manifest, pipeline, qemu, runner, session
 from lab.errors import KernelFailure
+from lab.image import build, recipes
 from lab.kernel import kconfig, source
 from lab.paths import REPO_ROOT
 
@@ -26,7 +27,7 @@ def _kernel(arch: str) -> Path:
 
 
 def _image(arch: str) -> str:
-    return images.build_image(arches.get(arch), recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
+    return build.build_image(arches.get(arch), recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
 
 
 def klab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, debian, hostprep, images, proc, recipes
-from lab.images import ImageManifest
+from lab import arches, debian, proc
+from lab.image import build, hostprep, recipes
+from lab.image.build import ImageManifest
 from lab.paths import IMAGES
 
 pytestmark = pytest.mark.kernel
@@ -40,17 +41,17 @@ def built(request: pytest.FixtureRequest) -> tuple[arches.Arch, ImageManifest]:
     missing = hostprep.image_prereqs(arch, host)
     if missing:
         pytest.skip(f"cannot build {arch.name} images here: {'; '.join(missing)}")
-    return arch, images.build_image(arch, RECIPE)
+    return arch, build.build_image(arch, RECIPE)
 
 
 def test_image_has_klab_init(built: tuple[arches.Arch, ImageManifest]) -> None:
     _, doc = built
     image = Path(doc.image)
     assert stat(image, "/sbin/klab-init")[:2] == ("regular", "0755")
-    assert debugfs(image, "cat /sbin/klab-init").endswith(images.BOOTSTRAP.read_text())
-    for mount_point in images.MOUNT_POINTS:
+    assert debugfs(image, "cat /sbin/klab-init").endswith(build.BOOTSTRAP.read_text())
+    for mount_point in build.MOUNT_POINTS:
         assert stat(image, f"/{mount_point}")[0] == "directory"
-    assert debugfs(image, "cat /etc/hostname").strip().endswith(images.HOSTNAME)
+    assert debugfs(image, "cat /etc/hostname").strip().endswith(build.HOSTNAME)
 
 
 def test_image_has_python_for_its_arch(built: tuple[arches.Arch, ImageManifest]) -> None:
@@ -79,9 +80,9 @@ def test_second_build_is_a_cache_hit(built: tuple[arches.Arch, ImageManifest]) -
     arch, doc = built
     stamp = Path(doc.image).stat().st_mtime_ns
     nothing = hostprep.Host(euid=1000, which=lambda tool: None)  # could build nothing: a hit must not need to
-    again = images.build_image(arch, RECIPE, host=nothing)
+    again = build.build_image(arch, RECIPE, host=nothing)
     assert again == doc
-    assert Path(again.image) == images.image_path(recipes.load_recipe(RECIPE), arch)
+    assert Path(again.image) == build.image_path(recipes.load_recipe(RECIPE), arch)
     assert Path(again.image).stat().st_mtime_ns == stamp
 
 

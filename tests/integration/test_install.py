@@ -21,7 +21,8 @@ pytestmark = pytest.mark.host
 CHECK = """
 import sys
 from pathlib import Path
-from lab import matrix, paths, recipes, suites
+from lab import matrix, paths, suites
+from lab.image import recipes
 from lab.kernel import kconfig
 home = Path(sys.argv[1])
 assert paths.HOME == home / "lab" / "home", paths.HOME

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, images, lavaresults, matrix, pipeline, proc, recipes
+from lab import arches, lavaresults, matrix, pipeline, proc
 from lab.cli import main as klab
+from lab.image import build, recipes
 from lab.paths import REPO_ROOT
 from lab.results import model, store
 
@@ -45,7 +46,7 @@ def lava_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     arch = arches.get(request.param)
     kernel = matrix.load(REPO_ROOT / "lab.yaml").kernels[0]
     doc = pipeline.build_kernel(pipeline.source_path(kernel.source), arch, kernel.fragments)
-    image = images.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
+    image = build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
     work = tmp_path_factory.mktemp("lava")
     job, device = work / "job.yaml", work / "device.yaml"
     argv = ["lava", "job", "--arch", arch.name, "--build", str(doc.build_dir)]

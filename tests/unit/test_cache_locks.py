@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, hostprep, images, paths, recipes
+from lab import arches, paths
+from lab.image import build as image_build
+from lab.image import hostprep, recipes
 from lab.kernel import source
 
 
@@ -98,19 +100,19 @@ def test_parallel_fetches_unpack_once(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_parallel_image_builds_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KLAB_CACHE", str(tmp_path))
-    arrivals = _Arrivals(monkeypatch, images)
+    arrivals = _Arrivals(monkeypatch, image_build)
     built: list[str] = []
 
-    def build(recipe: recipes.Recipe, arch: arches.Arch, progress: object) -> dict[str, str]:
+    def fake_build(recipe: recipes.Recipe, arch: arches.Arch, progress: object) -> dict[str, str]:
         arrivals.wait_for(2)
         built.append(arch.name)
         return {"image": "built"}
 
-    monkeypatch.setattr(images, "cached_image", lambda recipe, arch: {"image": "cached"} if built else None)
-    monkeypatch.setattr(images, "_build_image", build)
+    monkeypatch.setattr(image_build, "cached_image", lambda recipe, arch: {"image": "cached"} if built else None)
+    monkeypatch.setattr(image_build, "_build_image", fake_build)
     ready = hostprep.Host(euid=0, which=lambda tool: "/usr/bin/" + tool, native=lambda arch: True)
     recipe = recipes.find_recipe(recipes.DEFAULT_RECIPE)
     got: list[str] = []
-    _run_threads(lambda: got.append(images.build_image(arches.get("arm64"), recipe, host=ready)["image"]), 2)
+    _run_threads(lambda: got.append(image_build.build_image(arches.get("arm64"), recipe, host=ready)["image"]), 2)
     assert built == ["arm64"]
     assert sorted(got) == ["built", "cached"]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, hostprep
+from lab import arches
 from lab.errors import UserError
+from lab.image import hostprep
 
 X86 = arches.get("x86_64")
 ARM64 = arches.get("arm64")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import recipes
 from lab.errors import UserError
+from lab.image import recipes
 from lab.paths import IMAGES
 
 GOOD = """\

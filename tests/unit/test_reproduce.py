@@ -16,7 +16,7 @@ import pytest
 from lab import arches, cli, reproduce
 from lab.cli import reproduce_cmd
 from lab.errors import UserError
-from lab.images import ImageManifest
+from lab.image.build import ImageManifest
 from lab.kernel.record import Artifacts, BuildManifest, SourceInfo
 from lab.manifest import sha256
 from lab.results import store

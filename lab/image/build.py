@@ -18,12 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import debian, hostprep, manifest, proc
+from lab import debian, manifest, proc
 from lab.arches import Arch
 from lab.errors import LabError, UserError
+from lab.image import hostprep
+from lab.image.recipes import DEFAULT_RECIPE, Recipe, find_recipe, load_recipe
 from lab.manifest import Record
 from lab.paths import HOME, cache_dir, exclusive
-from lab.recipes import DEFAULT_RECIPE, Recipe, find_recipe, load_recipe
 
 # Bump when the build steps below change what ends up in an image.
 BUILDER_VERSION = "2"
