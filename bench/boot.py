@@ -32,10 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab import arches, pipeline, qemu, runner  # noqa: E402
+from lab import arches, pipeline  # noqa: E402
 from lab.image import build  # noqa: E402
 from lab.kernel import kconfig, source  # noqa: E402
 from lab.paths import cache_dir  # noqa: E402
+from lab.vm import command, qemu  # noqa: E402
 
 MARK = "klab-bench-ready"
 
@@ -68,7 +69,7 @@ def first_output_and_exit(
 
 
 def bare_qemu_argv(arch: arches.Arch, kernel: Path, rootfs: str, work: Path) -> list[str]:
-    plan = runner.make_plan(arch, kernel, rootfs=rootfs, accel_request="tcg", workdir=work, results_dir=work / "r")
+    plan = command.make_plan(arch, kernel, rootfs=rootfs, accel_request="tcg", workdir=work, results_dir=work / "r")
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     qemu.prepare_control(plan, "run", f"echo {MARK}")
     return qemu.qemu_argv(plan)

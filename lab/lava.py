@@ -36,10 +36,11 @@ from typing import Any
 
 import yaml
 
-from lab import atomic, proc, qemu, suites
+from lab import atomic, proc, suites
 from lab.arches import Arch
 from lab.errors import LabError, UserError
 from lab.paths import HOME, SUITES, cache_dir
+from lab.vm import qemu
 
 GUEST = HOME / "lab" / "guest"
 INIT = GUEST / "lava-init"

@@ -19,9 +19,9 @@ from lab.image import recipes
 from lab.kernel import build, kconfig, source
 from lab.kernel.record import BuildManifest
 from lab.progress import Progress
-from lab.qemu import HOST_ROOTFS
 from lab.results import knownfail
 from lab.testrun import CellSpec
+from lab.vm.qemu import HOST_ROOTFS
 
 
 def source_path(spec: str) -> Path:

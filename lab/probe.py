@@ -8,11 +8,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel, arches, proc
+from lab import arches, proc
 from lab.errors import LabBaseError
 from lab.image import hostprep
 from lab.kernel import source
 from lab.paths import cache_root
+from lab.vm import accel
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from lab.image.build import MANIFEST as IMAGE_MANIFEST
 from lab.image.build import ImageManifest
 from lab.kernel.record import MANIFEST, BuildManifest
 from lab.paths import cache_root
-from lab.qemu import HOST_ROOTFS
 from lab.results import knownfail
 from lab.results.model import CellResult, TestResult
 from lab.results.store import Run
 from lab.testrun import CellSpec
+from lab.vm.qemu import HOST_ROOTFS
 
 _DEBIAN = re.compile(r"^linux-source-(\d+\.\d+) ")
 _IMAGE = re.compile(r"^(?P<path>.+) sha256:(?P<hash>[0-9a-f]*)$")

@@ -14,16 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import accel, manifest, suites
+from lab import manifest, suites
 from lab.arches import Arch
 from lab.errors import KernelFailure, LabBaseError
 from lab.kernel.record import BuildManifest
 from lab.paths import HOME
 from lab.proc import Deadline
 from lab.progress import ConsoleTap, Progress
-from lab.qemu import GUEST_KLAB, GUEST_RESULTS, kernel_cmdline
 from lab.results import consolelog, knownfail, model
-from lab.runner import make_plan, run_command
+from lab.vm import accel
+from lab.vm.command import make_plan, run_command
+from lab.vm.qemu import GUEST_KLAB, GUEST_RESULTS, kernel_cmdline
 
 # Guest-side deadline for one cell's suites (stretched under TCG by the plan).
 SUITE_TIMEOUT = 300.0

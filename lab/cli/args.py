@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lab import arches, pipeline, qemu, runner, suites
+from lab import arches, pipeline, suites
 from lab.errors import UserError
 from lab.image import build as image_build
 from lab.image import recipes
 from lab.kernel import build, kconfig, record, source
 from lab.kernel.record import BuildManifest
+from lab.vm import command, qemu
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -132,7 +133,7 @@ def rootfs_path(choice: str, arch: arches.Arch) -> str:
 def boot_plan(args: argparse.Namespace, **extra: object) -> qemu.BootPlan:
     arch = arches.get(args.arch)
     kernel, _ = kernel_of(args, arch)
-    return runner.make_plan(
+    return command.make_plan(
         arch,
         kernel,
         rootfs=rootfs_path(args.rootfs, arch),

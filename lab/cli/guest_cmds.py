@@ -8,22 +8,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab import qemu, runner, session
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.proc import Deadline
+from lab.vm import command, qemu, session
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not command:
+    guest_argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not guest_argv:
         raise UserError("no command given: klab run ... -- CMD [ARGS...]")
     plan = common.boot_plan(args)
     print(f"$ {shlex.join(qemu.qemu_argv(plan))}", file=sys.stderr)
     print(f"klab: accel {plan.accel.accel} ({plan.accel.why})", file=sys.stderr)
     _announce_gdb(args, plan)
     deadline = Deadline.after(plan.scaled(args.timeout))
-    result = runner.run_command(plan, shlex.join(command), deadline, stream=sys.stdout)
+    result = command.run_command(plan, shlex.join(guest_argv), deadline, stream=sys.stdout)
     print(
         f"klab: exit {result.exit_status}, boot {result.boot_seconds:.1f}s, total {result.total_seconds:.1f}s, "
         f"console {result.console_log}",

@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import arches, matrix, pipeline, qemu, testrun
+from lab import arches, matrix, pipeline, testrun
 from lab import suites as suite_list
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.paths import HOME
 from lab.progress import Progress
 from lab.results import knownfail, model, store, summary, write
+from lab.vm import qemu
 
 DEFAULT_MATRIX = HOME / "lab.yaml"
 DEFAULT_KNOWN = HOME / "known-failures.yaml"

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, arches, manifest, pipeline, qemu, runner, session
+from lab import arches, manifest, pipeline
 from lab.errors import KernelFailure
 from lab.image import build, recipes
 from lab.kernel import kconfig, source
 from lab.paths import REPO_ROOT
+from lab.vm import accel, command, qemu, session
 
 pytestmark = pytest.mark.kernel
 
@@ -61,7 +62,7 @@ def test_run_propagates_exit_status_and_output(arch: str, rootfs: str) -> None:
 
 def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None:
     arch = arches.get("x86_64")
-    plan = runner.make_plan(arch, _kernel("x86_64"), agent=True, workdir=tmp_path / "vm", results_dir=tmp_path / "r")
+    plan = command.make_plan(arch, _kernel("x86_64"), agent=True, workdir=tmp_path / "vm", results_dir=tmp_path / "r")
     src = tmp_path / "in.bin"
     src.write_bytes(bytes(range(256)) * 64)
     with session.AgentSession(plan) as sess:
@@ -81,7 +82,7 @@ def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None
 
 def test_ssh_session_on_the_image(tmp_path: Path) -> None:
     arch = arches.get("x86_64")
-    plan = runner.make_plan(
+    plan = command.make_plan(
         arch, _kernel("x86_64"), rootfs=_image("x86_64"), ssh_port=qemu.free_port(), workdir=tmp_path / "vm"
     )
     with session.SSHSession(plan) as sess:
@@ -107,9 +108,9 @@ def test_forced_panic_is_a_kernel_failure_with_the_panic_text() -> None:
 
 
 def test_forced_panic_through_the_api(tmp_path: Path) -> None:
-    plan = runner.make_plan(arches.get("arm64"), _kernel("arm64"), rootfs=_image("arm64"), workdir=tmp_path)
+    plan = command.make_plan(arches.get("arm64"), _kernel("arm64"), rootfs=_image("arm64"), workdir=tmp_path)
     with pytest.raises(KernelFailure) as info:
-        runner.run_command(plan, "echo c > /proc/sysrq-trigger")
+        command.run_command(plan, "echo c > /proc/sysrq-trigger")
     assert info.value.kind == "panic"
     assert "sysrq triggered crash" in info.value.excerpt
 

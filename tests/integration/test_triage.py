@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, pipeline, qemu
+from lab import arches, pipeline
 from lab.kernel import kconfig, record, source
 from lab.paths import REPO_ROOT
+from lab.vm import qemu
 
 pytestmark = pytest.mark.kernel
 SUITE_DIR = "tests/data/suites"

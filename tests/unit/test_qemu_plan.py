@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel, arches, qemu, runner
-from lab.accel import Decision
+from lab import arches
 from lab.errors import UserError
+from lab.vm import accel, command, qemu
+from lab.vm.accel import Decision
 
 
 def _plan(tmp_path: Path, arch: str, rootfs: str = qemu.HOST_ROOTFS, kvm: bool = False, **kw: object) -> qemu.BootPlan:
@@ -85,7 +86,7 @@ def test_sockets_stay_short_under_a_deep_results_dir(tmp_path: Path, monkeypatch
     """CI's results live ~150 bytes deep; a UNIX socket path must stay under 108 bytes (QEMU refuses it)."""
     monkeypatch.setattr(accel, "decide", lambda arch, request: Decision("tcg", "test"))
     deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
-    plan = runner.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=deep, workdir=deep, qmp=True)
+    plan = command.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=deep, workdir=deep, qmp=True)
     assert plan.socket_dir is not None
     try:
         assert len(str(plan.qmp_socket)) < 108
@@ -101,7 +102,7 @@ def test_a_plan_without_sockets_makes_no_directories(tmp_path: Path, monkeypatch
     monkeypatch.setattr(accel, "decide", lambda arch, request: Decision("tcg", "test"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    plan = runner.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=tmp_path, workdir=tmp_path)
+    plan = command.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=tmp_path, workdir=tmp_path)
     assert plan.socket_dir is None and list((tmp_path / "tmp").iterdir()) == []
 
 

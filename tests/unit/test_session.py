@@ -1,4 +1,4 @@
-"""lab.session: one command's answer comes in three parts that share one deadline."""
+"""lab.vm.session: one command's answer comes in three parts that share one deadline."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import pexpect.fdpexpect
 import pytest
 
-from lab import accel, arches, session
+from lab import arches
 from lab.errors import LabError
-from lab.qemu import BootPlan
+from lab.vm import accel, session
+from lab.vm.qemu import BootPlan
 
 
 def _plan(tmp_path: Path) -> BootPlan:

@@ -21,13 +21,13 @@ import pexpect
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from lab.accel import Decision
 from lab.arches import Arch
 from lab.errors import KernelFailure, LabError, UserError
 from lab.paths import HOME
 from lab.proc import Deadline
 from lab.results import consolelog
 from lab.vm import console
+from lab.vm.accel import Decision
 
 HOST_ROOTFS = "host"
 # Where the lab's init mounts the shares in the guest (see lab/guest/init).

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lab import accel
 from lab.arches import Arch, is_native
 from lab.errors import KernelFailure, LabError, UserError
 from lab.proc import Deadline
-from lab.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
 from lab.results import consolelog
+from lab.vm import accel
+from lab.vm.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
 
 COMMAND_TIMEOUT = 600.0
 

@@ -27,7 +27,7 @@ import pexpect.fdpexpect
 
 from lab.errors import LabError
 from lab.proc import Deadline
-from lab.qemu import GUEST_RESULTS, BootPlan, Machine, prepare_control
+from lab.vm.qemu import GUEST_RESULTS, BootPlan, Machine, prepare_control
 
 
 @dataclass(frozen=True)
