@@ -32,10 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab import arches, pipeline  # noqa: E402
+from lab import arches  # noqa: E402
 from lab.image import build  # noqa: E402
 from lab.kernel import kconfig, source  # noqa: E402
 from lab.paths import cache_dir  # noqa: E402
+from lab.run import prepare  # noqa: E402
 from lab.vm import command, qemu  # noqa: E402
 
 MARK = "klab-bench-ready"
@@ -107,7 +108,7 @@ def main() -> int:
     rows = []
     for name in args.arches.split():
         arch = arches.get(name)
-        doc = pipeline.build_kernel(source.fetch("6.12"), arch, kconfig.DEFAULT_FRAGMENTS)
+        doc = prepare.build_kernel(source.fetch("6.12"), arch, kconfig.DEFAULT_FRAGMENTS)
         kernel = Path(doc["artifacts"]["image"])
         rootfs = qemu.HOST_ROOTFS if arches.is_native(arch) else str(build.default_image(arch))
         rf = "host" if rootfs == qemu.HOST_ROOTFS else "image"

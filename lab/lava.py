@@ -36,10 +36,11 @@ from typing import Any
 
 import yaml
 
-from lab import atomic, proc, suites
+from lab import atomic, proc
 from lab.arches import Arch
 from lab.errors import LabError, UserError
 from lab.paths import HOME, SUITES, cache_dir
+from lab.run import catalog
 from lab.vm import qemu
 
 GUEST = HOME / "lab" / "guest"
@@ -85,7 +86,7 @@ def guest_steps(req: JobRequest) -> list[str]:
 
     LAVA writes steps into a shell script verbatim: every word is shell-quoted.
     """
-    run = suites.run_line("/klab/suites", req.suites, req.patterns, RESULTS_IN_GUEST)
+    run = catalog.run_line("/klab/suites", req.suites, req.patterns, RESULTS_IN_GUEST)
     return [f"{run} || true", f"python3 /klab/lava-cases {RESULTS_IN_GUEST}"]
 
 

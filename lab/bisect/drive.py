@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lab import arches, proc, suites
+from lab import arches, proc
 from lab.bisect.git import (
     LOG,
     git,
@@ -35,6 +35,7 @@ from lab.bisect.verdict import StepVerdict
 from lab.errors import LabError, UserError
 from lab.kernel import build, kconfig, source
 from lab.paths import REPO_ROOT
+from lab.run import catalog
 
 RUN_TIMEOUT = 48 * 3600.0  # the whole `git bisect run`; each step has its own build and boot deadlines
 Judge = Callable[[Settings, Path, str], StepRecord]
@@ -63,9 +64,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise UserError("name what to bisect: --test SUITE.TEST, or --splat PATTERN for a kernel report")
     chosen: list[str] = []
     if args.splat and not args.test:
-        chosen = list(suites.all_suites() if not args.suite else args.suite)
+        chosen = list(catalog.all_suites() if not args.suite else args.suite)
     for name in args.test:
-        found = suites.planned_tests((), (name,))
+        found = catalog.planned_tests((), (name,))
         if not found:
             raise UserError(f"no suite test matches {name!r}; list them with `python3 suites/run.py --list`")
         chosen += [s for s, _ in found if s not in chosen]

@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import arches, pipeline, testrun
+from lab import arches
 from lab.bisect.git import commit_info, interrupts_raise, save_log
 from lab.bisect.record import AttemptRecord, Settings, StepRecord, append_record, load_settings, step_records
 from lab.bisect.verdict import Attempt, CommitOutcome, StepVerdict, classify, combine, run_attempts
 from lab.errors import BuildError, ConfigMismatch, LabBaseError
 from lab.results import ktap, model, store
+from lab.run import cellrun, prepare
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made
     t0 = time.monotonic()
     try:
         build_dir = Path(settings.build_dir) if settings.build_dir else None
-        doc = pipeline.build_kernel(Path(settings.src), arch, settings.fragments, build_dir=build_dir)
+        doc = prepare.build_kernel(Path(settings.src), arch, settings.fragments, build_dir=build_dir)
     except (BuildError, ConfigMismatch) as exc:
         made.durations["build"] = round(time.monotonic() - t0, 1)
         made.build_log = _keep_build_log(getattr(exc, "log", None), step_dir)
@@ -98,11 +99,11 @@ def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made
     made.durations["build"] = round(time.monotonic() - t0, 1)
     made.build_dir = str(doc.build_dir)
     made.build_log = _keep_build_log(Path(doc.artifacts.log), step_dir)
-    rootfs, image_hash = pipeline.rootfs_for(arch, settings.rootfs)
+    rootfs, image_hash = prepare.rootfs_for(arch, settings.rootfs)
     cells: list[model.CellResult] = []
 
     def attempt(i: int) -> Attempt:
-        spec = testrun.CellSpec(
+        spec = cellrun.CellSpec(
             id=f"{arch.name}.bisect.{commit[:12]}.run{i + 1}",
             arch=arch,
             kernel=doc.image,
@@ -113,7 +114,7 @@ def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made
             accel=settings.accel,
             build=doc,
         )
-        cell = testrun.run_cell(spec, step_dir)
+        cell = cellrun.run_cell(spec, step_dir)
         cells.append(cell)
         return classify(cell, settings.target(), _tests_start(cell))
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lab import arches, pipeline, suites
+from lab import arches
 from lab.errors import UserError
 from lab.image import build as image_build
 from lab.image import recipes
 from lab.kernel import build, kconfig, record, source
 from lab.kernel.record import BuildManifest
+from lab.run import catalog, prepare
 from lab.vm import command, qemu
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -71,7 +72,7 @@ def build_request(args: argparse.Namespace) -> build.BuildRequest:
     arch = arches.get(args.arch)
     fragments = kconfig.load_fragments(fragment_names(args), f"arch/{arch.name}")
     kconfig.merged_request(fragments)
-    src = source.resolve(pipeline.source_path(args.src))
+    src = source.resolve(prepare.source_path(args.src))
     extra = {"jobs": args.jobs} if getattr(args, "jobs", None) else {}
     return build.BuildRequest(src, arch, tuple(fragments), llvm=args.llvm, build_dir=args.build_dir, **extra)
 
@@ -154,5 +155,5 @@ def add_selection(p: argparse.ArgumentParser) -> None:
 
 def check_suites(names: list[str]) -> tuple[str, ...]:
     for name in names:
-        suites.check(name)
+        catalog.check(name)
     return tuple(names)

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import arches, debian, pipeline, probe
+from lab import arches, debian, probe
 from lab.cli import args as common
 from lab.image import build as image_build
 from lab.image import recipes
 from lab.kernel import build, source
+from lab.run import prepare
 
 
 def cmd_source_fetch(args: argparse.Namespace) -> int:
@@ -36,7 +37,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     req = common.build_request(args)
     print(f"$ {shlex.join(build.make_argv(req, req.directory(), req.arch.image_target))}", file=sys.stderr)
-    pipeline.run_build(req)
+    prepare.run_build(req)
     print(req.directory())
     return 0
 

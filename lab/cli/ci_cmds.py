@@ -20,13 +20,14 @@ from typing import Any
 
 import yaml
 
-from lab import arches, lava, lavaresults, matrix, pipeline, testrun
-from lab import suites as suite_list
+from lab import arches, lava, lavaresults
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.image import build, recipes
 from lab.paths import HOME
 from lab.results import model, store, write
+from lab.run import catalog
+from lab.run import cellrun, matrix, prepare
 
 DEFAULT_MATRIX = HOME / "lab.yaml"
 # The GitLab pipeline's stages; the generated child pipeline repeats them (jobs it includes name them).
@@ -85,8 +86,8 @@ def run_ci_cell(mtx: matrix.Matrix, kernel: str, arch: str, results_dir: Path, j
         names = ", ".join(k.name for k in mtx.kernels)
         raise UserError(f"{mtx.source_file}: no kernel named {kernel!r}; choose one of: {names}")
     start = time.time()
-    specs = pipeline.matrix_specs(replace(mtx, kernels=tuple(chosen)), arch_names=(arch,), accel=accel)
-    cells = testrun.run_cells(specs, results_dir, jobs)
+    specs = prepare.matrix_specs(replace(mtx, kernels=tuple(chosen)), arch_names=(arch,), accel=accel)
+    cells = cellrun.run_cells(specs, results_dir, jobs)
     meta = store.RunMeta(tuple(sys.argv), start, round(time.time() - start, 2), jobs)
     write.reports(results_dir, cells, meta)
     return model.exit_status(cells)
@@ -130,7 +131,7 @@ def cmd_ci_merge(args: argparse.Namespace) -> int:
 def cmd_lava_job(args: argparse.Namespace) -> int:
     arch = arches.get(args.arch)
     for suite in args.suite:
-        suite_list.check(suite)
+        catalog.check(suite)
     kernel, doc = common.kernel_of(args, arch)
     release = doc.kernelrelease if doc else ""
     if args.rootfs and not Path(args.rootfs).is_file():
@@ -161,7 +162,7 @@ def cmd_lava_results(args: argparse.Namespace) -> int:
     job_file = Path(args.job) if args.job else (source / "job.yaml" if source.is_dir() else None)
     meta = _job_metadata(job_file)
     suites = tuple(meta.get("klab.suites", "").split())
-    planned = suite_list.planned_tests(suites, tuple(meta.get("klab.patterns", "").split())) if suites else []
+    planned = catalog.planned_tests(suites, tuple(meta.get("klab.patterns", "").split())) if suites else []
     run = lavaresults.read_lava_results(source)
     cell_id = args.cell or meta.get("klab.cell") or "lava"
     cell = lavaresults.to_cell(

@@ -1,6 +1,6 @@
 """`klab reproduce RESULTS [SUITE.TEST]`: rerun a cell, or one test of it, exactly as results.json says it ran.
 
-The planning is lab.reproduce's (nothing is built: the kernel and the image are
+The planning is lab.run.reproduce's (nothing is built: the kernel and the image are
 found by content); the run and its reports are `klab test`'s own
 (test_cmds.run_and_report), so the rerun writes a results dir like any other
 and exits the same way.
@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lab import reproduce, suites
 from lab.cli import args as common
 from lab.cli.test_cmds import run_and_report
 from lab.errors import UserError
-from lab.progress import Progress
-from lab.reproduce import Planned
 from lab.results import knownfail, store
 from lab.results.store import Run
+from lab.run import catalog, reproduce
+from lab.run.progress import Progress
+from lab.run.reproduce import Planned
 
 
 def results_file(given: str) -> Path:
@@ -67,12 +67,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     )  # fmt: skip
     for item in planned:
         for name in item.spec.suites:
-            suites.check(name, where=f"cell {item.spec.id}")  # a test-only suite (--suite-dir) is not recorded
+            catalog.check(name, where=f"cell {item.spec.id}")  # a test-only suite (--suite-dir) is not recorded
         for note in item.notes:
             print(f"klab reproduce: note: {note}", file=sys.stderr)
         print(describe(item), file=sys.stderr)
         if args.test:
-            also = reproduce.extra_tests(suites.planned_tests(item.spec.suites, item.spec.patterns), args.test)
+            also = reproduce.extra_tests(catalog.planned_tests(item.spec.suites, item.spec.patterns), args.test)
             if also:
                 print(f"klab reproduce: -k {args.test} also selects: {', '.join(also)}", file=sys.stderr)
     with Progress() as progress:

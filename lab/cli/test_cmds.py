@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import arches, matrix, pipeline, testrun
-from lab import suites as suite_list
+from lab import arches
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.paths import HOME
-from lab.progress import Progress
 from lab.results import knownfail, model, store, summary, write
+from lab.run import catalog
+from lab.run import cellrun, matrix, prepare
+from lab.run.progress import Progress
 from lab.vm import qemu
 
 DEFAULT_MATRIX = HOME / "lab.yaml"
@@ -36,15 +37,15 @@ def _known(path: str | None, fallback: str) -> tuple[Path | None, tuple[knownfai
 
 def _single_kernel_specs(
     args: argparse.Namespace, suites: tuple[str, ...], known: tuple[knownfail.Entry, ...]
-) -> list[testrun.CellSpec]:
+) -> list[cellrun.CellSpec]:
     arch = arches.get(args.arch)
     kernel, doc = common.kernel_of(args, arch)
-    rootfs, image_hash = pipeline.rootfs_for(arch, args.rootfs)
+    rootfs, image_hash = prepare.rootfs_for(arch, args.rootfs)
     label = doc.short_release if doc else kernel.stem
-    chosen = suites or suite_list.all_suites()
+    chosen = suites or catalog.all_suites()
     groups = [(s,) for s in chosen] if args.jobs > 1 and len(chosen) > 1 else [chosen]
     return [
-        testrun.CellSpec(
+        cellrun.CellSpec(
             id=f"{arch.name}.{label}.default" + (f"-{group[0]}" if len(groups) > 1 else ""),
             arch=arch,
             kernel=kernel,
@@ -68,7 +69,7 @@ def _single_kernel_specs(
 
 
 def run_and_report(
-    specs: list[testrun.CellSpec], results_dir: Path, jobs: int, progress: Progress, known_file: Path | None
+    specs: list[cellrun.CellSpec], results_dir: Path, jobs: int, progress: Progress, known_file: Path | None
 ) -> int:
     """Run the cells, write every report, end with the totals and the table; the exit status of the run."""
     if not specs:
@@ -78,7 +79,7 @@ def run_and_report(
     for spec in specs:
         if spec.gdb_port is not None:
             print(f"klab: {spec.id}: gdb: {debugger_command(spec)}", file=sys.stderr)
-    cells = testrun.run_cells(specs, results_dir, jobs, progress)
+    cells = cellrun.run_cells(specs, results_dir, jobs, progress)
     problems = knownfail.expired(specs[0].known, datetime.date.today())
     meta = store.RunMeta(
         argv=tuple(sys.argv),
@@ -97,7 +98,7 @@ def run_and_report(
     return max(model.exit_status(cells), 1 if problems else 0)
 
 
-def debugger_command(spec: testrun.CellSpec) -> str:
+def debugger_command(spec: cellrun.CellSpec) -> str:
     """The gdb line that attaches to the cell's guest (lx-symbols when the build has the kernel's gdb scripts)."""
     vmlinux = spec.build.artifacts.vmlinux if spec.build else "vmlinux"
     assert spec.gdb_port is not None
@@ -121,7 +122,7 @@ def _check_run_options(args: argparse.Namespace) -> tuple[str, ...]:
         if not d.is_dir():
             raise UserError(f"--suite-dir {d} is not a directory (suite dirs are relative to {HOME})")
     for name in args.suite:
-        suite_list.check(name, suite_dirs=dirs)
+        catalog.check(name, suite_dirs=dirs)
     return tuple(args.suite)
 
 
@@ -137,7 +138,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         arch_names = tuple(arches.get(a).name for a in common.split_words(args.arches))
         known_file, known = _known(args.known_failures, mtx.known_failures)
         with Progress() as progress:
-            specs = pipeline.matrix_specs(
+            specs = prepare.matrix_specs(
                 mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), accel=args.accel,
                 known=known, repeat=args.repeat, progress=progress,
             )  # fmt: skip
@@ -159,10 +160,10 @@ def cmd_test_kernel(args: argparse.Namespace) -> int:
     arch_names = tuple(arches.get(a).name for a in common.split_words(args.arches))
     mtx = matrix.load(Path(args.matrix))
     known_file, known = _known(args.known_failures, mtx.known_failures)
-    src = pipeline.source_path(args.src) if args.src else None
+    src = prepare.source_path(args.src) if args.src else None
     results_dir = Path(args.results) if args.results else _default_results()
     with Progress() as progress:
-        specs = pipeline.matrix_specs(
+        specs = prepare.matrix_specs(
             mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), src_override=src,
             accel=args.accel, known=known, repeat=args.repeat, progress=progress,
         )  # fmt: skip

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import arches, atomic, manifest, pipeline, suites, testrun
+from lab import arches, atomic, manifest
 from lab.bisect.git import git
 from lab.bisect.step import build_failure
 from lab.cli import args as common
@@ -29,6 +29,7 @@ from lab.patchseries import FAILING, BuildKind, Change, Judge, Outcome, Series, 
 from lab.paths import cache_dir, exclusive
 from lab.results import compare, model, write
 from lab.results.store import RunMeta
+from lab.run import catalog, cellrun, prepare
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     fragments = kconfig.load_fragments(list(names), f"arch/{arch.name}")
     build.preflight(build.BuildRequest(Source(repo, f"git:{repo}", ""), arch, tuple(fragments)))
     for name in args.suite:
-        suites.check(name)
-    chosen = tuple(args.suite) or suites.all_suites()
-    if not suites.planned_tests(chosen, tuple(args.patterns)):
+        catalog.check(name)
+    chosen = tuple(args.suite) or catalog.all_suites()
+    if not catalog.planned_tests(chosen, tuple(args.patterns)):
         raise UserError(f"no test of {', '.join(chosen)} matches -k {' -k '.join(args.patterns)}")
     series = parse_series(args.series, repo, args.base)
     area = cache_dir("try", digest(str(repo)))
@@ -97,20 +98,20 @@ def make_judge(s: Settings, out: Path) -> Judge:
         print(f"klab try: {step.label} {step.commit[:12]}{what}: building in {s.build_dir}", file=sys.stderr)
         t0 = time.monotonic()
         try:
-            doc = pipeline.build_kernel(wt, s.arch, s.fragments, build_dir=s.build_dir)
+            doc = prepare.build_kernel(wt, s.arch, s.fragments, build_dir=s.build_dir)
         except (BuildError, ConfigMismatch) as exc:
             _keep(getattr(exc, "log", None), step_dir)
             return Tested(step, None, build_failure(exc), {"build": _since(t0)}, str(step_dir))
         _keep(Path(doc.artifacts.log), step_dir)
         t1 = time.monotonic()
         if not rootfs:
-            rootfs.append(pipeline.rootfs_for(s.arch, s.rootfs))
-        spec = testrun.CellSpec(
+            rootfs.append(prepare.rootfs_for(s.arch, s.rootfs))
+        spec = cellrun.CellSpec(
             id=f"{s.arch.name}.try.{step.slug}", arch=s.arch, kernel=doc.image, rootfs=rootfs[0][0],
             image_hash=rootfs[0][1], suites=s.suites, patterns=s.patterns, append=s.append, accel=s.accel, build=doc,
         )  # fmt: skip
         started = time.time()
-        cell = testrun.run_cell(spec, step_dir)
+        cell = cellrun.run_cell(spec, step_dir)
         meta = RunMeta(argv=tuple(sys.argv), started=started, wall_seconds=_since(t1), commit=step.commit)
         write.reports(step_dir, [cell], meta)
         return Tested(step, cell, "", {"build": round(t1 - t0, 1), "test": _since(t1)}, str(step_dir))

@@ -100,7 +100,7 @@ def _console_on_failure(log: Path) -> Iterator[None]:
 
 
 class TextSink(Protocol):
-    """Where the console goes besides its log: a terminal, or lab.progress.ConsoleTap."""
+    """Where the console goes besides its log: a terminal, or lab.run.progress.ConsoleTap."""
 
     def write(self, data: str, /) -> object: ...
 

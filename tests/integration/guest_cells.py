@@ -12,9 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from lab import matrix, pipeline, suites, testrun
 from lab.paths import REPO_ROOT
 from lab.results import knownfail, model, store, write
+from lab.run import catalog, cellrun, matrix, prepare
 
 LAB_YAML = REPO_ROOT / "lab.yaml"
 RESULTS_ROOT = Path(os.environ.get("KLAB_TEST_RESULTS", REPO_ROOT / "results" / "pytest"))
@@ -45,13 +45,13 @@ def older_kernel_cells() -> list[matrix.MatrixCell]:
 
 def suite_tests(chosen: tuple[str, ...]) -> list[str]:
     """SUITE.TEST names, statically listed on the host from the same suites/run.py the guest runs."""
-    return [f"{suite}.{name}" for suite, name in suites.planned_tests(chosen)]
+    return [f"{suite}.{name}" for suite, name in catalog.planned_tests(chosen)]
 
 
-def cell_spec(cell: matrix.MatrixCell) -> testrun.CellSpec:
+def cell_spec(cell: matrix.MatrixCell) -> cellrun.CellSpec:
     """Build (or reuse) the cell's kernel and rootfs; one build at a time (build.py locks the build dir)."""
     known = knownfail.load(Path(lab_matrix().known_failures))
-    specs = pipeline.matrix_specs(
+    specs = prepare.matrix_specs(
         matrix.Matrix(
             kernels=(cell.kernel,), arches=(cell.arch,), suites=cell.suites, boots=(cell.boot,), rootfs=cell.rootfs
         ),
@@ -79,7 +79,7 @@ def boots() -> dict[str, int]:
 def run_cell(cell: matrix.MatrixCell) -> model.CellResult:
     spec = cell_spec(cell)
     record_boot(cell.id)
-    out = testrun.run_cell(spec, RESULTS_ROOT)
+    out = cellrun.run_cell(spec, RESULTS_ROOT)
     write.reports(RESULTS_ROOT / "cells" / cell.id, [out], store.RunMeta(argv=(cell.id,)))
     return out
 

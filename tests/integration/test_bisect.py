@@ -32,10 +32,11 @@ from typing import Any
 
 import pytest
 
-from lab import arches, pipeline
+from lab import arches
 from lab.cli import bisect_cmd
 from lab.kernel import kconfig, source
 from lab.paths import cache_dir
+from lab.run import prepare
 from tests.integration.scenario_repo import debian_612_as_git, git
 
 pytestmark = pytest.mark.kernel
@@ -187,7 +188,7 @@ def scenario() -> Scenario:
         pytest.skip("needs an x86_64 host with qemu-system-x86_64 (the guest shares the host's /)")
     # The lab's own x86_64 kernel first (other tests need it anyway; a parallel worker building it is
     # waited for): its ccache objects then make the scenario's first build a cache-hit rebuild.
-    pipeline.build_kernel(source.fetch("6.12"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
+    prepare.build_kernel(source.fetch("6.12"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
     return ensure_scenario()
 
 

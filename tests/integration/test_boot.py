@@ -13,18 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, manifest, pipeline
+from lab import arches, manifest
 from lab.errors import KernelFailure
 from lab.image import build, recipes
 from lab.kernel import kconfig, source
 from lab.paths import REPO_ROOT
+from lab.run import prepare
 from lab.vm import accel, command, qemu, session
 
 pytestmark = pytest.mark.kernel
 
 
 def _kernel(arch: str) -> Path:
-    return pipeline.build_kernel(source.fetch("6.12"), arches.get(arch), kconfig.DEFAULT_FRAGMENTS).image
+    return prepare.build_kernel(source.fetch("6.12"), arches.get(arch), kconfig.DEFAULT_FRAGMENTS).image
 
 
 def _image(arch: str) -> str:

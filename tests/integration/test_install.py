@@ -21,15 +21,17 @@ pytestmark = pytest.mark.host
 CHECK = """
 import sys
 from pathlib import Path
-from lab import matrix, paths, suites
+from lab import paths
+from lab.run import matrix
+from lab.run import catalog
 from lab.image import recipes
 from lab.kernel import kconfig
 home = Path(sys.argv[1])
 assert paths.HOME == home / "lab" / "home", paths.HOME
 assert kconfig.find_fragment("bpf-lsm").is_relative_to(home)
 assert recipes.find_recipe(recipes.DEFAULT_RECIPE).is_relative_to(home)
-assert suites.all_suites() == ("landlock", "landlock_ptrace", "bpf_lsm", "seccomp"), suites.all_suites()
-assert len(suites.planned_tests(("landlock",))) > 100
+assert catalog.all_suites() == ("landlock", "landlock_ptrace", "bpf_lsm", "seccomp"), catalog.all_suites()
+assert len(catalog.planned_tests(("landlock",))) > 100
 mtx = matrix.load(paths.HOME / "lab.yaml")
 assert mtx.known_failures and Path(mtx.known_failures).is_file()
 assert (paths.HOME / "lab" / "guest" / "init").is_file() and (paths.HOME / "lab" / "guest" / "bootstrap").is_file()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from lab import suites
 from lab.kernel import record
 from lab.paths import REPO_ROOT
 from lab.results import ktap
+from lab.run import catalog
 
 pytestmark = pytest.mark.kernel
 PATTERNS = ("canary_counts_file_open", "seccomp.reject_", "landlock.abi_version_query")
@@ -32,7 +32,7 @@ def klab(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
 
 
 def planned(*chosen: str) -> list[str]:
-    names = [f"{suite}.{name}" for suite, name in suites.planned_tests(chosen)]
+    names = [f"{suite}.{name}" for suite, name in catalog.planned_tests(chosen)]
     return [n for n in names if any(p in n for p in PATTERNS)]
 
 
@@ -99,7 +99,7 @@ def test_single_kernel_split_across_guests_with_a_filter(tmp_path: Path) -> None
     doc = json.loads((out / "results.json").read_text())
     assert sorted(c["id"] for c in doc["cells"]) == ["x86_64.6.12.default-landlock", "x86_64.6.12.default-seccomp"]
     names = {f"{t['suite']}.{t['name']}" for t in doc["tests"]}
-    wanted = {f"{s}.{n}" for s, n in suites.planned_tests(("landlock", "seccomp")) if "ruleset" in n or "tsync" in n}
+    wanted = {f"{s}.{n}" for s, n in catalog.planned_tests(("landlock", "seccomp")) if "ruleset" in n or "tsync" in n}
     assert names == wanted and wanted
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, lavaresults, matrix, pipeline, proc
+from lab import arches, lavaresults, proc
 from lab.cli import main as klab
 from lab.image import build, recipes
 from lab.paths import REPO_ROOT
 from lab.results import model, store
+from lab.run import matrix, prepare
 
 pytestmark = [pytest.mark.lava, pytest.mark.kernel]
 
@@ -45,7 +46,7 @@ def lava_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         pytest.skip("lava-run must run as root")
     arch = arches.get(request.param)
     kernel = matrix.load(REPO_ROOT / "lab.yaml").kernels[0]
-    doc = pipeline.build_kernel(pipeline.source_path(kernel.source), arch, kernel.fragments)
+    doc = prepare.build_kernel(prepare.source_path(kernel.source), arch, kernel.fragments)
     image = build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
     work = tmp_path_factory.mktemp("lava")
     job, device = work / "job.yaml", work / "device.yaml"

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from lab import reproduce
 from lab.kernel.record import BuildManifest
 from lab.paths import REPO_ROOT
+from lab.run import reproduce
 
 pytestmark = pytest.mark.kernel
 

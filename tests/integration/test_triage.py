@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, pipeline
+from lab import arches
 from lab.kernel import kconfig, record, source
 from lab.paths import REPO_ROOT
+from lab.run import prepare
 from lab.vm import qemu
 
 pytestmark = pytest.mark.kernel
@@ -27,7 +28,7 @@ SUITE_DIR = "tests/data/suites"
 
 @pytest.fixture(scope="module")
 def kernel() -> record.BuildManifest:
-    return pipeline.build_kernel(source.fetch("7.3"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
+    return prepare.build_kernel(source.fetch("7.3"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
 
 
 def klab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -28,9 +28,10 @@ from typing import Any
 
 import pytest
 
-from lab import arches, pipeline
+from lab import arches
 from lab.kernel import kconfig, source
 from lab.paths import REPO_ROOT, cache_dir
+from lab.run import prepare
 from tests.integration.scenario_repo import debian_612_as_git, git
 
 pytestmark = pytest.mark.kernel
@@ -99,7 +100,7 @@ def repo() -> Path:
     if shutil.which("qemu-system-x86_64") is None or os.uname().machine != "x86_64":
         pytest.skip("needs an x86_64 host with qemu-system-x86_64 (the guest shares the host's /)")
     # The lab's own 6.12 kernel first: its ccache objects make the worktree's first build a cache-hit rebuild.
-    pipeline.build_kernel(source.fetch("6.12"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
+    prepare.build_kernel(source.fetch("6.12"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
     return ensure_repo()
 
 

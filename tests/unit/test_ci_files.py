@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from lab import cli, matrix
+from lab import cli
 from lab.cli import ci_cmds
 from lab.paths import REPO_ROOT
+from lab.run import matrix
 
 GITHUB = REPO_ROOT / "ci" / "github-actions.yml"
 GITLAB = REPO_ROOT / "ci" / "gitlab-ci.yml"

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, lava, lavaresults, matrix
+from lab import arches, lava, lavaresults
 from lab.cli import ci_cmds
 from lab.errors import UserError
 from lab.paths import REPO_ROOT
 from lab.results import model, store
+from lab.run import matrix
 
 DATA = REPO_ROOT / "tests" / "data" / "lava"
 X86 = arches.get("x86_64")

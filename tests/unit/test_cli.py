@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, cli, pipeline
+from lab import arches, cli
 from lab.cli import args as common
 from lab.cli import test_cmds
 from lab.errors import EXIT_FAILED, EXIT_LAB, EXIT_UNTESTABLE, EXIT_USAGE, BuildError, KernelFailure, UserError
 from lab.kernel import build, kconfig, source
+from lab.run import prepare
 
 
 def _subparsers(
@@ -129,7 +130,7 @@ def test_ci_merge_with_nothing_to_merge_is_usage(tmp_path: Path, capsys: pytest.
 def test_a_typo_in_a_suite_name_is_caught_before_any_build(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(pipeline, "matrix_specs", lambda *a, **k: pytest.fail("built before checking --suite"))
+    monkeypatch.setattr(prepare, "matrix_specs", lambda *a, **k: pytest.fail("built before checking --suite"))
     assert cli.main(["test-kernel", "--suite", "landlok"]) == EXIT_USAGE
     assert "unknown suite 'landlok'; choose from: landlock" in capsys.readouterr().err
 
@@ -146,7 +147,7 @@ def test_a_typo_in_a_suite_name_is_caught_before_any_build(
 def test_contradictory_or_bad_flags_are_refused(
     argv: list[str], error: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(pipeline, "matrix_specs", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(prepare, "matrix_specs", lambda *a, **k: pytest.fail("work started"))
     assert cli.main(argv) == EXIT_USAGE
     assert error in capsys.readouterr().err
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import matrix
 from lab.errors import UserError
 from lab.paths import REPO_ROOT
+from lab.run import matrix
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -361,8 +361,8 @@ def fake_lab(toy: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The command with the fake judge, and no real toolchain or suite listing needed."""
     monkeypatch.setenv("KLAB_CACHE", str(toy["tmp"] / "cache"))
     monkeypatch.setattr(try_cmd.build, "preflight", lambda req: None)
-    monkeypatch.setattr(try_cmd.suites, "check", lambda name: None)
-    monkeypatch.setattr(try_cmd.suites, "planned_tests", lambda chosen, patterns: [("landlock", "a")])
+    monkeypatch.setattr(try_cmd.catalog, "check", lambda name: None)
+    monkeypatch.setattr(try_cmd.catalog, "planned_tests", lambda chosen, patterns: [("landlock", "a")])
     monkeypatch.setattr(try_cmd, "make_judge", lambda settings, out: FakeJudge())
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from lab import progress
 from lab.paths import REPO_ROOT
+from lab.run import progress
 
 CONSOLE = REPO_ROOT / "tests" / "data" / "ktap" / "console-splat.log"
 

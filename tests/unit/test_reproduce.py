@@ -1,4 +1,4 @@
-"""lab.reproduce and `klab reproduce`: results.json cell -> the same boot, found by content, never rebuilt.
+"""lab.run.reproduce and `klab reproduce`: results.json cell -> the same boot, found by content, never rebuilt.
 
 The results.json is written from tests/unit/_results_data.py's cells (plus what
 a run records for reproduce: kernel path and sha256, rootfs, -k, --repeat);
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lab import arches, cli, reproduce
+from lab import arches, cli
 from lab.cli import reproduce_cmd
 from lab.errors import UserError
 from lab.image.build import ImageManifest
@@ -23,6 +23,7 @@ from lab.results import store
 from lab.results.model import CellResult, Status
 from lab.results.model import TestResult as Result
 from lab.results.store import Run, RunMeta
+from lab.run import reproduce
 from tests.unit._results_data import cells
 
 DESCRIBE = "linux-source-6.12 6.12.117-1~deb12u1"
@@ -272,8 +273,8 @@ def test_cli_runs_through_klab_tests_path(cache: Path, tmp_path: Path, monkeypat
         return 1
 
     monkeypatch.setattr(reproduce_cmd, "run_and_report", fake_run)
-    monkeypatch.setattr(reproduce_cmd.suites, "planned_tests", lambda suites, patterns: [("fsdemo", "open_denied")])
-    monkeypatch.setattr(reproduce_cmd.suites, "check", lambda name, where: None)
+    monkeypatch.setattr(reproduce_cmd.catalog, "planned_tests", lambda suites, patterns: [("fsdemo", "open_denied")])
+    monkeypatch.setattr(reproduce_cmd.catalog, "check", lambda name, where: None)
     monkeypatch.setattr(arches, "is_native", lambda arch: True)
     argv = ["reproduce", str(out), "fsdemo.open_denied", "--cell", "x86_64.6.12.default"]
     rc = cli.main([*argv, "--results", str(tmp_path / "again")])

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, testrun
+from lab import arches
 from lab.kernel.record import BuildManifest
+from lab.run import cellrun
 from tests.unit.test_reproduce import fake_build
 
 BUILT = "#17 SMP Mon Nov 30 23:38:46 UTC 2026"
@@ -22,8 +23,8 @@ def _build(tmp_path: Path, uts_version: str | None) -> BuildManifest:
     return build
 
 
-def _spec(build: BuildManifest | None) -> testrun.CellSpec:
-    return testrun.CellSpec("x86_64.6.12.default", arches.get("x86_64"), Path("bzImage"), "host", (), build=build)
+def _spec(build: BuildManifest | None) -> cellrun.CellSpec:
+    return cellrun.CellSpec("x86_64.6.12.default", arches.get("x86_64"), Path("bzImage"), "host", (), build=build)
 
 
 def test_the_builds_uname_v_comes_from_its_generated_header(tmp_path: Path) -> None:
@@ -34,7 +35,7 @@ def test_the_builds_uname_v_comes_from_its_generated_header(tmp_path: Path) -> N
 def test_a_guest_running_another_kernel_is_a_lab_error_naming_both(tmp_path: Path) -> None:
     """The stale piggy.o of a ccache depend-mode build booted build #22 in place of #17: caught here."""
     build = _build(tmp_path, BUILT)
-    error = testrun._not_the_built_kernel(_spec(build), "#22 SMP Mon Nov 30 23:34:59 UTC 2026")
+    error = cellrun._not_the_built_kernel(_spec(build), "#22 SMP Mon Nov 30 23:34:59 UTC 2026")
     assert "'#22 SMP Mon Nov 30 23:34:59 UTC 2026'" in error and f"'{BUILT}'" in error
     assert str(build.build_dir) in error and "stale" in error
 
@@ -52,4 +53,4 @@ def test_nothing_to_say_when_it_is_the_built_kernel_or_unknowable(
     tmp_path: Path, header: str | None, booted: str, with_build: bool
 ) -> None:
     spec = _spec(_build(tmp_path, header) if with_build else None)
-    assert testrun._not_the_built_kernel(spec, booted) == ""
+    assert cellrun._not_the_built_kernel(spec, booted) == ""

@@ -36,7 +36,7 @@ from lab.paths import cache_root
 from lab.results import knownfail
 from lab.results.model import CellResult, TestResult
 from lab.results.store import Run
-from lab.testrun import CellSpec
+from lab.run.cellrun import CellSpec
 from lab.vm.qemu import HOST_ROOTFS
 
 _DEBIAN = re.compile(r"^linux-source-(\d+\.\d+) ")

@@ -2,7 +2,7 @@
 
 `make test-kernel`, `klab test --matrix`, CI cells and bisect steps come
 here. Builds run one at a time (each uses every core); guests then run
-`jobs` at a time (lab.testrun).
+`jobs` at a time (lab.run.cellrun).
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ import time
 from pathlib import Path
 from typing import IO
 
-from lab import arches, matrix
+from lab import arches
 from lab.arches import Arch
 from lab.image import build as image_build
 from lab.image import recipes
 from lab.kernel import build, kconfig, source
 from lab.kernel.record import BuildManifest
-from lab.progress import Progress
 from lab.results import knownfail
-from lab.testrun import CellSpec
+from lab.run import matrix
+from lab.run.cellrun import CellSpec
+from lab.run.progress import Progress
 from lab.vm.qemu import HOST_ROOTFS
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from lab import arches, suites, yamlfile
+from lab import arches, yamlfile
 from lab.errors import UserError
 from lab.kernel.kconfig import DEFAULT_FRAGMENTS
+from lab.run import catalog
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def _shown(node: yaml.Node) -> str:
 
 
 def _suite(name: str) -> str:
-    suites.check(name, "suite")
+    catalog.check(name, "suite")
     return name
 
 
@@ -175,7 +176,7 @@ def load(path: Path) -> Matrix:
     return Matrix(
         tuple(kernels),
         tuple(arch_names),
-        tuple(suite_names or suites.all_suites()),
+        tuple(suite_names or catalog.all_suites()),
         tuple(boots) or (Boot("default"),),
         rootfs,
         str(path),

@@ -14,14 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import manifest, suites
+from lab import manifest
 from lab.arches import Arch
 from lab.errors import KernelFailure, LabBaseError
 from lab.kernel.record import BuildManifest
 from lab.paths import HOME
 from lab.proc import Deadline
-from lab.progress import ConsoleTap, Progress
 from lab.results import consolelog, knownfail, model
+from lab.run import catalog
+from lab.run.progress import ConsoleTap, Progress
 from lab.vm import accel
 from lab.vm.command import make_plan, run_command
 from lab.vm.qemu import GUEST_KLAB, GUEST_RESULTS, kernel_cmdline
@@ -56,7 +57,7 @@ class CellSpec:
 
 def guest_command(spec: CellSpec) -> str:
     """The shell line the guest runs: KTAP to the console and a file, JSON to the results share."""
-    line = suites.run_line(
+    line = catalog.run_line(
         f"{GUEST_KLAB}/suites",
         spec.suites,
         spec.patterns,
@@ -80,7 +81,7 @@ def run_cell(
     """Boot once, run the cell's suites, collect. Kernel failures become results; lab faults become cell.error."""
     progress = progress or Progress(live=False)
     suite_dirs = tuple(HOME / d for d in spec.suite_dirs)
-    planned = suites.planned_tests(spec.suites, spec.patterns, suite_dirs)
+    planned = catalog.planned_tests(spec.suites, spec.patterns, suite_dirs)
     share = results_dir / "cells" / spec.id
     if share.exists():
         shutil.rmtree(share)
