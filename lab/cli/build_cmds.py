@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab import arches, debian, probe
+from lab import arches, debian
 from lab.cli import args as common
+from lab.cli import probe
 from lab.image import build as image_build
 from lab.image import recipes
 from lab.kernel import build, source

@@ -5,7 +5,7 @@ lab.yaml, so a kernel or arch added there reaches GitHub Actions and GitLab CI
 without editing either. A CI cell is one (kernel, arch): it builds that kernel
 once and runs every boot of the matrix for it (`klab ci run`); the merge job
 joins the cells' results.json (`klab ci merge`). LAVA jobs and their results
-are in lab.lava and lab.lavaresults; this module wires them to the command line.
+are in lab.lava.definition and lab.lava.readback; this module wires them to the command line.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any
 
 import yaml
 
-from lab import arches, lava, lavaresults
+from lab import arches
 from lab.cli import args as common
 from lab.errors import UserError
 from lab.image import build, recipes
+from lab.lava import definition, readback
 from lab.paths import HOME
 from lab.results import model, store, write
-from lab.run import catalog
-from lab.run import cellrun, matrix, prepare
+from lab.run import catalog, cellrun, matrix, prepare
 
 DEFAULT_MATRIX = HOME / "lab.yaml"
 # The GitLab pipeline's stages; the generated child pipeline repeats them (jobs it includes name them).
@@ -137,14 +137,14 @@ def cmd_lava_job(args: argparse.Namespace) -> int:
     if args.rootfs and not Path(args.rootfs).is_file():
         raise UserError(f"--rootfs {args.rootfs} does not exist; build the lab's image with `klab image build`")
     image = Path(args.rootfs or build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image)
-    req = lava.JobRequest(
+    req = definition.JobRequest(
         arch, kernel, image, tuple(args.suite), tuple(args.patterns), release, args.append, args.url_base
     )
     cell = args.cell or f"{arch.name}.{'.'.join(release.split('.')[:2]) or kernel.stem}.lava"
-    artifacts = lava.write_job(req, Path(args.out), cell)
+    artifacts = definition.write_job(req, Path(args.out), cell)
     print(
         f"klab: artifacts in {artifacts}; run locally: lava-run --job-id 1 --output-dir DIR "
-        f"--device DEVICE.yaml {args.out} > DIR/{lavaresults.LOG_NAME} 2>&1",
+        f"--device DEVICE.yaml {args.out} > DIR/{readback.LOG_NAME} 2>&1",
         file=sys.stderr,
     )
     print(args.out)
@@ -152,7 +152,9 @@ def cmd_lava_job(args: argparse.Namespace) -> int:
 
 
 def cmd_lava_device(args: argparse.Namespace) -> int:
-    Path(args.out).write_text(yaml.safe_dump(lava.device_dict(arches.get(args.arch), kvm=args.kvm), sort_keys=False))
+    Path(args.out).write_text(
+        yaml.safe_dump(definition.device_dict(arches.get(args.arch), kvm=args.kvm), sort_keys=False)
+    )
     print(args.out)
     return 0
 
@@ -163,9 +165,9 @@ def cmd_lava_results(args: argparse.Namespace) -> int:
     meta = _job_metadata(job_file)
     suites = tuple(meta.get("klab.suites", "").split())
     planned = catalog.planned_tests(suites, tuple(meta.get("klab.patterns", "").split())) if suites else []
-    run = lavaresults.read_lava_results(source)
+    run = readback.read_lava_results(source)
     cell_id = args.cell or meta.get("klab.cell") or "lava"
-    cell = lavaresults.to_cell(
+    cell = readback.to_cell(
         run, cell_id, args.arch or meta.get("klab.arch", ""), planned, meta.get("klab.kernel_release", "")
     )
     out = Path(args.out)
@@ -239,7 +241,7 @@ def _register_lava(subparsers: Any) -> None:
     p.add_argument(
         "--lava-results",
         required=True,
-        help=f"lava-run's log, a dir holding {lavaresults.LOG_NAME}, or a results export",
+        help=f"lava-run's log, a dir holding {readback.LOG_NAME}, or a results export",
     )
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument("--job", help="the job definition (its metadata names the cell and the planned tests)")

@@ -14,8 +14,7 @@ from lab.cli import args as common
 from lab.errors import UserError
 from lab.paths import HOME
 from lab.results import knownfail, model, store, summary, write
-from lab.run import catalog
-from lab.run import cellrun, matrix, prepare
+from lab.run import catalog, cellrun, matrix, prepare
 from lab.run.progress import Progress
 from lab.vm import qemu
 

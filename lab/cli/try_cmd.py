@@ -1,6 +1,6 @@
 """`klab try SERIES --src TREE`: build and test a patch series against its base, and say what it changes.
 
-The flow (worktree, git am, steps, comparison) is lab.patchseries'; here are
+The flow (worktree, git am, steps, comparison) is lab.series'; here are
 the checks made before anything is checked out or built, the real judge
 (one incremental build in the run's build dir, one boot of the selected
 suites) and the report. Exit 1 when the series (or, with --each, any patch on
@@ -25,11 +25,11 @@ from lab.cli import args as common
 from lab.errors import BuildError, ConfigMismatch, UserError
 from lab.kernel import build, kconfig
 from lab.kernel.source import Source, digest
-from lab.patchseries import FAILING, BuildKind, Change, Judge, Outcome, Series, Step, Tested, parse_series, run_series
 from lab.paths import cache_dir, exclusive
 from lab.results import compare, model, write
 from lab.results.store import RunMeta
 from lab.run import catalog, cellrun, prepare
+from lab.series import FAILING, BuildKind, Change, Judge, Outcome, Series, Step, Tested, parse_series, run_series
 
 
 @dataclass(frozen=True)

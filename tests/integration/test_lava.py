@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, lavaresults, proc
+from lab import arches, proc
 from lab.cli import main as klab
 from lab.image import build, recipes
+from lab.lava import readback
 from lab.paths import REPO_ROOT
 from lab.results import model, store
 from lab.run import matrix, prepare
@@ -62,7 +63,7 @@ def lava_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     proc.run(
         [LAVA_RUN, "--job-id", job_id, "--output-dir", str(out), "--device", str(device), str(job)],
         deadline=proc.Deadline.after(JOB_SECONDS),
-        log=work / lavaresults.LOG_NAME,
+        log=work / readback.LOG_NAME,
         check=False,
     )
     print(f"lava-run took {time.monotonic() - start:.1f}s")
@@ -74,7 +75,7 @@ def test_job_definition_is_what_lava_accepts(lava_run: Path) -> None:
     assert job["device_type"] == "qemu"
     assert [next(iter(a)) for a in job["actions"]] == ["deploy", "boot", "test"]
     assert yaml.safe_load((lava_run / "out" / "result.yaml").read_text())["result"] == "pass", (
-        lava_run / lavaresults.LOG_NAME
+        lava_run / readback.LOG_NAME
     ).read_text()[-4000:]
 
 

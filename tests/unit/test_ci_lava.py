@@ -1,4 +1,4 @@
-"""lab.cli.ci_cmds (CI matrix, cell merge), lab.lava (job, device) and lab.lavaresults, without LAVA or QEMU.
+"""lab.cli.ci_cmds (CI matrix, cell merge), lab.lava (job definition, device, readback), without LAVA or QEMU.
 
 The LAVA results tests replay tests/data/lava/lava-run-canary.log, recorded
 from a real lava-run of a job `klab lava job` wrote (see its README).
@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import arches, lava, lavaresults
+from lab import arches
 from lab.cli import ci_cmds
 from lab.errors import UserError
+from lab.lava import definition, readback
 from lab.paths import REPO_ROOT
 from lab.results import model, store
 from lab.run import matrix
@@ -26,7 +27,7 @@ DATA = REPO_ROOT / "tests" / "data" / "lava"
 X86 = arches.get("x86_64")
 
 
-def _request(**extra: object) -> lava.JobRequest:
+def _request(**extra: object) -> definition.JobRequest:
     base: dict[str, object] = {
         "arch": X86,
         "kernel": Path("/k/bzImage"),
@@ -36,7 +37,7 @@ def _request(**extra: object) -> lava.JobRequest:
         "kernel_release": "6.12.117",
     }
     base.update(extra)
-    return lava.JobRequest(**base)  # type: ignore[arg-type]
+    return definition.JobRequest(**base)  # type: ignore[arg-type]
 
 
 def _klab(argv: list[str]) -> int:
@@ -122,7 +123,7 @@ def test_ci_run_rejects_an_unknown_kernel() -> None:
 
 def test_job_deploys_kernel_rootfs_and_payload_with_lavas_overlay() -> None:
     urls = {"kernel": "file:///a/bzImage", "rootfs": "file:///a/rootfs.ext4", "payload": "file:///a/payload.tar"}
-    job = lava.job_definition(_request(append="lsm=bpf"), urls, "x86_64.6.12.lava")
+    job = definition.job_definition(_request(append="lsm=bpf"), urls, "x86_64.6.12.lava")
     assert job["device_type"] == "qemu" and job["context"] == {"arch": "x86_64"}
     deploy, boot, test = (a[k] for a, k in zip(job["actions"], ("deploy", "boot", "test"), strict=True))
     assert deploy["to"] == "tmpfs"
@@ -131,10 +132,10 @@ def test_job_deploys_kernel_rootfs_and_payload_with_lavas_overlay() -> None:
     append = images["kernel"]["image_arg"].split('"')[1].split()
     assert append[0] == "console=ttyS0" and "root=/dev/vda" in append and append[-1] == "lsm=bpf"
     assert "panic=-1" in append and "init=/sbin/klab-lava-init" in append
-    assert f"init={lava.INIT_IN_IMAGE}" in images["kernel"]["image_arg"]
+    assert f"init={definition.INIT_IN_IMAGE}" in images["kernel"]["image_arg"]
     assert images["payload"]["format"] == "tar" and images["payload"]["overlays"] == {"lava": True}
-    assert f"serial={lava.PAYLOAD_SERIAL}" in images["payload"]["image_arg"]
-    assert boot == {"method": "qemu", "media": "tmpfs", "timeout": {"minutes": 5}, "prompts": [lava.PROMPT]}
+    assert f"serial={definition.PAYLOAD_SERIAL}" in images["payload"]["image_arg"]
+    assert boot == {"method": "qemu", "media": "tmpfs", "timeout": {"minutes": 5}, "prompts": [definition.PROMPT]}
     steps = test["definitions"][0]["repository"]["run"]["steps"]
     assert steps[0].startswith(
         "python3 -u /klab/suites/run.py --json /tmp/klab.json --suite seccomp -k seccomp.reject_"
@@ -144,12 +145,12 @@ def test_job_deploys_kernel_rootfs_and_payload_with_lavas_overlay() -> None:
 
 
 def test_guest_steps_quote_what_the_shell_would_split() -> None:
-    steps = lava.guest_steps(_request(patterns=("a b", "it's")))
+    steps = definition.guest_steps(_request(patterns=("a b", "it's")))
     assert shlex.split(steps[0].removesuffix(" || true"))[-4:] == ["-k", "a b", "-k", "it's"]
 
 
 def test_device_dict_offers_only_this_arch_and_its_qemu() -> None:
-    device = lava.device_dict(arches.get("arm64"))
+    device = definition.device_dict(arches.get("arm64"))
     assert device["available_architectures"] == ["arm64"]
     qemu = device["actions"]["boot"]["methods"]["qemu"]["parameters"]
     assert qemu["command"] == "qemu-system-aarch64"
@@ -158,12 +159,12 @@ def test_device_dict_offers_only_this_arch_and_its_qemu() -> None:
     assert (
         "-enable-kvm" not in qemu["options"]
         and "q35,accel=kvm"
-        in lava.device_dict(X86, kvm=True)["actions"]["boot"]["methods"]["qemu"]["parameters"]["options"]
+        in definition.device_dict(X86, kvm=True)["actions"]["boot"]["methods"]["qemu"]["parameters"]["options"]
     )
 
 
 def test_payload_holds_the_suites_and_the_reporter_root_owned(tmp_path: Path) -> None:
-    lava.write_payload(tmp_path / "payload.tar")
+    definition.write_payload(tmp_path / "payload.tar")
     with tarfile.open(tmp_path / "payload.tar") as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert "klab/suites/run.py" in members and "klab/lava-cases" in members
@@ -176,8 +177,8 @@ def test_payload_holds_the_suites_and_the_reporter_root_owned(tmp_path: Path) ->
 
 
 def test_recorded_lava_run_gives_per_test_statuses_and_reasons() -> None:
-    run = lavaresults.read_lava_results(DATA / "lava-run-canary.log")
-    cell = lavaresults.to_cell(run, "x86_64.6.12.lava", "x86_64", [])
+    run = readback.read_lava_results(DATA / "lava-run-canary.log")
+    cell = readback.to_cell(run, "x86_64.6.12.lava", "x86_64", [])
     got = {t.full_name: (t.status, t.duration) for t in cell.tests}
     assert got == {
         "seccomp.reject_empty": (model.Status.PASS, 0.04),
@@ -191,9 +192,9 @@ def test_recorded_lava_run_gives_per_test_statuses_and_reasons() -> None:
 
 
 def test_planned_tests_that_never_reported_are_missing() -> None:
-    run = lavaresults.read_lava_results(DATA / "lava-run-canary.log")
+    run = readback.read_lava_results(DATA / "lava-run-canary.log")
     planned = [("seccomp", "reject_empty"), ("seccomp", "never_ran")]
-    cell = lavaresults.to_cell(run, "c", "x86_64", planned)
+    cell = readback.to_cell(run, "c", "x86_64", planned)
     missing = [t for t in cell.tests if t.status is model.Status.MISS]
     assert [(t.name, t.reason) for t in missing] == [("never_ran", "never reported")]
 
@@ -206,7 +207,7 @@ def test_a_failed_lava_job_is_a_lab_error(tmp_path: Path) -> None:
         '{"dt": "2026-11-26T01:36:38.27", "lvl": "results", "msg": {"case": "job", "definition": "lava", '
         '"error_msg": "auto-login-action timed out after 300 seconds", "error_type": "Job", "result": "fail"}}\n'
     )
-    cell = lavaresults.to_cell(lavaresults.read_lava_results(tmp_path), "c", "x86_64", [("seccomp", "reject_empty")])
+    cell = readback.to_cell(readback.read_lava_results(tmp_path), "c", "x86_64", [("seccomp", "reject_empty")])
     assert cell.error == "LAVA job failed (Job error): auto-login-action timed out after 300 seconds"
     assert cell.verdict() is model.CellVerdict.LAB_ERROR
     assert [t.status for t in cell.tests] == [model.Status.MISS]
@@ -230,7 +231,7 @@ def test_a_server_results_export_is_read_too(tmp_path: Path) -> None:
             ]
         )
     )
-    cell = lavaresults.to_cell(lavaresults.read_lava_results(export_file), "c", "x86_64", [])
+    cell = readback.to_cell(readback.read_lava_results(export_file), "c", "x86_64", [])
     assert [(t.name, t.status) for t in cell.tests] == [
         ("abi_version", model.Status.PASS),
         ("scoped_signal", model.Status.SKIP),
@@ -242,7 +243,7 @@ def test_a_server_results_export_is_read_too(tmp_path: Path) -> None:
 def test_lava_results_command_uses_the_jobs_metadata(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / lavaresults.LOG_NAME).write_text((DATA / "lava-run-canary.log").read_text())
+    (run_dir / readback.LOG_NAME).write_text((DATA / "lava-run-canary.log").read_text())
     (run_dir / "job.yaml").write_text((DATA / "job-canary.yaml").read_text())
     assert _klab(["lava", "results", "--lava-results", str(run_dir), "--out", str(tmp_path / "out")]) == 1
     (cell,) = store.load_cells(tmp_path / "out" / "results.json")
@@ -254,6 +255,6 @@ def test_lava_results_command_uses_the_jobs_metadata(tmp_path: Path) -> None:
 def test_unreadable_lava_results_are_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "x.log").write_text("not a log\n")
     with pytest.raises(UserError, match="no LAVA log records"):
-        lavaresults.read_lava_results(tmp_path / "x.log")
+        readback.read_lava_results(tmp_path / "x.log")
     with pytest.raises(UserError, match="cannot read LAVA results"):
-        lavaresults.read_lava_results(tmp_path / "missing.log")
+        readback.read_lava_results(tmp_path / "missing.log")

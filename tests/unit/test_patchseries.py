@@ -1,4 +1,4 @@
-"""lab.patchseries and `klab try` on a toy git tree: series forms, worktree life, comparison, --each attribution.
+"""lab.series and `klab try` on a toy git tree: series forms, worktree life, comparison, --each attribution.
 
 The toy tree stands for a kernel: t/SUITE.TEST holds the test's outcome
 ("PASS", "FAIL: reason", "SKIP: reason"), and `build` says "broken" when the
@@ -21,7 +21,11 @@ import pytest
 from lab import cli
 from lab.cli import try_cmd
 from lab.errors import BuildError, LabError, UserError
-from lab.patchseries import (
+from lab.results import compare, signature
+from lab.results.consolelog import KernelEvent
+from lab.results.model import CellResult, Status
+from lab.results.model import TestResult as Result
+from lab.series import (
     Change,
     Series,
     SeriesKind,
@@ -31,11 +35,7 @@ from lab.patchseries import (
     parse_series,
     run_series,
 )
-from lab.patchseries import Tested as Judged
-from lab.results import compare, signature
-from lab.results.consolelog import KernelEvent
-from lab.results.model import CellResult, Status
-from lab.results.model import TestResult as Result
+from lab.series import Tested as Judged
 
 BREAK_A = "layer 16: expected success (0), got E2BIG (7)"
 SIG_A = signature.of_test("landlock", "a", "FAIL", BREAK_A)
