@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.bisect.git import git, git_out, interrupts_raise, resolve_commit
+from lab import proc
 from lab.errors import BuildError, LabError, UserError
+from lab.git import git, git_out, resolve_commit
 from lab.results import compare
 from lab.results.model import CellResult, CellVerdict
 
@@ -278,7 +279,7 @@ def run_series(
 ) -> Outcome:
     """Apply the series on a worktree, judge each step in it, compare; the worktree is gone when this returns."""
     tested: list[Tested] = []
-    with interrupts_raise(), worktree(repo, wt_path, series.base) as wt:
+    with proc.interrupts_raise(), worktree(repo, wt_path, series.base) as wt:
         commits = apply_series(wt, series)
         log = git_out(wt, "log", "--reverse", "--format=%H%x00%s", f"{series.base}..{commits[-1]}")
         subjects = dict(line.split("\0", 1) for line in log.splitlines())

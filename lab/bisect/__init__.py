@@ -7,7 +7,8 @@ lab.bisect --state FILE`, `step`). Every step rebuilds in the same build dir
 incremental), boots once and runs only the selected tests, and `verdict`
 turns the results into git's answer. Everything a step leaves lies in one
 work dir; `bisect.log` there lets a rerun of the same command resume with
-`git bisect replay`. `report` says what was found.
+`git bisect replay` (`tree` keeps the log and puts the user's tree back).
+`report` says what was found.
 """
 
 from __future__ import annotations

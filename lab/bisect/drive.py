@@ -17,23 +17,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lab import arches, proc
-from lab.bisect.git import (
-    LOG,
-    git,
-    git_out,
-    interrupts_raise,
-    is_bisecting,
-    original_head,
-    resolve_commit,
-    restore,
-    save_log,
-)
 from lab.bisect.record import STATE, Settings, StepRecord, load_settings, step_records
 from lab.bisect.report import Report, build_report
 from lab.bisect.step import evaluate
+from lab.bisect.tree import LOG, is_bisecting, original_head, restore, save_log
 from lab.bisect.verdict import StepVerdict
 from lab.errors import LabError, UserError
+from lab.git import git, git_out, resolve_commit, top_level
 from lab.kernel import build, kconfig, source
+from lab.kernel.source import SourceKind
 from lab.paths import REPO_ROOT
 from lab.run import catalog
 
@@ -45,9 +37,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Check every input before anything is checked out or built."""
     repo = Path(args.src).expanduser().resolve()
     src = source.resolve(repo)
-    if not src.identity.startswith("git:"):
+    if src.kind is not SourceKind.GIT:
         raise UserError(f"{repo} is not a git tree: klab bisect runs `git bisect` in it")
-    if Path(git_out(repo, "rev-parse", "--show-toplevel")).resolve() != repo:
+    if top_level(repo) != repo:
         raise UserError(f"{repo} is inside a git tree but not its top: pass the top of the kernel tree")
     arch = arches.get(args.arch)
     names = args.fragments or list(kconfig.DEFAULT_FRAGMENTS)
@@ -161,7 +153,7 @@ def drive(settings: Settings, work: Path, step_argv: Sequence[str] | None = None
     original = prepare_tree(settings, work)
     settings.write(work / STATE)
     argv = list(step_argv or [sys.executable, "-m", "lab.bisect", "--state", str(work / STATE)])
-    with interrupts_raise():
+    with proc.interrupts_raise():
         try:
             settings = verify_endpoints(settings, work, judge)
             if (work / LOG).is_file():

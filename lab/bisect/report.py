@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import manifest
-from lab.bisect.git import LOG, commit_info, git_out
 from lab.bisect.record import Settings, StepRecord, step_records
+from lab.bisect.tree import LOG
 from lab.bisect.verdict import StepVerdict
+from lab.git import commit_info, git_out
 
 
 @dataclass(frozen=True)

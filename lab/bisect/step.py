@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import arches
-from lab.bisect.git import commit_info, interrupts_raise, save_log
+from lab import arches, proc
 from lab.bisect.record import AttemptRecord, Settings, StepRecord, append_record, load_settings, step_records
+from lab.bisect.tree import save_log
 from lab.bisect.verdict import Attempt, CommitOutcome, StepVerdict, classify, combine, run_attempts
 from lab.errors import BuildError, ConfigMismatch, LabBaseError
+from lab.git import commit_info
 from lab.results import ktap, model, store
 from lab.run import cellrun, prepare
 
@@ -162,7 +163,7 @@ def step_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.state.parent
     try:
-        with interrupts_raise():
+        with proc.interrupts_raise():
             settings = load_settings(args.state)
             save_log(Path(settings.src), work)
             return evaluate(settings, work, "bisect").exit

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from lab import arches, atomic, manifest
-from lab.bisect.git import git
 from lab.bisect.step import build_failure
 from lab.cli import args as common
 from lab.errors import BuildError, ConfigMismatch, UserError
+from lab.git import top_level
 from lab.kernel import build, kconfig
-from lab.kernel.source import Source, digest
+from lab.kernel.source import Source, SourceKind, digest
 from lab.paths import cache_dir, exclusive
 from lab.results import compare, model, write
 from lab.results.store import RunMeta
@@ -59,17 +59,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     repo = Path(args.src).expanduser().resolve()
     if not repo.is_dir():
         raise UserError(f"--src {args.src}: no such directory")
-    top = git(repo, "rev-parse", "--show-toplevel", check=False)
-    if top.returncode != 0:
+    top = top_level(repo)
+    if top is None:
         raise UserError(f"--src {repo} is not a git tree: klab try applies the series on a worktree of it")
-    if Path(top.output.strip()).resolve() != repo:
+    if top != repo:
         raise UserError(f"--src {repo} is inside a git tree but not its top: pass the top of the kernel tree")
     if not (repo / "Kconfig").is_file() or not (repo / "scripts/kconfig/merge_config.sh").is_file():
         raise UserError(f"--src {repo} is not a kernel tree (no Kconfig or scripts/kconfig/merge_config.sh)")
     arch = arches.get(args.arch)
     names = tuple(common.fragment_names(args))
     fragments = kconfig.load_fragments(list(names), f"arch/{arch.name}")
-    build.preflight(build.BuildRequest(Source(repo, f"git:{repo}", ""), arch, tuple(fragments)))
+    build.preflight(build.BuildRequest(Source(repo, SourceKind.GIT, str(repo), ""), arch, tuple(fragments)))
     for name in args.suite:
         catalog.check(name)
     chosen = tuple(args.suite) or catalog.all_suites()

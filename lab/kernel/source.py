@@ -9,6 +9,7 @@ the tree does not carry it.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import re
@@ -20,12 +21,20 @@ from pathlib import Path
 
 from lab import debian, proc
 from lab.errors import LabError, UserError
+from lab.git import git
 from lab.paths import cache_dir, exclusive
 
 DEFAULT_VERSION = "6.12"
 _VERSION = re.compile(r"^\d+\.\d+$")
-GIT_TIMEOUT = 60.0
 UNPACK_TIMEOUT = 600.0
+
+
+class SourceKind(enum.Enum):
+    """Where a tree comes from, which decides what identifies it (the values start its identity)."""
+
+    GIT = "git"  # a git work tree, keyed by its location: every checkout in it rebuilds one build dir
+    DEBIAN = "debian"  # a fetched linux-source package, keyed by the package and its version
+    TREE = "tree"  # any other tree, keyed by its location; edits are tracked by make
 
 
 @dataclass(frozen=True)
@@ -33,8 +42,14 @@ class Source:
     """A kernel source tree and what identifies it for caching."""
 
     path: Path
-    identity: str  # stable key: the tree's location for git and plain trees, the package version for Debian's
+    kind: SourceKind
+    key: str  # the location (git, tree), or "package:version" (debian)
     describe: str  # human-readable: `git describe` or the Debian package version
+
+    @property
+    def identity(self) -> str:
+        """The cache key part recorded in build.json: `git:/path`, `debian:linux-source-7.3:7.3.4-1`, `tree:/path`."""
+        return f"{self.kind.value}:{self.key}"
 
 
 def check_version(version: str) -> str:
@@ -110,27 +125,20 @@ def resolve(path: Path) -> Source:
         return _git_source(path)
     if marker(path).is_file():
         info = json.loads(marker(path).read_text())
-        return Source(path, f"debian:{info['package']}:{info['version']}", f"{info['package']} {info['version']}")
-    # A plain tree: identify it by path and kernel version; edits are tracked by make.
-    return Source(path, f"tree:{path}", f"{path.name} {kernelversion(path)}")
-
-
-def git(path: Path, *args: str, check: bool = True) -> str:
-    """`git -C path ARGS` output, stripped; a failure says which command and why."""
-    try:
-        return proc.run(["git", "-C", str(path), *args], deadline=proc.Deadline.after(GIT_TIMEOUT)).output.strip()
-    except proc.CommandFailed as exc:
-        if not check:
-            return ""
-        raise UserError(f"{exc}: {exc.tail.strip().splitlines()[-1] if exc.tail.strip() else 'no output'}") from exc
+        package = f"{info['package']}:{info['version']}"
+        return Source(path, SourceKind.DEBIAN, package, f"{info['package']} {info['version']}")
+    return Source(path, SourceKind.TREE, str(path), f"{path.name} {kernelversion(path)}")
 
 
 def _git_source(path: Path) -> Source:
-    head = git(path, "rev-parse", "HEAD")
-    describe = git(path, "describe", "--always", "--dirty", "--tags", check=False) or head[:12]
-    # Identity is the tree's location, not its commit: one build dir per tree so
-    # bisect steps and edits rebuild incrementally (NOTES.md: copies are not).
-    return Source(path, f"git:{path}", describe)
+    head = git(path, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+    if head.returncode != 0:
+        raise UserError(f"{path} is a git repository without a commit: commit the tree, or pass a plain tree")
+    described = git(path, "describe", "--always", "--dirty", "--tags", check=False)
+    describe = described.output.strip() if described.returncode == 0 else head.output.strip()[:12]
+    # Keyed by the tree's location, not its commit: one build dir per tree, so bisect
+    # steps and edits rebuild incrementally (a copied build dir dirties every object).
+    return Source(path, SourceKind.GIT, str(path), describe)
 
 
 def kernelversion(path: Path) -> str:

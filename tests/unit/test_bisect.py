@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from lab.bisect import drive, git, record, report, step
+from lab import git
+from lab.bisect import drive, record, report, step
 from lab.bisect.record import Settings, StepRecord
 from lab.bisect.verdict import Attempt, CommitOutcome, Target, classify, combine, run_attempts
 from lab.bisect.verdict import StepVerdict as Verdict
