@@ -37,7 +37,7 @@ from lab.image import build  # noqa: E402
 from lab.kernel import kconfig, source  # noqa: E402
 from lab.paths import cache_dir  # noqa: E402
 from lab.run import prepare  # noqa: E402
-from lab.vm import command, qemu  # noqa: E402
+from lab.vm import accel, command, qemu  # noqa: E402
 
 MARK = "klab-bench-ready"
 
@@ -70,8 +70,8 @@ def first_output_and_exit(
 
 
 def bare_qemu_argv(arch: arches.Arch, kernel: Path, rootfs: str, work: Path) -> list[str]:
-    plan = command.make_plan(arch, kernel, rootfs=rootfs, accel_request="tcg", workdir=work, results_dir=work / "r")
-    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    tcg = accel.Decision("tcg", "bench: the same accelerator for every tool")
+    plan = command.make_plan(arch, kernel, tcg, rootfs=rootfs, workdir=work, results_dir=work / "r")
     qemu.prepare_control(plan, "run", f"echo {MARK}")
     return qemu.qemu_argv(plan)
 

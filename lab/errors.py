@@ -10,6 +10,7 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_FAILED = 1  # tests failed or the kernel is bad
 EXIT_USAGE = 2  # bad input: nothing was run, nothing half-written
+EXIT_TIMEOUT = 124  # klab run: the guest command outlived --timeout (timeout(1)'s code), the kernel said nothing
 EXIT_UNTESTABLE = 125  # could not test this kernel (build failure, unrelated boot failure)
 EXIT_LAB = 128  # lab infrastructure fault: never a verdict on the kernel
 
@@ -54,6 +55,19 @@ class ConfigMismatch(LabBaseError):
     """Requested kconfig options did not land in the final .config."""
 
     exit_code = EXIT_FAILED
+
+
+class CommandTimeout(LabBaseError):
+    """A guest command outlived its deadline while the kernel reported nothing: the command's, not the kernel's."""
+
+    exit_code = EXIT_TIMEOUT
+
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
+
+    def report(self) -> list[str]:
+        return [*super().report(), *_present(self.tail)]
 
 
 class KernelFailure(LabBaseError):

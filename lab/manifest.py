@@ -9,6 +9,7 @@ schema version, and a problem names the file. `write` goes through
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import types
@@ -37,8 +38,19 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         doc = {"schema": self.SCHEMA}
-        doc.update(_dump(self))
+        doc.update(self.fields_json())
         return doc
+
+    def fields_json(self) -> dict[str, Any]:
+        """The fields alone, as a record nested in another document (a cell or a test in results.json)."""
+        return dict(_dump(self))
+
+    @classmethod
+    def from_fields(cls: type[R], doc: Any, where: str) -> R:
+        """A record from its fields alone (no schema key): each checked against its type, the error naming `where`."""
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{where}: expected a JSON object")
+        return _load(cls, doc, where)
 
     @classmethod
     def from_json(cls: type[R], doc: Any, where: str) -> R:
@@ -76,6 +88,8 @@ class Record:
 
 
 def _dump(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, Record):
         return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}  # type: ignore[arg-type]
     if isinstance(value, (list, tuple)):
@@ -115,6 +129,12 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if value is not None:
             raise ManifestError(f"{where}: expected null, got {value!r}")
         return None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in hint)
+            raise ManifestError(f"{where}: {value!r} is not one of {choices}") from None
     if isinstance(hint, type) and issubclass(hint, Record):
         if not isinstance(value, dict):
             raise ManifestError(f"{where}: expected an object")

@@ -1,15 +1,16 @@
 """One `git bisect run` step: build the checked-out commit, boot it, run the selected tests, judge.
 
 `python -m lab.bisect --state FILE` comes here. This is where kernel-lab's
-errors become `git bisect run` answers (STYLE.md): 0 good, 1 bad, 125
-untestable, 129 abort. A lab fault aborts the bisect (git stops on >127), so
-it never marks a commit bad.
+errors become `git bisect run` answers: 0 good, 1 bad, 125 untestable, 129
+abort. A lab fault is retried once and then aborts the bisect (git stops on
+>127), so it never marks a commit good or bad. Building and booting the
+checkout is lab.run.checkout's, shared with `klab try`.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import dataclasses
 import sys
 import time
 import traceback
@@ -21,10 +22,10 @@ from lab import arches, proc
 from lab.bisect.record import AttemptRecord, Settings, StepRecord, append_record, load_settings, step_records
 from lab.bisect.tree import save_log
 from lab.bisect.verdict import Attempt, CommitOutcome, StepVerdict, classify, combine, run_attempts
-from lab.errors import BuildError, ConfigMismatch, LabBaseError
+from lab.errors import LabBaseError
 from lab.git import commit_info
 from lab.results import ktap, model, store
-from lab.run import cellrun, prepare
+from lab.run import checkout
 
 
 @dataclass
@@ -54,8 +55,9 @@ def evaluate(settings: Settings, work: Path, phase: str) -> StepRecord:
     except LabBaseError as exc:
         outcome = CommitOutcome(StepVerdict.ABORT, f"lab error: {exc}")
     made.durations["total"] = round(time.monotonic() - start, 1)
-    if outcome.reason.startswith("different failure"):
-        outcome = CommitOutcome(outcome.verdict, f"different failure at {info.commit[:12]}: {outcome.signature}")
+    if outcome.different_failure:
+        why = f"different failure at {info.commit[:12]}: {outcome.signature}"
+        outcome = dataclasses.replace(outcome, reason=why)
     record = StepRecord(
         phase=phase,
         verdict=outcome.verdict.value,
@@ -89,33 +91,27 @@ def evaluate(settings: Settings, work: Path, phase: str) -> StepRecord:
 
 def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made) -> CommitOutcome:
     arch = arches.get(settings.arch)
-    t0 = time.monotonic()
-    try:
-        build_dir = Path(settings.build_dir) if settings.build_dir else None
-        doc = prepare.build_kernel(Path(settings.src), arch, settings.fragments, build_dir=build_dir)
-    except (BuildError, ConfigMismatch) as exc:
-        made.durations["build"] = round(time.monotonic() - t0, 1)
-        made.build_log = _keep_build_log(getattr(exc, "log", None), step_dir)
-        return CommitOutcome(StepVerdict.SKIP, f"untestable: {build_failure(exc)}")
-    made.durations["build"] = round(time.monotonic() - t0, 1)
+    step = checkout.Checkout(
+        tree=Path(settings.src),
+        arch=arch,
+        fragments=settings.fragments,
+        suites=settings.suites,
+        patterns=settings.tests,
+        build_dir=Path(settings.build_dir) if settings.build_dir else None,
+        rootfs=settings.rootfs,
+        accel=settings.accel,
+    )
+    built = checkout.build(step, step_dir)
+    made.durations["build"] = built.seconds
+    made.build_log = built.log
+    if built.build is None:
+        return CommitOutcome(StepVerdict.SKIP, f"untestable: {built.error}")
+    doc = built.build
     made.build_dir = str(doc.build_dir)
-    made.build_log = _keep_build_log(Path(doc.artifacts.log), step_dir)
-    rootfs, image_hash = prepare.rootfs_for(arch, settings.rootfs)
     cells: list[model.CellResult] = []
 
     def attempt(i: int) -> Attempt:
-        spec = cellrun.CellSpec(
-            id=f"{arch.name}.bisect.{commit[:12]}.run{i + 1}",
-            arch=arch,
-            kernel=doc.image,
-            rootfs=rootfs,
-            image_hash=image_hash,
-            suites=settings.suites,
-            patterns=settings.tests,
-            accel=settings.accel,
-            build=doc,
-        )
-        cell = cellrun.run_cell(spec, step_dir)
+        cell = checkout.test(step, doc, f"{arch.name}.bisect.{commit[:12]}.run{i + 1}", step_dir)
         cells.append(cell)
         return classify(cell, settings.target(), _tests_start(cell))
 
@@ -127,23 +123,6 @@ def _build_and_test(settings: Settings, step_dir: Path, commit: str, made: _Made
     made.results = str(step_dir / "results.json")
     made.consoles = [c.console_log for c in cells]
     return combine(made.attempts)
-
-
-def build_failure(exc: BuildError | ConfigMismatch) -> str:
-    """One line: the compiler's first error when there is one, not the whole make command."""
-    if isinstance(exc, ConfigMismatch):
-        return f"config: {str(exc).splitlines()[0]}"
-    text = exc.log.read_text(errors="replace") if exc.log and exc.log.is_file() else exc.tail
-    error = next((line.strip() for line in text.splitlines() if " error: " in line), "")
-    return f"build failed: {error}" if error else f"build failed: {str(exc).splitlines()[0]}"
-
-
-def _keep_build_log(log: Path | None, step_dir: Path) -> str:
-    """Copy the build log into the step dir: the next step's build rewrites the build dir's own."""
-    if log is None or not log.is_file():
-        return ""
-    shutil.copyfile(log, step_dir / "build.log")
-    return str(step_dir / "build.log")
 
 
 def _tests_start(cell: model.CellResult) -> int | None:

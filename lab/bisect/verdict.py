@@ -38,6 +38,8 @@ class Attempt:
     reason: str
     boot_failure: bool = False  # the kernel died before any selected test started
     signature: str = ""  # how it failed (lab.results.signature), when it failed
+    different_failure: bool = False  # skipped because it failed otherwise than the failure hunted
+    lab_fault: bool = False  # the lab could not run it (QEMU killed...): says nothing of the commit
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ class CommitOutcome:
     verdict: StepVerdict
     reason: str
     flaky: bool = False  # it failed at least once and passed at least once
-    signature: str = ""  # the failure's signature, when the commit is bad
+    signature: str = ""  # the failure's signature, when the commit is bad (or failed differently)
+    different_failure: bool = False  # skipped: it failed otherwise than the failure hunted
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,12 @@ def classify(cell: model.CellResult, target: Target, tests_start: int | None) ->
         wanted = [(t, sig) for t, sig in failed if not target.signature or sig == target.signature]
         if not wanted:
             test, sig = failed[0]
-            return Attempt(StepVerdict.SKIP, f"different failure: {sig}", signature=sig)
+            return Attempt(StepVerdict.SKIP, f"different failure: {sig}", signature=sig, different_failure=True)
         test, sig = wanted[0]
         what = test.reason if test.status is not model.Status.MISS else f"kernel {fatal.kind if fatal else '?'}"
         return Attempt(StepVerdict.BAD, f"{test.full_name} {test.status.value}: {what}".rstrip(": "), signature=sig)
     if cell.error:
-        return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}")
+        return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}", lab_fault=True)
     if missing or not selected:
         return Attempt(StepVerdict.ABORT, f"the selected test(s) never reported and the kernel said nothing: {cell.id}")
     skipped = [t for t in selected if t.status is model.Status.SKIP]
@@ -105,7 +108,7 @@ def _by_splat(cell: model.CellResult, pattern: str) -> Attempt:
         if re.search(pattern, title) or re.search(pattern, event.title):
             return Attempt(StepVerdict.BAD, f"kernel report {title!r} matches {pattern!r}", signature=title)
     if cell.error:
-        return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}")
+        return Attempt(StepVerdict.ABORT, f"lab error: {cell.error}", lab_fault=True)
     if not cell.tests or all(t.status is model.Status.MISS for t in cell.tests):
         return Attempt(StepVerdict.ABORT, f"no suite ran, so the splat could not show: {cell.id}")
     ran = sum(t.status is not model.Status.MISS for t in cell.tests)
@@ -135,12 +138,28 @@ def combine(attempts: Sequence[Attempt]) -> CommitOutcome:
         runs = f" (all {len(attempts)} runs)" if len(attempts) > 1 else ""
         return CommitOutcome(StepVerdict.BAD, fails[0].reason + runs, signature=fails[0].signature)
     skip = next(a for a in attempts if a.verdict is StepVerdict.SKIP)
-    return CommitOutcome(StepVerdict.SKIP, skip.reason, flaky=bool(fails), signature=skip.signature)
+    return CommitOutcome(
+        StepVerdict.SKIP, skip.reason, bool(fails), skip.signature, different_failure=skip.different_failure
+    )
+
+
+LAB_FAULT_RETRIES = 1  # a run the lab could not finish is run again this many times before the bisect aborts
 
 
 def run_attempts(attempt: Callable[[int], Attempt], retries: int) -> list[Attempt]:
-    """Run attempt(0), then retry a failing one up to `retries` more times (a pass stops early)."""
-    done = [attempt(0)]
-    while should_retry(done[-1]) and len(done) <= retries:
-        done.append(attempt(len(done)))
-    return done
+    """Run attempt(0), then retry a failing one up to `retries` more times (a pass stops early).
+
+    An attempt the lab could not run is no evidence: it is replaced by a new
+    one, up to LAB_FAULT_RETRIES times, and left as the answer (an abort) after that.
+    """
+    done: list[Attempt] = []
+    faults, number = 0, 0
+    while True:
+        got = attempt(number)
+        number += 1
+        if got.lab_fault and faults < LAB_FAULT_RETRIES:
+            faults += 1
+            continue
+        done.append(got)
+        if not should_retry(got) or len(done) > retries:
+            return done

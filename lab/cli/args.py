@@ -7,12 +7,10 @@ from pathlib import Path
 
 from lab import arches
 from lab.errors import UserError
-from lab.image import build as image_build
-from lab.image import recipes
 from lab.kernel import build, kconfig, record, source
 from lab.kernel.record import BuildManifest
-from lab.run import catalog, prepare
-from lab.vm import command, qemu
+from lab.run import prepare
+from lab.vm import accel, command, qemu
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -122,23 +120,17 @@ def add_gdb(p: argparse.ArgumentParser) -> None:
     )
 
 
-def rootfs_path(choice: str, arch: arches.Arch) -> str:
-    """host, or the path of the image to boot (the lab's own is built on first use)."""
-    if choice == "auto":
-        choice = qemu.HOST_ROOTFS if arches.is_native(arch) else "image"
-    if choice == "image":
-        return image_build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE)).image
-    return choice
-
-
-def boot_plan(args: argparse.Namespace, **extra: object) -> qemu.BootPlan:
+def boot_plan(args: argparse.Namespace, workdir: Path, **extra: object) -> qemu.BootPlan:
+    """The plan of a guest a person boots (`klab run`, `klab shell`): its console and share live in `workdir`."""
     arch = arches.get(args.arch)
     kernel, _ = kernel_of(args, arch)
+    rootfs, _ = prepare.rootfs_for(arch, args.rootfs)
     return command.make_plan(
         arch,
         kernel,
-        rootfs=rootfs_path(args.rootfs, arch),
-        accel_request=args.accel,
+        accel.decide(arch, args.accel),
+        workdir=workdir,
+        rootfs=rootfs,
         append=args.append,
         memory_mb=args.mem,
         cpus=args.cpus,
@@ -151,9 +143,3 @@ def add_selection(p: argparse.ArgumentParser) -> None:
     """Which tests: suites and -k patterns, as in suites/run.py."""
     p.add_argument("--suite", action="append", default=[], help="suite to run (repeatable; default: all)")
     p.add_argument("-k", dest="patterns", action="append", default=[], help="only tests whose SUITE.TEST contains this")
-
-
-def check_suites(names: list[str]) -> tuple[str, ...]:
-    for name in names:
-        catalog.check(name)
-    return tuple(names)

@@ -10,7 +10,6 @@ from typing import Any
 
 from lab.cli import args as common
 from lab.errors import UserError
-from lab.proc import Deadline
 from lab.vm import command, qemu, session
 
 
@@ -18,12 +17,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     guest_argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not guest_argv:
         raise UserError("no command given: klab run ... -- CMD [ARGS...]")
-    plan = common.boot_plan(args)
+    plan = common.boot_plan(args, command.scratch())
+    command.prune_runs()
     print(f"$ {shlex.join(qemu.qemu_argv(plan))}", file=sys.stderr)
     print(f"klab: accel {plan.accel.accel} ({plan.accel.why})", file=sys.stderr)
     _announce_gdb(args, plan)
-    deadline = Deadline.after(plan.scaled(args.timeout))
-    result = command.run_command(plan, shlex.join(guest_argv), deadline, stream=sys.stdout)
+    result = command.run_command(plan, shlex.join(guest_argv), args.timeout, stream=sys.stdout)
     print(
         f"klab: exit {result.exit_status}, boot {result.boot_seconds:.1f}s, total {result.total_seconds:.1f}s, "
         f"console {result.console_log}",
@@ -35,12 +34,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    work = command.scratch()
     if args.ssh:
-        plan = common.boot_plan(args, ssh_port=qemu.free_port())
+        plan = common.boot_plan(args, work, ssh_port=qemu.free_port())
+        command.prune_runs()
         with session.SSHSession(plan) as sess:
             print(f"klab: guest up in {sess.boot_seconds:.1f}s; ssh session (exit to power off)", file=sys.stderr)
             return session.interactive_ssh(sess)
-    plan = common.boot_plan(args)
+    plan = common.boot_plan(args, work)
+    command.prune_runs()
     _announce_gdb(args, plan)
     qemu.prepare_control(plan, "shell")
     with qemu.Machine(plan) as vm:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from lab.errors import UserError
 from lab.results import knownfail, store
 from lab.results.store import Run
 from lab.run import catalog, reproduce
+from lab.run.cellrun import CellSpec
 from lab.run.progress import Progress
 from lab.run.reproduce import Planned
 
@@ -52,7 +55,22 @@ def describe(planned: Planned) -> str:
     return f"klab reproduce: {spec.id}: " + ", ".join(parts)
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Facts:
+    """What `klab reproduce` reads of the lab and how it runs: tests give fake build dirs, suites and a runner."""
+
+    look: reproduce.Lookups
+    planned_tests: Callable[[tuple[str, ...], tuple[str, ...]], list[tuple[str, str]]] = catalog.planned_tests
+    check_suite: Callable[[str, str], None] = catalog.check
+    run: Callable[[list[CellSpec], Path, int, Progress, Path | None], int] = run_and_report
+
+    @classmethod
+    def real(cls) -> Facts:
+        return cls(reproduce.real_lookups())
+
+
+def cmd_reproduce(args: argparse.Namespace, facts: Facts | None = None) -> int:
+    facts = facts or Facts.real()
     if args.jobs < 1:
         raise UserError("-n/--jobs must be 1 or more")
     path = results_file(args.results_dir)
@@ -63,20 +81,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     known_file, known = _known(run)
     planned = reproduce.plan(
         run, str(path), test=args.test, cell_id=args.cell, kernels=args.kernel, accel=args.accel, known=known,
-        look=reproduce.real_lookups(),
+        look=facts.look,
     )  # fmt: skip
     for item in planned:
         for name in item.spec.suites:
-            catalog.check(name, where=f"cell {item.spec.id}")  # a test-only suite (--suite-dir) is not recorded
+            facts.check_suite(name, f"cell {item.spec.id}")  # a test-only suite (--suite-dir) is not recorded
         for note in item.notes:
             print(f"klab reproduce: note: {note}", file=sys.stderr)
         print(describe(item), file=sys.stderr)
         if args.test:
-            also = reproduce.extra_tests(catalog.planned_tests(item.spec.suites, item.spec.patterns), args.test)
+            also = reproduce.extra_tests(facts.planned_tests(item.spec.suites, item.spec.patterns), args.test)
             if also:
                 print(f"klab reproduce: -k {args.test} also selects: {', '.join(also)}", file=sys.stderr)
     with Progress() as progress:
-        return run_and_report([p.spec for p in planned], out, args.jobs, progress, known_file)
+        return facts.run([p.spec for p in planned], out, args.jobs, progress, known_file)
 
 
 def register(sub: Any) -> None:

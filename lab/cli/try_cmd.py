@@ -11,24 +11,24 @@ that does not apply included).
 from __future__ import annotations
 
 import argparse
-import shutil
+import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab import arches, atomic, manifest
-from lab.bisect.step import build_failure
 from lab.cli import args as common
-from lab.errors import BuildError, ConfigMismatch, UserError
+from lab.errors import UserError
 from lab.git import top_level
 from lab.kernel import build, kconfig
 from lab.kernel.source import Source, SourceKind, digest
 from lab.paths import cache_dir, exclusive
 from lab.results import compare, model, write
 from lab.results.store import RunMeta
-from lab.run import catalog, cellrun, prepare
+from lab.run import catalog, checkout
 from lab.series import FAILING, BuildKind, Change, Judge, Outcome, Series, Step, Tested, parse_series, run_series
 
 
@@ -89,44 +89,29 @@ def _fragments_key(fragments: list[kconfig.Fragment]) -> str:
 
 def make_judge(s: Settings, out: Path) -> Judge:
     """Build the worktree as checked out (incremental: one build dir for every step), boot once, run the suites."""
-    rootfs: list[tuple[str, str]] = []
+    step_checkout = checkout.Checkout(
+        tree=s.worktree, arch=s.arch, fragments=s.fragments, suites=s.suites, patterns=s.patterns,
+        build_dir=s.build_dir, rootfs=s.rootfs, append=s.append, accel=s.accel,
+    )  # fmt: skip
 
     def judge(wt: Path, step: Step) -> Tested:
         step_dir = out / f"{step.index:02d}-{step.slug}-{step.commit[:12]}"
-        step_dir.mkdir(parents=True, exist_ok=True)
         what = f" {step.subject[:60]!r}" if step.subject else ""
         print(f"klab try: {step.label} {step.commit[:12]}{what}: building in {s.build_dir}", file=sys.stderr)
-        t0 = time.monotonic()
-        try:
-            doc = prepare.build_kernel(wt, s.arch, s.fragments, build_dir=s.build_dir)
-        except (BuildError, ConfigMismatch) as exc:
-            _keep(getattr(exc, "log", None), step_dir)
-            return Tested(step, None, build_failure(exc), {"build": _since(t0)}, str(step_dir))
-        _keep(Path(doc.artifacts.log), step_dir)
-        t1 = time.monotonic()
-        if not rootfs:
-            rootfs.append(prepare.rootfs_for(s.arch, s.rootfs))
-        spec = cellrun.CellSpec(
-            id=f"{s.arch.name}.try.{step.slug}", arch=s.arch, kernel=doc.image, rootfs=rootfs[0][0],
-            image_hash=rootfs[0][1], suites=s.suites, patterns=s.patterns, append=s.append, accel=s.accel, build=doc,
-        )  # fmt: skip
-        started = time.time()
-        cell = cellrun.run_cell(spec, step_dir)
+        built = checkout.build(dataclasses.replace(step_checkout, tree=wt), step_dir)
+        if built.build is None:
+            return Tested(step, None, built.error, {"build": built.seconds}, str(step_dir))
+        started, t1 = time.time(), time.monotonic()
+        cell = checkout.test(step_checkout, built.build, f"{s.arch.name}.try.{step.slug}", step_dir)
         meta = RunMeta(argv=tuple(sys.argv), started=started, wall_seconds=_since(t1), commit=step.commit)
         write.reports(step_dir, [cell], meta)
-        return Tested(step, cell, "", {"build": round(t1 - t0, 1), "test": _since(t1)}, str(step_dir))
+        return Tested(step, cell, "", {"build": built.seconds, "test": _since(t1)}, str(step_dir))
 
     return judge
 
 
 def _since(t: float) -> float:
     return round(time.monotonic() - t, 1)
-
-
-def _keep(log: Path | None, step_dir: Path) -> None:
-    """The step's build log beside its results: the next step's build rewrites the build dir's own."""
-    if log is not None and log.is_file():
-        shutil.copyfile(log, step_dir / "build.log")
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -219,7 +204,8 @@ def to_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def cmd_try(args: argparse.Namespace) -> int:
+def cmd_try(args: argparse.Namespace, judge_for: Callable[[Settings, Path], Judge] | None = None) -> int:
+    """`judge_for` makes the judge of each step (tests give a fake one; default: build and boot)."""
     s = settings_from_args(args)
     out = (Path(args.results) if args.results else Path("results") / time.strftime("try-%Y%m%d-%H%M%S")).resolve()
     start = time.monotonic()
@@ -230,7 +216,7 @@ def cmd_try(args: argparse.Namespace) -> int:
 
     print(f"klab try: worktree {s.worktree} at {s.series.base[:12]}; results in {out}", file=sys.stderr)
     with exclusive(s.area):  # one try per tree at a time: they would share the worktree
-        outcome = run_series(s.repo, s.series, s.worktree, make_judge(s, out), args.each, applied)
+        outcome = run_series(s.repo, s.series, s.worktree, (judge_for or make_judge)(s, out), args.each, applied)
     report = render(outcome, s)
     doc = to_json(outcome) | {"wall_seconds": round(time.monotonic() - start, 1), "src": str(s.repo)}
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Guest root filesystems: Debian recipes built with mmdebstrap into ext4 images, cached by content.
 
 An image is keyed by its recipe's bytes, the arch, the guest bootstrap script
-and BUILDER_VERSION, so an unchanged recipe is never rebuilt and a changed one
+and the builder's version, so an unchanged recipe is never rebuilt and a changed one
 never reused. The ext4 image is made with `mke2fs -d` from a directory: no loop
 mounts, so no block devices or extra privileges beyond the chroot mmdebstrap needs.
 Package versions are whatever the mirror had at build time; `image.json` records them.
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import debian, manifest, proc
+from lab import manifest, proc
 from lab.arches import Arch
 from lab.errors import LabError, UserError
 from lab.image import hostprep
@@ -26,9 +26,16 @@ from lab.image.recipes import DEFAULT_RECIPE, Recipe, find_recipe, load_recipe
 from lab.manifest import Record
 from lab.paths import HOME, cache_dir, exclusive
 
-# Bump when the build steps below change what ends up in an image.
-BUILDER_VERSION = "2"
-BOOTSTRAP = HOME / "lab" / "guest" / "bootstrap"
+
+@dataclass(frozen=True)
+class Builder:
+    """What decides an image besides its recipe and arch: the steps' version, and the init copied in."""
+
+    version: str = "2"  # bump when the build steps below change what ends up in an image
+    bootstrap: Path = HOME / "lab" / "guest" / "bootstrap"
+
+
+BUILDER = Builder()
 INIT_PATH = "sbin/klab-init"
 MOUNT_POINTS = ("klab", "results")
 HOSTNAME = "klab"
@@ -54,7 +61,7 @@ class ImageManifest(Record):
     recipe_path: str
     arch: str
     debian_arch: str
-    key: str  # recipe bytes x arch x bootstrap script x BUILDER_VERSION
+    key: str  # recipe bytes x arch x the Builder (bootstrap script, version)
     builder_version: str
     image: str  # the ext4 file
     sha256: str
@@ -73,10 +80,15 @@ class ImageManifest(Record):
     finished: float
 
 
-def image_key(recipe: Recipe, arch: Arch) -> str:
+def image_key(recipe: Recipe, arch: Arch, builder: Builder = BUILDER) -> str:
     """Content hash of everything that decides what the image holds."""
     h = hashlib.sha256()
-    for part in (recipe.path.read_bytes(), arch.name.encode(), BOOTSTRAP.read_bytes(), BUILDER_VERSION.encode()):
+    for part in (
+        recipe.path.read_bytes(),
+        arch.name.encode(),
+        builder.bootstrap.read_bytes(),
+        builder.version.encode(),
+    ):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:16]
 
@@ -115,7 +127,7 @@ def mke2fs_argv(rootfs: Path, image: Path, size_mb: int) -> list[str]:
 def customize(rootfs: Path) -> None:
     """Add what kernel-lab needs: its init, mount points, a hostname, no trace of the host's network."""
     init = _inside(rootfs, INIT_PATH)
-    shutil.copyfile(BOOTSTRAP, init)
+    shutil.copyfile(BUILDER.bootstrap, init)
     init.chmod(0o755)
     for name in MOUNT_POINTS:
         _inside(rootfs, name).mkdir(mode=0o755, exist_ok=True)
@@ -134,10 +146,10 @@ def _inside(rootfs: Path, relpath: str) -> Path:
     return parent / Path(relpath).name
 
 
-def check_python(rootfs: Path, log: Path, kept_log: Path) -> None:
+def check_python(rootfs: Path, log: Path, kept_log: Path, host: hostprep.Host) -> None:
     """The suites need the guest's python3: run it in the chroot (through qemu-user when foreign)."""
     try:
-        proc.run(
+        host.run(
             ["chroot", str(rootfs), "/usr/bin/python3", "-c", "import json, ctypes, socket"],
             deadline=proc.Deadline.after(120),
             log=log,
@@ -190,16 +202,18 @@ def build_image(
         raise UserError(f"cannot build {recipe.name} for {arch.name}; missing: " + "; ".join(missing))
     with exclusive(image_dir(recipe, arch)):
         # A parallel worker may have built it while we waited.
-        return cached_image(recipe, arch) or _build_image(recipe, arch, progress)
+        return cached_image(recipe, arch) or _build_image(recipe, arch, progress, host)
 
 
-def _build_image(recipe: Recipe, arch: Arch, progress: Callable[[str], None] | None) -> ImageManifest:
+def _build_image(
+    recipe: Recipe, arch: Arch, progress: Callable[[str], None] | None, host: hostprep.Host
+) -> ImageManifest:
     final = image_dir(recipe, arch)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        doc = _build_in(tmp, final, recipe, arch, progress)
+        doc = _build_in(tmp, final, recipe, arch, progress, host)
         _publish(tmp, final)
     except BaseException:
         if (tmp / "build.log").is_file():
@@ -237,24 +251,24 @@ def _remove_tree(path: Path) -> None:
 
 
 def _build_in(
-    tmp: Path, final: Path, recipe: Recipe, arch: Arch, progress: Callable[[str], None] | None
+    tmp: Path, final: Path, recipe: Recipe, arch: Arch, progress: Callable[[str], None] | None, host: hostprep.Host
 ) -> ImageManifest:
     rootfs, log = tmp / "rootfs", tmp / "build.log"
     image = tmp / f"{final.name}.ext4"
-    mirror = recipe.mirror or debian.archive_uri()
+    mirror = recipe.mirror or host.mirror()
     argv = mmdebstrap_argv(recipe, arch, rootfs, mirror)
     t0 = time.monotonic()
     try:
-        proc.run(argv, deadline=proc.Deadline.after(BOOTSTRAP_TIMEOUT), log=log, on_line=progress)
+        host.run(argv, deadline=proc.Deadline.after(BOOTSTRAP_TIMEOUT), log=log, on_line=progress)
     except proc.CommandFailed as exc:
         raise LabError(f"mmdebstrap failed: {exc}; log: {_failed_log(final)}") from exc
     t1 = time.monotonic()
     customize(rootfs)
-    check_python(rootfs, log, _failed_log(final))
+    check_python(rootfs, log, _failed_log(final), host)
     packages = installed_packages(rootfs)
     mke2fs = mke2fs_argv(rootfs, image, recipe.size_mb)
     try:
-        proc.run(mke2fs, deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
+        host.run(mke2fs, deadline=proc.Deadline.after(TOOL_TIMEOUT), log=log)
     except proc.CommandFailed as exc:
         raise UserError(
             f"{recipe.path}: mke2fs failed ({(exc.tail.strip().splitlines() or ['?'])[-1]}); "
@@ -268,7 +282,7 @@ def _build_in(
         arch=arch.name,
         debian_arch=arch.debian_arch,
         key=image_key(recipe, arch),
-        builder_version=BUILDER_VERSION,
+        builder_version=BUILDER.version,
         image=str(final / image.name),
         sha256=manifest.sha256(image),
         size_bytes=image.stat().st_size,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import arches, proc
+from lab import arches, debian, proc
 from lab.arches import Arch
 from lab.errors import LabError, UserError
 
@@ -31,6 +31,8 @@ class Host:
     euid: int
     which: Callable[[str], str | None]
     native: Callable[[Arch], bool] = arches.is_native
+    mirror: Callable[[], str] = debian.archive_uri  # the Debian archive of the host's apt sources
+    run: Callable[..., proc.Result] = proc.run  # how commands run here (tests give one that fails)
     binfmt_dir: Path = BINFMT_DIR
     binfmt_conf_dirs: tuple[Path, ...] = BINFMT_CONF_DIRS
     qemu_user_dir: Path = QEMU_USER_DIR

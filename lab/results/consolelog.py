@@ -8,9 +8,12 @@ live console is `lab.vm.console`'s job; it uses this table.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from lab.manifest import Record
 
 # Console lines may carry a printk timestamp and, on newer kernels, a caller id.
 _PREFIX = r"(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[CT]\d+\]\s*)?"
@@ -23,41 +26,74 @@ def strip_prefix(line: str) -> str:
     return _PREFIX_RE.sub("", line, count=1)
 
 
+class EventKind(enum.StrEnum):
+    """What the kernel did, as the lab names it (in results.json, summaries and signatures)."""
+
+    PANIC = "panic"
+    KASAN = "kasan"
+    UBSAN = "ubsan"
+    LOCKDEP = "lockdep"
+    SOFTLOCKUP = "softlockup"
+    HARDLOCKUP = "hardlockup"
+    RCU_STALL = "rcu_stall"
+    HUNG_TASK = "hung_task"
+    OOPS = "oops"
+    BUG = "bug"
+    WARNING = "warning"
+    # Seen by the host, not printed by the kernel: no console line starts them.
+    BOOT_TIMEOUT = "boot_timeout"  # the lab's init never started
+    TIMEOUT = "timeout"  # the console went quiet while the guest ran
+    DIED = "died"  # the guest reset itself (QEMU exited cleanly) with no report and before it was done
+
+
 @dataclass(frozen=True)
 class Event:
-    """A kind of kernel report: its name, the line that starts it, and whether the kernel is gone."""
+    """A kind of kernel report: the line that starts it, whether the kernel is gone, and its title.
 
-    kind: str
+    `title` is what kernel CI calls every report of this kind (the start of its
+    signature, lab.results.signature); "" where the title is read from the report.
+    A host-made kind has no pattern: the host saw it, the console has no line for it.
+    """
+
+    kind: EventKind
     pattern: str
     fatal: bool = False
+    title: str = ""
 
 
 KERNEL_EVENTS: tuple[Event, ...] = (
-    Event("panic", r"Kernel panic - not syncing", fatal=True),
-    Event("kasan", r"BUG: KASAN: "),
-    Event("ubsan", r"UBSAN: "),
+    Event(EventKind.PANIC, r"Kernel panic - not syncing", fatal=True),
+    Event(EventKind.KASAN, r"BUG: KASAN: "),
+    Event(EventKind.UBSAN, r"UBSAN: "),
     Event(
-        "lockdep", r"WARNING: (?:possible (?:circular|recursive) locking|inconsistent lock state|suspicious RCU usage)"
+        EventKind.LOCKDEP,
+        r"WARNING: (?:possible (?:circular|recursive) locking|inconsistent lock state|suspicious RCU usage)",
     ),
-    Event("softlockup", r"watchdog: BUG: soft lockup"),
-    Event("hardlockup", r"(?:NMI )?watchdog: Watchdog detected hard LOCKUP"),
-    Event("rcu_stall", r"rcu: INFO: rcu_\w+ (?:self-)?detected stall"),
-    Event("hung_task", r"INFO: task \S+ blocked for more than \d+ seconds"),
-    Event("oops", r"Oops(?::| -) "),
-    Event("bug", r"(?:kernel )?BUG: (?!KASAN)"),
-    Event("warning", r"WARNING: CPU: \d+ PID: \d+"),
+    Event(EventKind.SOFTLOCKUP, r"watchdog: BUG: soft lockup", title="BUG: soft lockup"),
+    Event(EventKind.HARDLOCKUP, r"(?:NMI )?watchdog: Watchdog detected hard LOCKUP", title="BUG: hard lockup"),
+    Event(EventKind.RCU_STALL, r"rcu: INFO: rcu_\w+ (?:self-)?detected stall", title="INFO: rcu detected stall"),
+    Event(EventKind.HUNG_TASK, r"INFO: task \S+ blocked for more than \d+ seconds", title="INFO: task hung"),
+    Event(EventKind.OOPS, r"Oops(?::| -) ", title="Oops"),
+    Event(EventKind.BUG, r"(?:kernel )?BUG: (?!KASAN)"),
+    Event(EventKind.WARNING, r"WARNING: CPU: \d+ PID: \d+"),
+    Event(EventKind.BOOT_TIMEOUT, "", fatal=True, title="boot timeout"),
+    Event(EventKind.TIMEOUT, "", fatal=True, title="guest hang"),
+    Event(EventKind.DIED, "", fatal=True, title="guest died"),
 )
+BY_KIND = {e.kind: e for e in KERNEL_EVENTS}
+HOST_MADE = tuple(e.kind for e in KERNEL_EVENTS if not e.pattern)
 
 _EVENT_RE = re.compile(
-    "|".join(f"(?P<{e.kind}>^{_PREFIX}{e.pattern})" for e in KERNEL_EVENTS),
+    "|".join(f"(?P<{e.kind.value}>^{_PREFIX}{e.pattern})" for e in KERNEL_EVENTS if e.pattern),
     re.MULTILINE,
 )
-_BY_KIND = {e.kind: e for e in KERNEL_EVENTS}
 
 # Lines the guest init prints, which tell boot phases apart.
 INIT_STARTED = "klab-init: init started"
 # The init could not set the guest up (a share missing...): the lab's fault, not the kernel's.
 INIT_FATAL = "klab-init: FATAL: "
+# Printed once sshd listens (SSH sessions): the forwarded port answers from then on.
+SSHD_STARTED = "klab-init: sshd started"
 # Printed when the command of a run has exited: the rest is the guest ending.
 COMMAND_EXITED = "klab-init: command exited"
 EXCERPT_LINES = 30
@@ -65,13 +101,16 @@ COMMAND_MARK = "# "  # starts a console log's first line: the QEMU command (qemu
 
 
 @dataclass(frozen=True)
-class KernelEvent:
-    """One report found on the console: kind, where it starts, and the lines around it."""
+class KernelEvent(Record):
+    """One report found on the console (or a host-made one): kind, where it starts, and the lines around it."""
 
-    kind: str
+    kind: EventKind
     offset: int
     excerpt: str
     fatal: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", EventKind(self.kind))  # a kind given by its name is the same kind
 
     @property
     def title(self) -> str:
@@ -84,8 +123,8 @@ def scan(text: str) -> list[KernelEvent]:
     """Every kernel report in a console log, in order."""
     events = []
     for match in _EVENT_RE.finditer(text):
-        kind = match.lastgroup or "bug"
-        events.append(KernelEvent(kind, match.start(), excerpt(text, match.start()), _BY_KIND[kind].fatal))
+        kind = EventKind(match.lastgroup or EventKind.BUG)
+        events.append(KernelEvent(kind, match.start(), excerpt(text, match.start()), BY_KIND[kind].fatal))
     return events
 
 
@@ -129,4 +168,4 @@ def init_fatal(text: str) -> str | None:
 
 def fatal_pattern() -> str:
     """One regex matching the start of any fatal report, for the live watcher."""
-    return "|".join(e.pattern for e in KERNEL_EVENTS if e.fatal)
+    return "|".join(e.pattern for e in KERNEL_EVENTS if e.fatal and e.pattern)

@@ -28,14 +28,14 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
-from lab.errors import LabError, UserError
+from lab.errors import LabError
+from lab.manifest import ManifestError, Record
 from lab.results import ktap, signature
 from lab.results.consolelog import KernelEvent
 
 SPLATS = "kernel_splats"
-FORMAT = "kernel-lab/results/1"
 _KTAP_VERDICT = re.compile(r"^(FAIL|ERROR|MISS|FLAKY): ?(.*)$")
 
 
@@ -64,8 +64,8 @@ class CellVerdict(enum.Enum):
 
 
 @dataclass
-class TestResult:
-    """One test in one cell."""
+class TestResult(Record):
+    """One test in one cell (a record of results.json's flat test list, and of the guest's JSON)."""
 
     __test__ = False  # a result, not a pytest test class, despite the name
 
@@ -84,7 +84,7 @@ class TestResult:
 
 
 @dataclass
-class CellResult:
+class CellResult(Record):
     """One (arch, kernel, variant) run: what ran, on what, how long, what the kernel said, and the tests."""
 
     id: str  # e.g. "x86_64.6.12.default": unique within a run, stable across runs
@@ -95,7 +95,7 @@ class CellResult:
     qemu_version: str = ""
     accel: str = ""  # "kvm" or "tcg"
     accel_reason: str = ""  # why that one (e.g. "KVM probe: guest never reached init")
-    image: str = ""  # rootfs image path and hash, or "host"
+    image: str = ""  # what booted as the rootfs, for people: "host", or the image path and its hash
     append: str = ""  # extra kernel command line
     durations: dict[str, float] = field(default_factory=dict)  # "boot", "tests", "total" in seconds
     console_log: str = ""  # path of the console log the event offsets point into
@@ -107,6 +107,7 @@ class CellResult:
     kernel: str = ""  # the kernel image booted
     kernel_sha256: str = ""  # its content: reproduce finds the same kernel by it
     rootfs: str = ""  # "host" or the image path
+    image_sha256: str = ""  # the lab-built image's content (reproduce finds the image by it); "" for host or a user's
     cmdline: str = ""  # the whole kernel command line
     patterns: tuple[str, ...] = ()  # the -k selection
     repeat: int = 1  # runs of each test (--repeat)
@@ -179,14 +180,10 @@ def from_guest_json(doc: dict[str, Any]) -> list[TestResult]:
     tests = doc.get("tests")
     if not isinstance(tests, list):
         raise LabError("guest results JSON has no 'tests' list")
-    out = []
-    for i, rec in enumerate(tests):
-        where = f"guest results JSON, test {i}"
-        try:
-            out.append(test_from_dict(rec, where))
-        except UserError as exc:
-            raise LabError(str(exc)) from exc
-    return out
+    try:
+        return [TestResult.from_fields(rec, f"guest results JSON, test {i}") for i, rec in enumerate(tests)]
+    except ManifestError as exc:
+        raise LabError(str(exc)) from exc
 
 
 def from_ktap(tree: ktap.Test) -> list[TestResult]:
@@ -256,37 +253,3 @@ def _splat_result(suite: str, events: list[KernelEvent]) -> TestResult:
 def _insert_after_suite(results: list[TestResult], extra: TestResult) -> None:
     last = max((i for i, t in enumerate(results) if t.suite == extra.suite), default=len(results) - 1)
     results.insert(last + 1, extra)
-
-
-# --- reading test records (guest JSON, results.json) ---------------------------------------------
-
-
-_T = TypeVar("_T")
-
-
-def get_field(rec: Any, key: str, kind: type[_T], where: str, default: _T | None = None) -> _T:
-    """rec[key] checked against `kind`; the error names the file and record, for a user to fix."""
-    if not isinstance(rec, dict):
-        raise UserError(f"{where}: expected an object")
-    value = rec.get(key, default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind):
-        raise UserError(f"{where}: {key!r} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def test_from_dict(rec: Any, where: str) -> TestResult:
-    status = get_field(rec, "status", str, where)
-    if status not in Status.__members__:
-        raise UserError(f"{where}: unknown status {status!r}; one of {', '.join(Status.__members__)}")
-    return TestResult(
-        suite=get_field(rec, "suite", str, where),
-        name=get_field(rec, "name", str, where),
-        status=Status(status),
-        duration=get_field(rec, "duration", float, where, 0.0),
-        reason=get_field(rec, "reason", str, where, ""),
-        log=get_field(rec, "log", str, where, ""),
-        signature=get_field(rec, "signature", str, where, ""),
-        runs=tuple(str(r) for r in get_field(rec, "runs", list, where, [])),
-    )

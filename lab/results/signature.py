@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from lab.results.consolelog import KernelEvent, strip_prefix
+from lab.results.consolelog import BY_KIND, HOST_MADE, EventKind, KernelEvent, strip_prefix
 
 _ERRNO_PAIR = re.compile(r"expected ([A-Z][A-Z0-9]+|success)\b.*?, got ([A-Z][A-Z0-9]+|success)\b")
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|(?<![A-Za-z_0-9])\d+(?:\.\d+)*")  # not the 4 of IPv4
@@ -75,31 +75,27 @@ def of_event(event: KernelEvent) -> str:
     """A kernel event's title as kernel CI writes it: the kind of report and the function it points at."""
     lines = [strip_prefix(line).rstrip() for line in event.excerpt.splitlines()]
     first = lines[0].strip() if lines else ""
-    culprit = _culprit(lines[1:] if event.kind == "warning" else lines)
-    if event.kind == "warning":
+    culprit = _culprit(lines[1:] if event.kind is EventKind.WARNING else lines)
+    if event.kind is EventKind.WARNING:
         at = _WARN_AT.search(first)
         return _in("WARNING", at.group(1) if at else culprit)
-    if event.kind == "kasan":
+    if event.kind is EventKind.KASAN:
         found = _KASAN.search(first)
         access = next((m.group(1) for line in lines if (m := _KASAN_ACCESS.match(line.strip()))), "")
         if found:
             return " ".join(filter(None, ["KASAN:", found.group(1), access])) + f" in {found.group(2)}"
-    if event.kind == "bug" and first.startswith(("BUG: kernel NULL pointer dereference", "BUG: unable to handle")):
+    if event.kind is EventKind.BUG and first.startswith(
+        ("BUG: kernel NULL pointer dereference", "BUG: unable to handle")
+    ):
         return _in(first.split(",")[0], culprit)
-    titles = {
-        "hung_task": "INFO: task hung",
-        "rcu_stall": "INFO: rcu detected stall",
-        "softlockup": "BUG: soft lockup",
-        "hardlockup": "BUG: hard lockup",
-        "lockdep": "WARNING: " + first.removeprefix("WARNING: ").split(" detected")[0].strip(),
-        "oops": "Oops",
-    }
-    if event.kind in titles:
-        return _in(titles[event.kind], culprit)
-    if event.kind == "ubsan":
+    if event.kind in HOST_MADE:
+        return BY_KIND[event.kind].title
+    if BY_KIND[event.kind].title:
+        return _in(BY_KIND[event.kind].title, culprit)
+    if event.kind is EventKind.LOCKDEP:
+        return _in("WARNING: " + first.removeprefix("WARNING: ").split(" detected")[0].strip(), culprit)
+    if event.kind is EventKind.UBSAN:
         return _in(normalise(first.split(" in ")[0]), culprit)
-    if event.kind == "panic":
+    if event.kind is EventKind.PANIC:
         return "kernel panic: " + normalise(first.split("not syncing:", 1)[-1].strip())
-    if event.kind in ("boot_timeout", "timeout", "died"):
-        return {"boot_timeout": "boot timeout", "timeout": "guest hang", "died": "guest died"}[event.kind]
     return _in(normalise(first.split(":")[0] if ":" in first else first) or event.kind, culprit)

@@ -16,7 +16,7 @@ from lab import manifest
 from lab.errors import UserError
 from lab.manifest import Record
 from lab.results.consolelog import KernelEvent
-from lab.results.model import CellResult, TestResult, exit_status, get_field, test_from_dict
+from lab.results.model import CellResult, TestResult, exit_status
 from lab.results.signature import of_event
 
 FORMAT = "kernel-lab/results/1"
@@ -38,6 +38,7 @@ class RunMeta(Record):
     tests: tuple[str, ...] = ()  # a bisect step: the tests selected
     problems: tuple[str, ...] = ()  # run-level failures that are no cell's: expired known failures
     known_failures: str = ""  # the known-failures file the run applied
+    interrupted: bool = False  # Ctrl-C or SIGTERM stopped the run: only the cells that finished are here
 
 
 @dataclass
@@ -48,26 +49,11 @@ class Run:
     cells: list[CellResult]
 
 
-# The cell's plain text fields, written and read back as they are.
-_CELL_TEXT = (
-    "arch",
-    "kernel_release",
-    "describe",
-    "config_sha256",
-    "qemu_version",
-    "accel",
-    "accel_reason",
-    "image",
-    "append",
-    "console_log",
-    "error",
-    "boot",
-    "kernel",
-    "kernel_sha256",
-    "rootfs",
-    "cmdline",
-    "memory_dump",
-)
+# Written beside a cell's own fields, for people and jq; worked out again when read.
+_CELL_DERIVED = ("verdict",)
+_EVENT_DERIVED = ("signature",)
+# Written into each flat test record from its cell, so one record answers a query alone.
+_TEST_FROM_CELL = ("cell", "arch", "kernel_release", "accel")
 
 
 def write(path: Path, cells: list[CellResult], meta: RunMeta) -> None:
@@ -83,54 +69,59 @@ def write(path: Path, cells: list[CellResult], meta: RunMeta) -> None:
 
 
 def _cell_to_dict(cell: CellResult) -> dict[str, Any]:
-    doc: dict[str, Any] = {key: getattr(cell, key) for key in _CELL_TEXT}
-    doc.update(id=cell.id, verdict=cell.verdict().value, durations=dict(cell.durations))
-    doc["kernel_events"] = [
-        {"kind": e.kind, "offset": e.offset, "excerpt": e.excerpt, "fatal": e.fatal, "signature": of_event(e)}
-        for e in cell.kernel_events
-    ]
-    doc["patterns"] = list(cell.patterns)
-    doc["repeat"] = cell.repeat
+    doc = {k: v for k, v in cell.fields_json().items() if k != "tests"}
+    doc["verdict"] = cell.verdict().value
+    doc["kernel_events"] = [e.fields_json() | {"signature": of_event(e)} for e in cell.kernel_events]
     return doc
 
 
 def _test_to_dict(cell: CellResult, test: TestResult) -> dict[str, Any]:
-    return {
-        "cell": cell.id,
-        "arch": cell.arch,
-        "kernel_release": cell.kernel_release,
-        "accel": cell.accel,
-        "suite": test.suite,
-        "name": test.name,
-        "status": test.status.value,
-        "duration": test.duration,
-        "reason": test.reason,
-        "log": test.log,
-        "signature": test.signature,
-        "runs": list(test.runs),
-    }
+    return {"cell": cell.id, "arch": cell.arch, "kernel_release": cell.kernel_release, "accel": cell.accel} | (
+        test.fields_json()
+    )
 
 
 def load(path: Path) -> Run:
-    """Read results.json back into typed cells and metadata."""
+    """Read results.json back into typed cells and metadata; every problem is one UserError naming the file."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read results: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UserError(f"{path}: not a kernel-lab results file (format must be {FORMAT!r})")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read results: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise UserError(f"{path}: not a kernel-lab results file: it is not JSON (cut short or overwritten?)") from exc
+    if not isinstance(doc, dict) or not str(doc.get("format", "")).startswith("kernel-lab/results/"):
+        raise UserError(f"{path}: not a kernel-lab results file (no format {FORMAT!r}); give a results.json of klab")
+    if doc["format"] != FORMAT:
+        raise UserError(
+            f"{path}: written by another klab (format {doc['format']!r}; this klab reads {FORMAT!r}): "
+            "read it with the klab that wrote it, or rerun the tests"
+        )
+    where = str(path)
     cells: dict[str, CellResult] = {}
-    for i, rec in enumerate(get_field(doc, "cells", list, str(path))):
-        cell = _cell_from_dict(rec, f"{path}: cells[{i}]")
+    for i, rec in enumerate(_list(doc, "cells", where)):
+        cell = CellResult.from_fields(_without(rec, ("tests", "kernel_events", *_CELL_DERIVED)), f"{where}: cells[{i}]")
+        cell.kernel_events = [KernelEvent.from_fields(_without(e, _EVENT_DERIVED), f"{where}: cells[{i}]") for e in
+                              _list(rec, "kernel_events", f"{where}: cells[{i}]")]  # fmt: skip
         cells[cell.id] = cell
-    for i, rec in enumerate(get_field(doc, "tests", list, str(path))):
-        where = f"{path}: tests[{i}]"
-        cell_id = get_field(rec, "cell", str, where)
+    for i, rec in enumerate(_list(doc, "tests", where)):
+        at = f"{where}: tests[{i}]"
+        cell_id = rec.get("cell") if isinstance(rec, dict) else None
         if cell_id not in cells:
-            raise UserError(f"{where}: unknown cell {cell_id!r}")
-        cells[cell_id].tests.append(test_from_dict(rec, where))
-    meta = RunMeta.from_json(doc.get("meta"), f"{path}: meta")
+            raise UserError(f"{at}: unknown cell {cell_id!r}")
+        cells[cell_id].tests.append(TestResult.from_fields(_without(rec, _TEST_FROM_CELL), at))
+    meta = RunMeta.from_json(doc.get("meta"), f"{where}: meta")
     return Run(meta, list(cells.values()))
+
+
+def _list(doc: Any, key: str, where: str) -> list[Any]:
+    value = doc.get(key, []) if isinstance(doc, dict) else None
+    if not isinstance(value, list):
+        raise UserError(f"{where}: {key!r} must be a list")
+    return value
+
+
+def _without(rec: Any, keys: tuple[str, ...]) -> Any:
+    return {k: v for k, v in rec.items() if k not in keys} if isinstance(rec, dict) else rec
 
 
 def load_cells(path: Path) -> list[CellResult]:
@@ -148,28 +139,3 @@ def merge(paths: list[Path]) -> list[CellResult]:
             seen[cell.id] = path
             out.append(cell)
     return out
-
-
-def _cell_from_dict(rec: Any, where: str) -> CellResult:
-    events = [
-        KernelEvent(
-            get_field(e, "kind", str, where),
-            get_field(e, "offset", int, where),
-            get_field(e, "excerpt", str, where),
-            get_field(e, "fatal", bool, where),
-        )
-        for e in get_field(rec, "kernel_events", list, where, [])
-    ]
-    durations = {
-        str(k): get_field({"v": v}, "v", float, f"{where}: durations")
-        for k, v in get_field(rec, "durations", dict, where, {}).items()
-    }
-    text: dict[str, Any] = {key: get_field(rec, key, str, where, "") for key in _CELL_TEXT}
-    return CellResult(
-        id=get_field(rec, "id", str, where),
-        durations=durations,
-        kernel_events=events,
-        patterns=tuple(str(p) for p in get_field(rec, "patterns", list, where, [])),
-        repeat=get_field(rec, "repeat", int, where, 1),
-        **text,
-    )

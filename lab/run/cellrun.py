@@ -16,11 +16,11 @@ from pathlib import Path
 
 from lab import manifest
 from lab.arches import Arch
-from lab.errors import KernelFailure, LabBaseError
+from lab.errors import CommandTimeout, KernelFailure, LabBaseError
 from lab.kernel.record import BuildManifest
 from lab.paths import HOME
-from lab.proc import Deadline
 from lab.results import consolelog, knownfail, model
+from lab.results.consolelog import HOST_MADE, EventKind
 from lab.run import catalog
 from lab.run.progress import ConsoleTap, Progress
 from lab.vm import accel
@@ -80,67 +80,94 @@ def run_cell(
 ) -> model.CellResult:
     """Boot once, run the cell's suites, collect. Kernel failures become results; lab faults become cell.error."""
     progress = progress or Progress(live=False)
-    suite_dirs = tuple(HOME / d for d in spec.suite_dirs)
-    planned = catalog.planned_tests(spec.suites, spec.patterns, suite_dirs)
-    share = results_dir / "cells" / spec.id
+    planned = catalog.planned_tests(spec.suites, spec.patterns, tuple(HOME / d for d in spec.suite_dirs))
+    share = _fresh_share(results_dir / "cells" / spec.id)
+    cell = _empty_cell(spec)
+    start = time.monotonic()
+    progress.phase(spec.id, "booting", planned=len(planned))
+    booted = _boot(spec, share, cell, progress)
+    _judge(spec, cell, planned, share, booted, today or datetime.date.today())
+    cell.durations["total"] = round(time.monotonic() - start, 2)
+    cell.durations["tests"] = round(cell.durations["total"] - cell.durations.get("boot", 0.0), 2)
+    _keep_console(cell, booted.console_log, results_dir)
+    progress.phase(spec.id, "done", verdict=cell.verdict().value)
+    return cell
+
+
+@dataclass(frozen=True)
+class _Booted:
+    """What a cell's boot left besides the share's files: the console, and a hang only the host saw."""
+
+    console_log: Path
+    hang: KernelFailure | None = None
+
+
+def _fresh_share(share: Path) -> Path:
+    """The cell's results share, emptied: a rerun into the same results dir must not read the last run's files."""
     if share.exists():
         shutil.rmtree(share)
     share.mkdir(parents=True)
-    cell = _empty_cell(spec)
-    start = time.monotonic()
-    hang: KernelFailure | None = None
+    return share
+
+
+def _boot(spec: CellSpec, share: Path, cell: model.CellResult, progress: Progress) -> _Booted:
+    """Decide the accelerator, boot, run suites/run.py; what went wrong is recorded on the cell, never raised."""
     console_log = share / "console.log"
-    progress.phase(spec.id, "booting", planned=len(planned))
     try:
+        decision = accel.decide(spec.arch, spec.accel)
         plan = make_plan(
-            spec.arch,
-            spec.kernel,
-            rootfs=spec.rootfs,
-            accel_request=spec.accel,
-            results_dir=share,
-            workdir=share,
-            append=spec.append,
-            memory_mb=spec.memory_mb,
-            cpus=spec.cpus,
-            gdb_port=spec.gdb_port,
+            spec.arch, spec.kernel, decision, workdir=share, results_dir=share, rootfs=spec.rootfs,
+            append=spec.append, memory_mb=spec.memory_mb, cpus=spec.cpus, gdb_port=spec.gdb_port,
             qmp=spec.dump_on_failure,
-        )
-        cell.accel, cell.accel_reason = plan.accel.accel, plan.accel.why
-        cell.cmdline = kernel_cmdline(plan)
+        )  # fmt: skip
+        cell.accel, cell.accel_reason, cell.cmdline = decision.accel, decision.why, kernel_cmdline(plan)
         console_log = plan.console_log
-        deadline = Deadline.after(plan.scaled(SUITE_TIMEOUT * spec.repeat))
-        run = run_command(plan, guest_command(spec), deadline, stream=ConsoleTap(progress, spec.id))
+        run = run_command(plan, guest_command(spec), SUITE_TIMEOUT * spec.repeat, ConsoleTap(progress, spec.id))
         cell.durations["boot"] = round(run.boot_seconds, 2)
+    except CommandTimeout as exc:
+        # The guest harness times out each test itself: a run past its whole deadline is a hang.
+        return _Booted(console_log, KernelFailure(str(exc), EventKind.TIMEOUT, exc.tail))
     except KernelFailure as exc:
-        cell.error = "" if exc.kind else str(exc)
-        hang = exc if exc.kind in ("boot_timeout", "timeout", "died") else None
         cell.memory_dump = str(exc.memory_dump or "")
+        return _Booted(console_log, exc if exc.kind in HOST_MADE else None)
     except LabBaseError as exc:
         cell.error = str(exc)
-    text = consolelog.read(console_log)
+    return _Booted(console_log)
+
+
+def _judge(
+    spec: CellSpec,
+    cell: model.CellResult,
+    planned: list[tuple[str, str]],
+    share: Path,
+    booted: _Booted,
+    today: datetime.date,
+) -> None:
+    """The guest's JSON or KTAP, the console's reports and the plan -> the cell's tests, known failures applied."""
+    text = consolelog.read(booted.console_log)
     events = consolelog.scan(text)
-    if hang is not None:
-        # No kernel report to point at: record the hang, at the end of the console, as the cell's event.
-        events.append(consolelog.KernelEvent(hang.kind, len(text), hang.excerpt, True))
+    if booted.hang is not None:
+        # No kernel report to point at: the hang, at the end of the console, is the cell's event.
+        events.append(consolelog.KernelEvent(EventKind(booted.hang.kind), len(text), booted.hang.excerpt, True))
     guest_json = manifest.read_json(share / "guest.json")
-    ktap_text = _read(share / "guest.ktap") or None
     if guest_json:
         cell.kernel_release = str(guest_json.get("kernel", ""))
     wrong_kernel = _not_the_built_kernel(spec, str(guest_json.get("kernel_version", "")) if guest_json else "")
     if wrong_kernel:
         cell.error = wrong_kernel  # nothing that kernel did is a verdict on this one: a lab error, no tests
-    else:
-        cell.kernel_events = events
-        where = knownfail.Where(spec.arch.name, spec.boot, cell.kernel_release, cell.describe)
-        collected = model.collect(planned, guest_json, ktap_text, text, events)
-        cell.tests = knownfail.apply(collected, spec.known, where, today or datetime.date.today())
-    cell.durations["total"] = round(time.monotonic() - start, 2)
-    cell.durations["tests"] = round(cell.durations["total"] - cell.durations.get("boot", 0.0), 2)
+        return
+    cell.kernel_events = events
+    where = knownfail.Where(spec.arch.name, spec.boot, cell.kernel_release, cell.describe)
+    collected = model.collect(planned, guest_json, _read(share / "guest.ktap") or None, text, events)
+    cell.tests = knownfail.apply(collected, spec.known, where, today)
+
+
+def _keep_console(cell: model.CellResult, console_log: Path, results_dir: Path) -> None:
+    """The console beside results.json (console-<cell>.log), where report.html and people look for it."""
     if console_log.is_file():
-        shutil.copyfile(console_log, results_dir / f"console-{spec.id}.log")
-        cell.console_log = str(results_dir / f"console-{spec.id}.log")
-    progress.phase(spec.id, "done", verdict=cell.verdict().value)
-    return cell
+        kept = results_dir / f"console-{cell.id}.log"
+        shutil.copyfile(console_log, kept)
+        cell.console_log = str(kept)
 
 
 def _not_the_built_kernel(spec: CellSpec, booted: str) -> str:
@@ -175,6 +202,7 @@ def _empty_cell(spec: CellSpec) -> model.CellResult:
         kernel=str(spec.kernel),
         kernel_sha256=manifest.sha256(spec.kernel) if spec.kernel.is_file() else "",
         rootfs=spec.rootfs,
+        image_sha256=spec.image_hash,
         patterns=spec.patterns,
         repeat=spec.repeat,
     )

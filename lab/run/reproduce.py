@@ -40,7 +40,6 @@ from lab.run.cellrun import CellSpec
 from lab.vm.qemu import HOST_ROOTFS
 
 _DEBIAN = re.compile(r"^linux-source-(\d+\.\d+) ")
-_IMAGE = re.compile(r"^(?P<path>.+) sha256:(?P<hash>[0-9a-f]*)$")
 
 
 @dataclass(frozen=True)
@@ -181,9 +180,8 @@ def find_rootfs(cell: CellResult, look: Lookups) -> tuple[str, str, str]:
             raise UserError(f"cell {cell.id} booted the host's / as an {arch.name} rootfs; this host cannot: "
                             f"reproduce it on an {arch.name} machine")  # fmt: skip
         return HOST_ROOTFS, "", ""
-    match = _IMAGE.match(cell.image)
-    path, want = (Path(match["path"]), match["hash"]) if match else (Path(cell.rootfs), "")
-    if not str(path):
+    path, want = Path(cell.rootfs), cell.image_sha256
+    if not cell.rootfs:
         raise UserError(f"cell {cell.id}: results.json records no rootfs (written by an older klab)")
     images = [d for d in look.images() if d.arch == arch.name]
     if not want:  # a user's own ext4 image: the lab never hashed it

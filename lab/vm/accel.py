@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,19 +118,27 @@ def _cache_path(arch: Arch, version: str) -> Path:
     return cache_dir("accel") / f"{arch.name}-{key}.json"
 
 
-def decide(arch: Arch, requested: str = "auto", use_cache: bool = True) -> Decision:
+@dataclass(frozen=True)
+class Probes:
+    """What `decide` asks of the host; tests give their own answers instead of booting probe guests."""
+
+    kvm: Callable[[Arch], tuple[bool, str]] = probe_kvm
+    qemu_version: Callable[[Arch], str] = qemu_version
+
+
+def decide(arch: Arch, requested: str = "auto", use_cache: bool = True, probes: Probes = Probes()) -> Decision:
     """Pick kvm or tcg. `kvm` that does not work is a usage error; `auto` warns once and uses TCG."""
     if requested not in ("auto", "kvm", "tcg"):
         raise UserError(f"unknown accelerator {requested!r}; choose one of: auto, kvm, tcg")
     if requested == "tcg":
         return Decision("tcg", "requested with --accel tcg")
-    version = qemu_version(arch)
+    version = probes.qemu_version(arch)
     path = _cache_path(arch, version)
     cached = KvmVerdict.read_if_valid(path) if use_cache else None
     if cached is not None:
         works, why = cached.works, cached.why + " (cached)"
     else:
-        works, why = probe_kvm(arch)
+        works, why = probes.kvm(arch)
         KvmVerdict(works, why, version, time.time()).write(path)
     if works:
         return Decision("kvm", why)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -11,10 +14,12 @@ from pathlib import Path
 from typing import Protocol
 
 from lab.arches import Arch, is_native
-from lab.errors import KernelFailure, LabError, UserError
+from lab.errors import CommandTimeout, KernelFailure, LabError, UserError
+from lab.paths import cache_root
 from lab.proc import Deadline
 from lab.results import consolelog
-from lab.vm import accel
+from lab.vm.accel import Decision
+from lab.vm.console import WatchEnd
 from lab.vm.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
 
 COMMAND_TIMEOUT = 600.0
@@ -47,11 +52,11 @@ class _Tee:
 def make_plan(
     arch: Arch,
     kernel: Path,
+    accel: Decision,
     *,
-    rootfs: str = HOST_ROOTFS,
-    accel_request: str = "auto",
+    workdir: Path,
     results_dir: Path | None = None,
-    workdir: Path | None = None,
+    rootfs: str = HOST_ROOTFS,
     append: str = "",
     memory_mb: int = 0,
     cpus: int = 0,
@@ -59,24 +64,27 @@ def make_plan(
     agent: bool = False,
     gdb_port: int | None = None,
     qmp: bool = False,
+    socket_root: Path | None = None,
 ) -> BootPlan:
-    """Validate boot inputs (nothing runs before this passes) and pick the accelerator."""
+    """Check the boot inputs and compute the plan; nothing runs and no directory is made here.
+
+    The accelerator is decided by the caller (lab.vm.accel.decide boots probe
+    guests); the workdir, the results share (default: workdir/results) and the
+    socket dir are made when the machine starts (qemu.Machine.start).
+    """
     if rootfs == HOST_ROOTFS and not is_native(arch):
         raise UserError(f"--rootfs host shares this host's / and needs a {arch.name} host; use --rootfs image")
     if rootfs != HOST_ROOTFS and not Path(rootfs).is_file():
         raise UserError(f"rootfs image {rootfs} does not exist; build it with `klab image build --arch {arch.name}`")
-    decision = accel.decide(arch, accel_request)
-    if results_dir is None or workdir is None:
-        scratch = Path(tempfile.mkdtemp(prefix="klab-run-"))
-        results_dir, workdir = results_dir or scratch / "results", workdir or scratch
-    # Short, private, and removed when the machine closes (see BootPlan.socket_dir).
-    socket_dir = Path(tempfile.mkdtemp(prefix="klab-sock-")) if agent or qmp else None
+    # Short and private (see BootPlan.socket_dir); the machine makes it and removes it.
+    base = socket_root or Path(tempfile.gettempdir())
+    socket_dir = base / f"klab-sock-{secrets.token_hex(4)}" if agent or qmp else None
     return BootPlan(
         arch=arch,
         kernel=kernel.resolve(),
-        accel=decision,
+        accel=accel,
         rootfs=rootfs if rootfs == HOST_ROOTFS else str(Path(rootfs).resolve()),
-        results_dir=results_dir.resolve(),
+        results_dir=(results_dir or workdir / "results").resolve(),
         workdir=workdir.resolve(),
         append=append,
         memory_mb=memory_mb,
@@ -87,6 +95,25 @@ def make_plan(
         qmp=qmp,
         socket_dir=socket_dir,
     )
+
+
+KEEP_RUNS = 10  # interactive boots whose console logs stay in the cache's logs/
+
+
+def scratch() -> Path:
+    """Where one interactive boot (`klab run`, `klab shell`) keeps its console log and results share.
+
+    In the cache's logs/, so the console log a message names is still there
+    afterwards; the machine makes it when it starts. `prune_runs` keeps the newest.
+    """
+    return cache_root() / "logs" / f"{time.strftime('run-%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def prune_runs(keep: int = KEEP_RUNS) -> None:
+    """Remove all but the newest `keep` interactive boot dirs: boots leave no litter."""
+    runs = sorted((cache_root() / "logs").glob("run-*"), key=lambda p: p.stat().st_mtime)
+    for old in runs[: max(0, len(runs) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -108,17 +135,17 @@ class TextSink(Protocol):
 
 
 def run_command(
-    plan: BootPlan, command: str, deadline: Deadline | None = None, stream: TextSink | None = None
+    plan: BootPlan, command: str, timeout: float = COMMAND_TIMEOUT, stream: TextSink | None = None
 ) -> RunResult:
-    """Boot, run `command` (a shell command line) in the guest, power off, all by `deadline`.
+    """Boot, run `command` (a shell command line) in the guest, power off, all within `timeout` seconds.
 
-    The boot, the command and the power-off draw on that one deadline (the
-    default: COMMAND_TIMEOUT, stretched under TCG). Raises KernelFailure when
-    the kernel crashes or hangs (before or during the command), LabError when
-    the lab could not do its part.
+    The boot, the command and the power-off draw on one deadline, `timeout`
+    stretched under TCG. Raises KernelFailure when the kernel crashes or hangs
+    (before or during the command), CommandTimeout when the command outlives
+    the deadline while the kernel says nothing, LabError when the lab could not
+    do its part (QEMU killed from outside included).
     """
-    deadline = deadline or Deadline.after(plan.scaled(COMMAND_TIMEOUT))
-    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    deadline = Deadline.after(plan.scaled(timeout))
     ctl = prepare_control(plan, "run", command)
     start = time.monotonic()
     with _console_on_failure(plan.console_log), Machine(plan) as vm:
@@ -128,19 +155,34 @@ def run_command(
         try:
             boot = vm.wait_for_init(deadline)
             result = vm.watcher().wait(consolelog.COMMAND_EXITED, deadline)
-            if result.reason not in ("marker", "eof"):
+            if result.end is WatchEnd.TIMEOUT:
+                raise _timed_out(plan, timeout)
+            if result.end is not WatchEnd.MARKER:
                 raise vm.failure(result, "while the command ran")
         except KernelFailure as exc:
             exc.memory_dump = vm.dump_memory(plan.workdir / "vmcore.elf")
             raise
         # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
         vm.wait_for_exit(deadline.within(plan.scaled(15)))
-    text = consolelog.read(plan.console_log)
-    events = consolelog.scan(text)
     status_file = ctl / "exit-status"
     if not status_file.is_file():
-        fatal = [e for e in events if e.fatal]
-        if fatal:
-            raise KernelFailure(f"kernel {fatal[0].kind} while the command ran", fatal[0].kind, fatal[0].excerpt)
-        raise LabError(f"the guest powered off without reporting an exit status; console: {plan.console_log}")
+        raise LabError(f"the guest's init ended the command without its exit status; console: {plan.console_log}")
+    events = consolelog.scan(consolelog.read(plan.console_log))
     return RunResult(int(status_file.read_text().strip()), boot, time.monotonic() - start, plan.console_log, events)
+
+
+def _timed_out(plan: BootPlan, timeout: float) -> KernelFailure | CommandTimeout:
+    """A kernel report on the console (a hung task, a soft lockup...) makes it the kernel's; else the command's."""
+    text = consolelog.read(plan.console_log)
+    reports = consolelog.scan(text)
+    if reports:
+        first = reports[0]
+        return KernelFailure(
+            f"kernel {first.kind} while the command ran, which then timed out", first.kind, first.excerpt
+        )
+    stretched = f" ({plan.scaled(timeout):.0f} s under TCG)" if plan.scaled(timeout) != timeout else ""
+    return CommandTimeout(
+        f"the command did not finish within {timeout:.0f} s{stretched}, and the kernel reported nothing; "
+        f"give it more with --timeout (console: {plan.console_log})",
+        consolelog.tail(text),
+    )

@@ -7,6 +7,7 @@ instead of waiting out its deadline.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,20 @@ from lab.proc import Deadline
 from lab.results.consolelog import INIT_FATAL, KernelEvent, fatal_pattern, read, scan
 
 
+class WatchEnd(enum.Enum):
+    """How a watched console wait ended."""
+
+    MARKER = "marker"  # the awaited line came
+    FATAL = "fatal"  # a fatal kernel report started
+    LAB = "lab"  # the lab's init gave up setting the guest up
+    EOF = "eof"  # QEMU exited
+    TIMEOUT = "timeout"  # the deadline passed
+
+
 @dataclass(frozen=True)
 class WatchResult:
-    """How a watched console wait ended: the marker seen, a fatal event, EOF, or the deadline."""
-
-    reason: str  # "marker" | "fatal" | "lab" (the init gave up) | "eof" | "timeout"
-    event: KernelEvent | None = None
+    end: WatchEnd
+    event: KernelEvent | None = None  # the fatal report, for WatchEnd.FATAL
 
 
 class Watcher:
@@ -43,17 +52,17 @@ class Watcher:
         ]
         index = self.child.expect(patterns, timeout=deadline.left())
         if index == 0:
-            return WatchResult("marker")
+            return WatchResult(WatchEnd.MARKER)
         if index == 1:
             try:
                 self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=min(self.settle, deadline.left()))
             except pexpect.ExceptionPexpect:
                 pass
             fatal = [e for e in scan(self.text()) if e.fatal]
-            return WatchResult("fatal", fatal[0] if fatal else None)
+            return WatchResult(WatchEnd.FATAL, fatal[0] if fatal else None)
         if index == 2:
-            return WatchResult("lab")
-        return WatchResult("eof" if index == 3 else "timeout")
+            return WatchResult(WatchEnd.LAB)
+        return WatchResult(WatchEnd.EOF if index == 3 else WatchEnd.TIMEOUT)
 
     def text(self) -> str:
         return read(self.log_path)

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ from lab.errors import KernelFailure, LabError, UserError
 from lab.paths import HOME
 from lab.proc import Deadline
 from lab.results import consolelog
+from lab.results.consolelog import EventKind
 from lab.vm import console
 from lab.vm.accel import Decision
+from lab.vm.console import WatchEnd, WatchResult
 
 HOST_ROOTFS = "host"
 # Where the lab's init mounts the shares in the guest (see lab/guest/init).
@@ -74,7 +77,7 @@ class BootPlan:
 
     def _socket(self, name: str) -> Path:
         if self.socket_dir is None:
-            raise ValueError(f"{name} needs a BootPlan with a socket_dir (runner.make_plan gives one)")
+            raise ValueError(f"{name} needs a BootPlan with a socket_dir (command.make_plan gives one)")
         return self.socket_dir / name
 
     @property
@@ -184,6 +187,27 @@ def gdb_command(vmlinux: Path, port: int) -> str:
     return shlex.join(argv)
 
 
+_QEMU_SAYS = re.compile(r"^qemu-system-\w+: .*$", re.MULTILINE)
+_QEMU_SIGNALLED = re.compile(r"^qemu-system-\w+: terminating on signal (\d+)(?: from pid (\d+))?(?: \((.*)\))?", re.M)
+
+
+def outside_cause(text: str, exitstatus: int | None, signalstatus: int | None) -> str:
+    """'' when QEMU ended as the guest asked (exit 0), else what ended it, for the error line."""
+    if signalstatus is not None:
+        name = signal.Signals(signalstatus).name if signalstatus in signal.Signals._value2member_map_ else ""
+        return f"was killed by signal {signalstatus}{f' ({name})' if name else ''}"
+    said = _QEMU_SIGNALLED.search(text)
+    if said:
+        sender = (
+            f" from pid {said.group(2)}" + (f" ({said.group(3)})" if said.group(3) else "") if said.group(2) else ""
+        )
+        return f"was stopped by signal {said.group(1)}{sender}"
+    if exitstatus:
+        qemu_error = _QEMU_SAYS.search(text)
+        return f"exited with status {exitstatus}" + (f" ({qemu_error.group(0)})" if qemu_error else "")
+    return ""
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (SSH forwarding binds loopback only)."""
     with socket.socket() as s:
@@ -230,6 +254,8 @@ class Machine:
             raise LabError(f"{self.plan.arch.qemu} not found: install the Debian package {self.plan.arch.qemu_package}")
         check_kernel_image(self.plan.arch, self.plan.kernel)
         self.plan.workdir.mkdir(parents=True, exist_ok=True)
+        if self.plan.socket_dir is not None:
+            self.plan.socket_dir.mkdir(mode=0o700)
         argv = self.argv
         # The kernel dies with us: QEMU gets SIGKILL when its parent goes away.
         if shutil.which("setpriv"):
@@ -257,39 +283,53 @@ class Machine:
     def wait_for_init(self, deadline: Deadline) -> float:
         """Wait until the lab's init runs; a panic or a silent hang first is a kernel failure."""
         result = self.watcher().wait(consolelog.INIT_STARTED, deadline.within(self.plan.boot_timeout))
-        if result.reason == "marker":
+        if result.end is WatchEnd.MARKER:
             return time.monotonic() - self.started
         raise self.failure(result, "before the lab's init started")
 
-    def wait_for_exit(self, deadline: Deadline) -> console.WatchResult:
+    def wait_for_exit(self, deadline: Deadline) -> WatchResult:
         """Wait for QEMU to exit (the guest powers off); returns early on a fatal report."""
         assert self.child is not None
         result = self.watcher().wait("\0never\0", deadline)
-        if result.reason == "eof":
+        if result.end is WatchEnd.EOF:
             self.child.close()
         return result
 
-    def failure(self, result: console.WatchResult, when: str) -> LabError | KernelFailure:
+    def failure(self, result: WatchResult, when: str) -> LabError | KernelFailure:
         """The error a bad console wait means: LabError when the lab is at fault, else KernelFailure."""
         text = self.watcher().text()
         fatal_init = consolelog.init_fatal(text)
         if fatal_init:
             return LabError(f"the guest could not be set up: {fatal_init} (console: {self.plan.console_log})")
-        qemu_error = re.search(r"^qemu-system-\w+: .*$", text, re.MULTILINE)
+        qemu_error = _QEMU_SAYS.search(text)
         if qemu_error and not consolelog.reached_init(text):
             return LabError(f"QEMU failed: {qemu_error.group(0)}")
-        if result.reason == "fatal" and result.event is not None:
+        if result.end is WatchEnd.FATAL and result.event is not None:
             return KernelFailure(f"kernel {result.event.kind} {when}", result.event.kind, result.event.excerpt)
-        if result.reason == "timeout":
-            phase = "boot_timeout" if not consolelog.reached_init(text) else "timeout"
+        if result.end is WatchEnd.TIMEOUT:
+            kind = EventKind.TIMEOUT if consolelog.reached_init(text) else EventKind.BOOT_TIMEOUT
             what = "no output at all" if not consolelog.tail(text).strip() else "the console went quiet"
-            return KernelFailure(f"{phase} {when}: {what}", phase, consolelog.tail(text))
-        if result.reason == "eof":
-            events = [e for e in consolelog.scan(text) if e.fatal]
-            if events:
-                return KernelFailure(f"kernel {events[0].kind} {when}", events[0].kind, events[0].excerpt)
-            return KernelFailure(f"guest stopped {when}", "died", consolelog.tail(text))
-        return KernelFailure(f"unexpected console state {when}", result.reason)
+            return KernelFailure(f"{kind} {when}: {what}", kind, consolelog.tail(text))
+        fatal = [e for e in consolelog.scan(text) if e.fatal]
+        if fatal:
+            return KernelFailure(f"kernel {fatal[0].kind} {when}", fatal[0].kind, fatal[0].excerpt)
+        cause = self.ended_from_outside(text)
+        if cause:
+            return LabError(f"QEMU {cause} {when}, and the console shows no kernel report: not the kernel's doing")
+        what = f"the guest reset itself {when} with no kernel report"
+        return KernelFailure(what, EventKind.DIED, consolelog.tail(text))
+
+    def ended_from_outside(self, text: str) -> str:
+        """How QEMU ended when something other than the guest ended it ('' when the guest reset or powered off).
+
+        The guest ending makes QEMU exit 0 (it runs with -no-reboot); a signal
+        (the OOM killer's SIGKILL, a CI runner's or a user's kill), QEMU's own
+        error exit, or QEMU's "terminating on signal" line mean the host did it.
+        """
+        if self.child is None or self.child.isalive():
+            return ""
+        self.child.close()
+        return outside_cause(text, self.child.exitstatus, self.child.signalstatus)
 
     def dump_memory(self, dest: Path) -> Path | None:
         """The guest's memory as an ELF core (QMP dump-guest-memory), for `crash` or gdb; None without QMP."""

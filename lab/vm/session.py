@@ -27,7 +27,11 @@ import pexpect.fdpexpect
 
 from lab.errors import LabError
 from lab.proc import Deadline
+from lab.results.consolelog import SSHD_STARTED
+from lab.vm.console import WatchEnd
 from lab.vm.qemu import GUEST_RESULTS, BootPlan, Machine, prepare_control
+
+COMMAND_SECONDS = 60.0  # a session command's default limit, before the TCG stretch
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,13 @@ class Session:
     def start(self) -> None:
         raise NotImplementedError
 
-    def run(self, argv: list[str] | str, timeout: float = 60.0) -> CommandResult:
+    def run(self, argv: list[str] | str, deadline: Deadline | None = None) -> CommandResult:
+        """Run a command (argv list, or a shell line) by `deadline` (default: a minute, stretched under TCG)."""
         raise NotImplementedError
+
+    def deadline(self, seconds: float = COMMAND_SECONDS) -> Deadline:
+        """`seconds` of guest work from now, stretched under TCG."""
+        return Deadline.after(self.plan.scaled(seconds))
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a host file into the guest, through the results share."""
@@ -87,7 +96,7 @@ class Session:
         """Ask the guest to power off; QEMU is killed if it does not go within a few seconds."""
         if self.vm.child is not None and self.vm.child.isalive():
             self._poweroff()
-            self.vm.wait_for_exit(Deadline.after(self.plan.scaled(10)))
+            self.vm.wait_for_exit(self.deadline(10))
         self.vm.close()
 
     def _poweroff(self) -> None:
@@ -97,34 +106,33 @@ class Session:
 class AgentSession(Session):
     """Commands over the virtio-serial agent shell started by the lab's init (mode=agent)."""
 
-    ANSWER_SLACK = 10.0  # seconds on top of the command's own timeout for its output to come back
-
-    def __init__(self, plan: BootPlan) -> None:
+    def __init__(self, plan: BootPlan, answer_slack: float = 10.0) -> None:
         if not plan.agent:
             raise ValueError("AgentSession needs a BootPlan with agent=True")
         super().__init__(plan)
+        self.answer_slack = answer_slack  # beyond the guest's own limit, for the output to come back
         self.sock: socket.socket | None = None
         self.chan: pexpect.fdpexpect.fdspawn | None = None
 
     def start(self) -> None:
-        self.plan.results_dir.mkdir(parents=True, exist_ok=True)
         prepare_control(self.plan, "agent")
         self.vm.start()
         self.boot_seconds = self.vm.wait_for_init(Deadline.after(self.plan.boot_timeout))
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(str(self.plan.agent_socket))
         self.chan = pexpect.fdpexpect.fdspawn(self.sock.fileno(), encoding="utf-8", codec_errors="replace")
-        ready = self.run("echo ready", timeout=30)
+        ready = self.run("echo ready", self.deadline(30))
         if ready.stdout.strip() != "ready":
             raise LabError(f"the guest agent did not answer as expected: {ready}")
 
-    def run(self, argv: list[str] | str, timeout: float = 60.0) -> CommandResult:
-        """Run a command (argv list, or a shell line) with a deadline enforced in the guest and here."""
+    def run(self, argv: list[str] | str, deadline: Deadline | None = None) -> CommandResult:
+        """The deadline holds twice: timeout(1) kills the command in the guest, and the answer is awaited here."""
         assert self.chan is not None
+        deadline = deadline or self.deadline()
         line = argv if isinstance(argv, str) else shlex.join(argv)
         token = secrets.token_hex(8)
         out, err = f"/tmp/.klab-{token}.out", f"/tmp/.klab-{token}.err"
-        limit = max(1, int(timeout))
+        limit = max(1, int(deadline.left()))
         script = (
             f"timeout -k 2 {limit} /bin/sh -c {shlex.quote(line)} >{out} 2>{err} </dev/null; "
             f'echo "KLAB-RC-{token} $?"; base64 -w0 {out}; echo " KLAB-OUT-{token}"; '
@@ -133,10 +141,10 @@ class AgentSession(Session):
         start = time.monotonic()
         self.chan.send(script)
         # One deadline for the whole answer: the three parts share it, so a call never waits three times over.
-        deadline = Deadline.after(self.plan.scaled(timeout) + self.ANSWER_SLACK)
-        status = self._expect(rf"KLAB-RC-{token} (\d+)", deadline)
-        stdout = self._expect(rf"(\S*) KLAB-OUT-{token}", deadline)
-        stderr = self._expect(rf"(\S*) KLAB-ERR-{token}", deadline)
+        answer = Deadline(deadline.at + self.answer_slack)
+        status = self._expect(rf"KLAB-RC-{token} (\d+)", answer)
+        stdout = self._expect(rf"(\S*) KLAB-OUT-{token}", answer)
+        stderr = self._expect(rf"(\S*) KLAB-ERR-{token}", answer)
         return CommandResult(
             int(status),
             base64.b64decode(stdout).decode(errors="replace"),
@@ -180,15 +188,18 @@ class SSHSession(Session):
         self.client: paramiko.SSHClient | None = None
 
     def start(self) -> None:
-        self.plan.results_dir.mkdir(parents=True, exist_ok=True)
         ctl = prepare_control(self.plan, "agent" if self.plan.agent else "wait")
         key = paramiko.ECDSAKey.generate(bits=256)
         (ctl / "ssh").write_text("")
         (ctl / "authorized_keys").write_text(f"{key.get_name()} {key.get_base64()} klab\n")
         self.vm.start()
-        self.boot_seconds = self.vm.wait_for_init(Deadline.after(self.plan.boot_timeout))
+        deadline = Deadline.after(self.plan.boot_timeout + self.plan.scaled(60))
+        self.boot_seconds = self.vm.wait_for_init(deadline)
+        # slirp accepts the forwarded connection before sshd listens: connect once the init says sshd is up.
+        up = self.vm.watcher().wait(SSHD_STARTED, deadline)
+        if up.end is not WatchEnd.MARKER:
+            raise self.vm.failure(up, "before sshd started in the guest")
         assert self.plan.ssh_port is not None
-        wait_for_banner(self.plan.ssh_port, self.plan.scaled(60))
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # fresh guest key every boot
         client.connect(
@@ -203,11 +214,12 @@ class SSHSession(Session):
         )
         self.client = client
 
-    def run(self, argv: list[str] | str, timeout: float = 60.0) -> CommandResult:
+    def run(self, argv: list[str] | str, deadline: Deadline | None = None) -> CommandResult:
         assert self.client is not None
+        deadline = deadline or self.deadline()
         line = argv if isinstance(argv, str) else shlex.join(argv)
         start = time.monotonic()
-        _, out, err = self.client.exec_command(line, timeout=self.plan.scaled(timeout))
+        _, out, err = self.client.exec_command(line, timeout=max(1.0, deadline.left()))
         # Read both streams before the status: a full channel buffer otherwise deadlocks (NOTES.md).
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
@@ -236,22 +248,6 @@ class SSHSession(Session):
         if self.client is not None:
             self.client.close()
             self.client = None
-
-
-def wait_for_banner(port: int, timeout: float) -> None:
-    """slirp accepts the forwarded connection before sshd listens: wait for a real banner."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.settimeout(5)
-                if s.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.5)
-    raise LabError(f"sshd in the guest did not answer on 127.0.0.1:{port} within {timeout:.0f}s {last}".strip())
 
 
 def interactive_ssh(sess: SSHSession) -> int:

@@ -18,6 +18,7 @@ from lab.errors import KernelFailure
 from lab.image import build, recipes
 from lab.kernel import kconfig, source
 from lab.paths import REPO_ROOT
+from lab.proc import Deadline
 from lab.run import prepare
 from lab.vm import accel, command, qemu, session
 
@@ -63,14 +64,14 @@ def test_run_propagates_exit_status_and_output(arch: str, rootfs: str) -> None:
 
 def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None:
     arch = arches.get("x86_64")
-    plan = command.make_plan(arch, _kernel("x86_64"), agent=True, workdir=tmp_path / "vm", results_dir=tmp_path / "r")
+    plan = command.make_plan(arch, _kernel("x86_64"), accel.decide(arch), agent=True, workdir=tmp_path / "vm")
     src = tmp_path / "in.bin"
     src.write_bytes(bytes(range(256)) * 64)
     with session.AgentSession(plan) as sess:
         first = sess.run(["sh", "-c", "echo out; echo err >&2; exit 4"])
         assert (first.exit_status, first.stdout, first.stderr) == (4, "out\n", "err\n")
         assert sess.run("cat /proc/sys/kernel/yama/ptrace_scope").stdout.strip() in ("0", "1")
-        slow = sess.run(["sleep", "60"], timeout=2)
+        slow = sess.run(["sleep", "60"], Deadline.after(2))
         assert slow.exit_status == 124  # timeout(1) killed it in the guest
         sess.put(src, "/tmp/copied.bin")
         assert sess.run(["sha256sum", "/tmp/copied.bin"]).stdout.split()[0] == manifest.sha256(src)
@@ -84,7 +85,12 @@ def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None
 def test_ssh_session_on_the_image(tmp_path: Path) -> None:
     arch = arches.get("x86_64")
     plan = command.make_plan(
-        arch, _kernel("x86_64"), rootfs=_image("x86_64"), ssh_port=qemu.free_port(), workdir=tmp_path / "vm"
+        arch,
+        _kernel("x86_64"),
+        accel.decide(arch),
+        rootfs=_image("x86_64"),
+        ssh_port=qemu.free_port(),
+        workdir=tmp_path / "vm",
     )
     with session.SSHSession(plan) as sess:
         result = sess.run("id -u; echo to-stderr >&2; exit 5")
@@ -109,7 +115,8 @@ def test_forced_panic_is_a_kernel_failure_with_the_panic_text() -> None:
 
 
 def test_forced_panic_through_the_api(tmp_path: Path) -> None:
-    plan = command.make_plan(arches.get("arm64"), _kernel("arm64"), rootfs=_image("arm64"), workdir=tmp_path)
+    plan = arm = arches.get("arm64")
+    plan = command.make_plan(arm, _kernel("arm64"), accel.decide(arm), rootfs=_image("arm64"), workdir=tmp_path)
     with pytest.raises(KernelFailure) as info:
         command.run_command(plan, "echo c > /proc/sysrq-trigger")
     assert info.value.kind == "panic"

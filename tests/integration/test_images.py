@@ -48,7 +48,7 @@ def test_image_has_klab_init(built: tuple[arches.Arch, ImageManifest]) -> None:
     _, doc = built
     image = Path(doc.image)
     assert stat(image, "/sbin/klab-init")[:2] == ("regular", "0755")
-    assert debugfs(image, "cat /sbin/klab-init").endswith(build.BOOTSTRAP.read_text())
+    assert debugfs(image, "cat /sbin/klab-init").endswith(build.BUILDER.bootstrap.read_text())
     for mount_point in build.MOUNT_POINTS:
         assert stat(image, f"/{mount_point}")[0] == "directory"
     assert debugfs(image, "cat /etc/hostname").strip().endswith(build.HOSTNAME)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from lab import git
-from lab.bisect import drive, record, report, step
+from lab.bisect import drive, record, report
 from lab.bisect.record import Settings, StepRecord
 from lab.bisect.verdict import Attempt, CommitOutcome, Target, classify, combine, run_attempts
 from lab.bisect.verdict import StepVerdict as Verdict
@@ -35,6 +35,7 @@ from lab.results import signature
 from lab.results.consolelog import KernelEvent
 from lab.results.model import CellResult, Status
 from lab.results.model import TestResult as Result
+from lab.run import checkout
 
 TEST = "landlock_ptrace.attach_child_to_parent__child_domain"
 OTHER = "landlock_ptrace.attach_parent_to_child__child_domain"
@@ -227,13 +228,13 @@ def test_run_attempts_retries_only_failures(script: tuple[Attempt, ...], retries
 def test_build_failure_reason_is_the_compiler_error(tmp_path: Path) -> None:
     log = tmp_path / "build.log"
     log.write_text("  CC      security/landlock/fs.o\nsyscalls.c:249:34: error: 'X' undeclared\nmake: *** Error 2\n")
-    reason = step.build_failure(BuildError("kernel build failed: make -C ... exited 2", log, "make: *** Error 2"))
+    reason = checkout.build_failure(BuildError("kernel build failed: make -C ... exited 2", log, "make: *** Error 2"))
     assert reason == "build failed: syscalls.c:249:34: error: 'X' undeclared"
-    assert step.build_failure(BuildError("kernel build failed: make exited 2")) == (
+    assert checkout.build_failure(BuildError("kernel build failed: make exited 2")) == (
         "build failed: kernel build failed: make exited 2"
     )
     mismatch = ConfigMismatch("1 requested option(s) did not land in .config:\n  CONFIG_BPF_LSM=y ...")
-    assert step.build_failure(mismatch) == "config: 1 requested option(s) did not land in .config:"
+    assert checkout.build_failure(mismatch) == "config: 1 requested option(s) did not land in .config:"
 
 
 # --- the bisect log -------------------------------------------------------------------------------

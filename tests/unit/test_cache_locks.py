@@ -103,7 +103,7 @@ def test_parallel_image_builds_build_once(tmp_path: Path, monkeypatch: pytest.Mo
     arrivals = _Arrivals(monkeypatch, image_build)
     built: list[str] = []
 
-    def fake_build(recipe: recipes.Recipe, arch: arches.Arch, progress: object) -> dict[str, str]:
+    def fake_build(recipe: recipes.Recipe, arch: arches.Arch, progress: object, host: object) -> dict[str, str]:
         arrivals.wait_for(2)
         built.append(arch.name)
         return {"image": "built"}

@@ -10,6 +10,7 @@ import pytest
 from lab.proc import Deadline
 from lab.results import consolelog
 from lab.vm import console
+from lab.vm.console import WatchEnd
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONSOLES = DATA / "console"
@@ -88,19 +89,19 @@ def _watch(
 
 
 @pytest.mark.parametrize(
-    ("log", "marker", "reason", "kind"),
+    ("log", "marker", "end", "kind"),
     [
-        ("x86_64-ok.log", consolelog.INIT_STARTED, "marker", None),
-        ("x86_64-ok.log", consolelog.COMMAND_EXITED, "marker", None),
+        ("x86_64-ok.log", consolelog.INIT_STARTED, WatchEnd.MARKER, None),
+        ("x86_64-ok.log", consolelog.COMMAND_EXITED, WatchEnd.MARKER, None),
         # The crash comes after init: waiting for init sees init, waiting for the command sees the panic.
-        ("x86_64-panic-sysrq.log", consolelog.INIT_STARTED, "marker", None),
-        ("x86_64-panic-sysrq.log", consolelog.COMMAND_EXITED, "fatal", "panic"),
-        ("x86_64-no-rootfs.log", consolelog.INIT_STARTED, "fatal", "panic"),
+        ("x86_64-panic-sysrq.log", consolelog.INIT_STARTED, WatchEnd.MARKER, None),
+        ("x86_64-panic-sysrq.log", consolelog.COMMAND_EXITED, WatchEnd.FATAL, "panic"),
+        ("x86_64-no-rootfs.log", consolelog.INIT_STARTED, WatchEnd.FATAL, "panic"),
     ],
 )
-def test_watcher_replays_real_consoles(tmp_path: Path, log: str, marker: str, reason: str, kind: str | None) -> None:
+def test_watcher_replays_real_consoles(tmp_path: Path, log: str, marker: str, end: WatchEnd, kind: str | None) -> None:
     outcome, _ = _watch(tmp_path, CONSOLES / log, marker, timeout=20, then_sleep=5)
-    assert outcome.reason == reason
+    assert outcome.end is end
     assert (outcome.event.kind if outcome.event else None) == kind
 
 
@@ -108,7 +109,7 @@ def test_watcher_times_out_on_a_silent_hang(tmp_path: Path) -> None:
     outcome, text = _watch(
         tmp_path, CONSOLES / "x86_64-init-hang.log", consolelog.INIT_STARTED, timeout=0.5, then_sleep=30
     )
-    assert outcome.reason == "timeout"
+    assert outcome.end is WatchEnd.TIMEOUT
     assert not consolelog.reached_init(text)
 
 
@@ -116,7 +117,7 @@ def test_lab_init_failure_is_told_apart(tmp_path: Path) -> None:
     log = tmp_path / "in.log"
     log.write_text("[ 1.0] booting\nklab-init: FATAL: cannot mount the klab share\n")
     outcome, text = _watch(tmp_path, log, consolelog.INIT_STARTED, timeout=20, then_sleep=5)
-    assert outcome.reason == "lab"
+    assert outcome.end is WatchEnd.LAB
     assert consolelog.init_fatal(text) == "klab-init: FATAL: cannot mount the klab share"
 
 

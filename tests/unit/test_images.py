@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ X86 = arches.get("x86_64")
 ARM64 = arches.get("arm64")
 
 
-def test_key_is_stable_and_sensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_is_stable_and_sensitive(tmp_path: Path) -> None:
     recipe = recipes.load_recipe(write(tmp_path, GOOD))
     key = build.image_key(recipe, X86)
     assert key == build.image_key(recipes.load_recipe(recipe.path), X86)
@@ -27,17 +28,15 @@ def test_key_is_stable_and_sensitive(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert build.image_key(moved, X86) == key
     edited = recipes.load_recipe(write(tmp_path, GOOD + "# comment\n"))
     assert build.image_key(edited, X86) != key
-    monkeypatch.setattr(build, "BUILDER_VERSION", "next")
-    assert build.image_key(recipe, X86) != key
+    assert build.image_key(recipe, X86, build.Builder(version="next")) != key
 
 
-def test_key_follows_bootstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_follows_bootstrap(tmp_path: Path) -> None:
     recipe = recipes.load_recipe(write(tmp_path, GOOD))
     key = build.image_key(recipe, X86)
     fake = tmp_path / "bootstrap"
     fake.write_text("#!/bin/sh\nexec /other\n")
-    monkeypatch.setattr(build, "BOOTSTRAP", fake)
-    assert build.image_key(recipe, X86) != key
+    assert build.image_key(recipe, X86, build.Builder(bootstrap=fake)) != key
 
 
 def test_image_path_is_content_addressed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,7 +75,7 @@ def test_customize_adds_init_mount_points_and_hostname(tmp_path: Path) -> None:
     (rootfs / "sbin").symlink_to("usr/sbin")  # merged /usr, as in bookworm
     build.customize(rootfs)
     init = rootfs / "usr/sbin/klab-init"
-    assert init.read_bytes() == build.BOOTSTRAP.read_bytes()
+    assert init.read_bytes() == build.BUILDER.bootstrap.read_bytes()
     assert init.stat().st_mode & 0o777 == 0o755
     assert (rootfs / "klab").is_dir() and (rootfs / "results").is_dir()
     assert (rootfs / "etc/hostname").read_text() == "klab\n"
@@ -117,7 +116,7 @@ def test_build_image_reuses_a_finished_image(monkeypatch: pytest.MonkeyPatch, tm
     path.write_bytes(b"")
     doc = build.ImageManifest(
         recipe="tiny", recipe_path=str(recipe.path), arch="x86_64", debian_arch="amd64",
-        key=build.image_key(recipe, X86), builder_version=build.BUILDER_VERSION, image=str(path), sha256="0",
+        key=build.image_key(recipe, X86), builder_version=build.BUILDER.version, image=str(path), sha256="0",
         size_bytes=0, allocated_bytes=0, label="klab-root", init="/sbin/klab-init", packages=recipe.packages,
         installed={}, mmdebstrap="1.3.5", mirror="http://mirror.example/debian", reproducer="mmdebstrap ...",
         durations={}, duration=0.0, log="", finished=0.0,
@@ -142,8 +141,7 @@ def test_failed_build_keeps_its_log_and_nothing_else(monkeypatch: pytest.MonkeyP
         log.write_text("E: cannot reach the mirror\n")
         raise proc.CommandFailed(argv, 25, "E: cannot reach the mirror", log, False)
 
-    monkeypatch.setattr(build.proc, "run", fail)
-    monkeypatch.setattr(build.debian, "archive_uri", lambda: "http://mirror.example/debian")
+    host = dataclasses.replace(host, run=fail, mirror=lambda: "http://mirror.example/debian")
     recipe = write(tmp_path, GOOD)
     with pytest.raises(LabError, match=r"mmdebstrap failed: .*log: .*tiny-x86_64-\w+\.failed\.log"):
         build.build_image(X86, recipe, host=host)

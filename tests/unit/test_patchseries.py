@@ -358,19 +358,20 @@ def try_args(toy: dict[str, Any], series: str, *extra: str) -> list[str]:
 
 @pytest.fixture
 def fake_lab(toy: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command with the fake judge, and no real toolchain or suite listing needed."""
+    """A cache of the toy's own: the worktree goes there."""
     monkeypatch.setenv("KLAB_CACHE", str(toy["tmp"] / "cache"))
-    monkeypatch.setattr(try_cmd.build, "preflight", lambda req: None)
-    monkeypatch.setattr(try_cmd.catalog, "check", lambda name: None)
-    monkeypatch.setattr(try_cmd.catalog, "planned_tests", lambda chosen, patterns: [("landlock", "a")])
-    monkeypatch.setattr(try_cmd, "make_judge", lambda settings, out: FakeJudge())
+
+
+def run_try(argv: list[str]) -> int:
+    """`klab try ARGV` with the fake judge in place of building and booting."""
+    return try_cmd.cmd_try(cli.parser().parse_args(argv), judge_for=lambda settings, out: FakeJudge())
 
 
 def test_cli_prints_what_changed_and_exits_1(
     toy: dict[str, Any], fake_lab: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = toy["tmp"] / "results"
-    rc = cli.main(try_args(toy, str(toy["series"] / "series"), "--each", "-k", "landlock.", "--results", str(out)))
+    rc = run_try(try_args(toy, str(toy["series"] / "series"), "--each", "-k", "landlock.", "--results", str(out)))
     printed = capsys.readouterr().out
     assert rc == 1
     assert f"  new failures: landlock.a: PASS -> FAIL: {BREAK_A} [{SIG_A}]" in printed
@@ -381,8 +382,9 @@ def test_cli_prints_what_changed_and_exits_1(
 
 
 def test_cli_bad_series_is_exit_2(toy: dict[str, Any], fake_lab: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(try_args(toy, str(toy["series"] / "series.mbox"), "--base", "other")) == 2
-    assert "patch 2" in capsys.readouterr().err
+    with pytest.raises(UserError, match="patch 2") as refused:
+        run_try(try_args(toy, str(toy["series"] / "series.mbox"), "--base", "other"))
+    assert refused.value.exit_code == 2
     untouched(toy)
 
 
@@ -397,7 +399,7 @@ def test_cli_refuses_a_tree_that_is_not_a_kernel(toy: dict[str, Any], fake_lab: 
 def test_cli_without_each_shows_the_tip_as_the_whole_series(
     toy: dict[str, Any], fake_lab: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = cli.main(try_args(toy, "work..midbreak", "--results", str(toy["tmp"] / "r")))
+    rc = run_try(try_args(toy, "work..midbreak", "--results", str(toy["tmp"] / "r")))
     printed = capsys.readouterr().out
     assert rc == 0
     assert "(the whole series: 2 patches)" in printed and "patch by patch" not in printed

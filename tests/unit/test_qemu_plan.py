@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,8 @@ from lab import arches
 from lab.errors import UserError
 from lab.vm import accel, command, qemu
 from lab.vm.accel import Decision
+
+TCG = Decision("tcg", "test")
 
 
 def _plan(tmp_path: Path, arch: str, rootfs: str = qemu.HOST_ROOTFS, kvm: bool = False, **kw: object) -> qemu.BootPlan:
@@ -82,28 +82,30 @@ def test_a_socket_without_a_socket_dir_is_a_programming_error(tmp_path: Path) ->
         qemu.qemu_argv(_plan(tmp_path, "x86_64", qmp=True))
 
 
-def test_sockets_stay_short_under_a_deep_results_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sockets_stay_short_under_a_deep_results_dir(tmp_path: Path) -> None:
     """CI's results live ~150 bytes deep; a UNIX socket path must stay under 108 bytes (QEMU refuses it)."""
-    monkeypatch.setattr(accel, "decide", lambda arch, request: Decision("tcg", "test"))
     deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
-    plan = command.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=deep, workdir=deep, qmp=True)
-    assert plan.socket_dir is not None
-    try:
-        assert len(str(plan.qmp_socket)) < 108
-        assert not str(plan.qmp_socket).startswith(str(deep))
-        assert f"unix:{plan.qmp_socket},server=on,wait=off" in qemu.qemu_argv(plan)
-        qemu.Machine(plan).close()
-        assert not plan.socket_dir.exists(), "the machine removes its socket directory when it closes"
-    finally:
-        shutil.rmtree(plan.socket_dir, ignore_errors=True)
+    sockets = tmp_path / "tmp"
+    plan = command.make_plan(
+        arches.get("x86_64"), tmp_path / "bzImage", TCG, workdir=deep, qmp=True, socket_root=sockets
+    )
+    assert plan.socket_dir is not None and plan.socket_dir.parent == sockets
+    assert len(str(plan.qmp_socket)) < 108 or len(str(sockets)) > 90
+    assert not str(plan.qmp_socket).startswith(str(deep))
+    assert f"unix:{plan.qmp_socket},server=on,wait=off" in qemu.qemu_argv(plan)
+    qemu.Machine(plan).close()
+    assert not plan.socket_dir.exists(), "the machine removes its socket directory when it closes"
 
 
-def test_a_plan_without_sockets_makes_no_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(accel, "decide", lambda arch, request: Decision("tcg", "test"))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    plan = command.make_plan(arches.get("x86_64"), tmp_path / "bzImage", results_dir=tmp_path, workdir=tmp_path)
-    assert plan.socket_dir is None and list((tmp_path / "tmp").iterdir()) == []
+def test_planning_makes_no_directory(tmp_path: Path) -> None:
+    """A plan is computed, never acted on: the machine makes its dirs when it starts."""
+    plan = command.make_plan(
+        arches.get("x86_64"), tmp_path / "bzImage", TCG, workdir=tmp_path / "w", agent=True, socket_root=tmp_path
+    )
+    assert plan.results_dir == (tmp_path / "w" / "results").resolve()
+    assert list(tmp_path.iterdir()) == []
+    plain = command.make_plan(arches.get("x86_64"), tmp_path / "bzImage", TCG, workdir=tmp_path / "w")
+    assert plain.socket_dir is None
 
 
 def test_user_append_comes_last(tmp_path: Path) -> None:
@@ -152,11 +154,13 @@ def test_foreign_arch_is_never_kvm() -> None:
 
 def test_kvm_requested_but_broken_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KLAB_CACHE", str(tmp_path))
-    monkeypatch.setattr(accel, "probe_kvm", lambda arch: (False, "a KVM test guest did not finish within 3s"))
-    monkeypatch.setattr(accel, "qemu_version", lambda arch: "QEMU emulator version 7.2.22")
+    hangs = accel.Probes(
+        kvm=lambda arch: (False, "a KVM test guest did not finish within 3s"),
+        qemu_version=lambda arch: "QEMU emulator version 7.2.22",
+    )
     with pytest.raises(UserError, match="--accel kvm, but KVM does not work here"):
-        accel.decide(arches.get("x86_64"), "kvm")
-    decision = accel.decide(arches.get("x86_64"), "auto")
+        accel.decide(arches.get("x86_64"), "kvm", probes=hangs)
+    decision = accel.decide(arches.get("x86_64"), "auto", probes=hangs)
     assert decision.accel == "tcg" and "cached" in decision.why
 
 

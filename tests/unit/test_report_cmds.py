@@ -62,7 +62,10 @@ def test_report_html_writes_the_page_and_prints_no_summary(tmp_path: Path, capsy
     [
         (lambda d: d / "nowhere", "RESULTS_DIR: {d}/nowhere does not exist; give a results dir written by klab test"),
         (lambda d: d, "RESULTS_DIR: {d} has no results.json; give a results dir"),
-        (lambda d: _write(d / "results.json", "{not json"), "{d}/results.json: cannot read results"),
+        (
+            lambda d: _write(d / "results.json", "{not json"),
+            "{d}/results.json: not a kernel-lab results file: it is not JSON",
+        ),
         (lambda d: _write(d / "results.json", '{"format": "other"}'), "not a kernel-lab results file"),
     ],
 )

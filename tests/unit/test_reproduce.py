@@ -82,8 +82,8 @@ def recorded(cache: Path, tmp_path: Path) -> tuple[Path, BuildManifest, ImageMan
     )  # fmt: skip
     crashed = dataclasses.replace(
         crashed, kernel=str(arm.image), kernel_sha256=sha256(arm.image), rootfs=image.image,
-        image=f"{image.image} sha256:{image.sha256}", describe=DESCRIBE, kernel_release="6.12.117",
-        config_sha256=CONFIG, append="lsm=landlock",
+        image=f"{image.image} sha256:{image.sha256}", image_sha256=image.sha256, describe=DESCRIBE,
+        kernel_release="6.12.117", config_sha256=CONFIG, append="lsm=landlock",
     )  # fmt: skip
     out = tmp_path / "run"
     out.mkdir()
@@ -264,7 +264,7 @@ def test_extra_tests_a_substring_selects() -> None:
 # --- the command ------------------------------------------------------------------------------------
 
 
-def test_cli_runs_through_klab_tests_path(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_runs_through_klab_tests_path(cache: Path, tmp_path: Path) -> None:
     out, x86, _ = recorded(cache, tmp_path)
     seen: dict[str, Any] = {}
 
@@ -272,12 +272,14 @@ def test_cli_runs_through_klab_tests_path(cache: Path, tmp_path: Path, monkeypat
         seen.update(specs=specs, results_dir=results_dir, jobs=jobs)
         return 1
 
-    monkeypatch.setattr(reproduce_cmd, "run_and_report", fake_run)
-    monkeypatch.setattr(reproduce_cmd.catalog, "planned_tests", lambda suites, patterns: [("fsdemo", "open_denied")])
-    monkeypatch.setattr(reproduce_cmd.catalog, "check", lambda name, where: None)
-    monkeypatch.setattr(arches, "is_native", lambda arch: True)
+    facts = reproduce_cmd.Facts(
+        look(native=True),
+        planned_tests=lambda suites, patterns: [("fsdemo", "open_denied")],
+        check_suite=lambda name, where: None,
+        run=fake_run,
+    )
     argv = ["reproduce", str(out), "fsdemo.open_denied", "--cell", "x86_64.6.12.default"]
-    rc = cli.main([*argv, "--results", str(tmp_path / "again")])
+    rc = reproduce_cmd.cmd_reproduce(cli.parser().parse_args([*argv, "--results", str(tmp_path / "again")]), facts)
     assert rc == 1
     [spec] = seen["specs"]
     assert (spec.id, spec.kernel, spec.patterns) == ("x86_64.6.12.default", x86.image, ("fsdemo.open_denied",))

@@ -172,10 +172,13 @@ def test_events_by_suite() -> None:
     ("doc", "message"),
     [
         ({}, "no 'tests' list"),
-        ({"tests": [{"suite": "s", "name": "n", "status": "WEIRD"}]}, "unknown status 'WEIRD'"),
-        ({"tests": [{"suite": "s", "status": "PASS"}]}, "'name' must be str"),
-        ({"tests": [{"suite": "s", "name": "n", "status": "PASS", "duration": "1s"}]}, "'duration' must be float"),
-        ({"tests": ["not an object"]}, "expected an object"),
+        ({"tests": [{"suite": "s", "name": "n", "status": "WEIRD"}]}, "status: 'WEIRD' is not one of PASS, FAIL"),
+        ({"tests": [{"suite": "s", "status": "PASS"}]}, "TestResult lacks the field 'name'"),
+        (
+            {"tests": [{"suite": "s", "name": "n", "status": "PASS", "duration": "1s"}]},
+            "duration: expected float, got '1s'",
+        ),
+        ({"tests": ["not an object"]}, "test 0: expected a JSON object"),
     ],
 )
 def test_malformed_guest_json_is_a_lab_error(doc: dict[str, Any], message: str) -> None:
@@ -280,12 +283,20 @@ def _broken(change: Any) -> dict[str, Any]:
     [
         (None, "cannot read results"),
         ("[]", "not a kernel-lab results file"),
-        (_broken(lambda d: d.update(format="other/1")), "format must be"),
+        (_broken(lambda d: d.update(format="other/1")), r"not a kernel-lab results file \(no format"),
+        (
+            _broken(lambda d: d.update(format="kernel-lab/results/2")),
+            r"written by another klab \(format 'kernel-lab/results/2'; this klab reads 'kernel-lab/results/1'\)",
+        ),
+        ('{"format": ', "not a kernel-lab results file: it is not JSON"),
         (_broken(lambda d: d["tests"][0].update(cell="nowhere")), r"tests\[0\]: unknown cell 'nowhere'"),
-        (_broken(lambda d: d["tests"][2].update(status="passed")), r"tests\[2\]: unknown status 'passed'"),
+        (_broken(lambda d: d["tests"][2].update(status="passed")), r"tests\[2\]: status: 'passed' is not one of"),
         (_broken(lambda d: d["cells"][1].update(durations={"boot": "slow"})), r"cells\[1\]: durations"),
-        (_broken(lambda d: d["cells"][0]["kernel_events"][0].pop("fatal")), r"cells\[0\]: 'fatal' must be bool"),
-        (_broken(lambda d: d["cells"][0].pop("id")), r"cells\[0\]: 'id' must be str"),
+        (
+            _broken(lambda d: d["cells"][0]["kernel_events"][0].pop("fatal")),
+            r"cells\[0\]: KernelEvent lacks the field 'fatal'",
+        ),
+        (_broken(lambda d: d["cells"][0].pop("id")), r"cells\[0\]: CellResult lacks the field 'id'"),
     ],
 )
 def test_load_json_rejects_bad_files(tmp_path: Path, doc: Any, message: str) -> None:

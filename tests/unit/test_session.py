@@ -12,6 +12,7 @@ import pytest
 
 from lab import arches
 from lab.errors import LabError
+from lab.proc import Deadline
 from lab.vm import accel, session
 from lab.vm.qemu import BootPlan
 
@@ -21,12 +22,11 @@ def _plan(tmp_path: Path) -> BootPlan:
     return BootPlan(arches.get("x86_64"), tmp_path / "bzImage", kvm, "host", tmp_path, tmp_path, agent=True)
 
 
-def test_the_three_parts_of_an_answer_share_one_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_three_parts_of_an_answer_share_one_deadline(tmp_path: Path) -> None:
     """A guest that answers the status at once and then goes silent: the call ends at its deadline,
     not after a fresh timeout for each part still missing (three times as long, before)."""
-    monkeypatch.setattr(session.AgentSession, "ANSWER_SLACK", 0.0)
     ours, guest = socket.socketpair()
-    sess = session.AgentSession(_plan(tmp_path))
+    sess = session.AgentSession(_plan(tmp_path), answer_slack=0.0)
     sess.chan = pexpect.fdpexpect.fdspawn(ours.fileno(), encoding="utf-8")
     sess.vm.watcher = lambda: type("W", (), {"text": staticmethod(lambda: "")})()  # type: ignore[method-assign]
 
@@ -45,7 +45,7 @@ def test_the_three_parts_of_an_answer_share_one_deadline(tmp_path: Path, monkeyp
     guest.close()
     start = time.monotonic()
     with pytest.raises(LabError, match="guest agent timed out"):
-        sess.run("true", timeout=0.6)
+        sess.run("true", Deadline.after(0.6))
     took = time.monotonic() - start
     ours.close()
     os.wait()
