@@ -115,7 +115,7 @@ def test_forced_panic_is_a_kernel_failure_with_the_panic_text() -> None:
 
 
 def test_forced_panic_through_the_api(tmp_path: Path) -> None:
-    plan = arm = arches.get("arm64")
+    arm = arches.get("arm64")
     plan = command.make_plan(arm, _kernel("arm64"), accel.decide(arm), rootfs=_image("arm64"), workdir=tmp_path)
     with pytest.raises(KernelFailure) as info:
         command.run_command(plan, "echo c > /proc/sysrq-trigger")
