@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import proc
+from lab import atomic, proc
 from lab.errors import LabError, UserError
 from lab.paths import cache_dir, exclusive
 
@@ -218,9 +218,7 @@ class Archive:
                 return
             (self.root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
             (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-            tmp = self.root / ".sources.list.tmp"
-            tmp.write_text(sources)
-            tmp.replace(current)
+            atomic.write_text(current, sources)
             self._apt("apt-get", "update", "-q", timeout=UPDATE_TIMEOUT)
             stamp.touch()
 

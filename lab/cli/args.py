@@ -15,8 +15,14 @@ from lab.vm import accel, command, qemu
 ACCELS = ("auto", "kvm", "tcg")
 
 
+ARCH_HELP = "the guest's arch: " + ", ".join(
+    f"{a.name}{f' (or {chr(47).join(a.aliases)})' if a.aliases else ''}"
+    for a in sorted(arches.ARCHES.values(), key=lambda a: a.name)
+)
+
+
 def add_arch(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--arch", required=required, help=f"the guest's arch: {' or '.join(sorted(arches.ARCHES))}")
+    p.add_argument("--arch", required=required, help=ARCH_HELP)
 
 
 def split_words(values: list[str] | None) -> list[str]:

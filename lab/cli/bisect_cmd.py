@@ -12,6 +12,7 @@ from lab.bisect.drive import drive, settings_from_args, work_dir
 from lab.bisect.record import STATE, load_settings
 from lab.bisect.report import render
 from lab.bisect.verdict import BOOT_FAILURE_CHOICES
+from lab.cli import args as common
 from lab.kernel import kconfig
 
 
@@ -38,7 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--src", required=True, help="the kernel git tree (clean; left as it was found)")
     p.add_argument("--good", required=True, help="a commit where the test passes")
     p.add_argument("--bad", required=True, help="a later commit where it fails")
-    p.add_argument("--arch", required=True, help="x86_64 or arm64")
+    p.add_argument("--arch", required=True, help=common.ARCH_HELP)
     p.add_argument("--test", action="append", default=[], help="SUITE.TEST (or a substring, like -k); repeatable")
     p.add_argument(
         "--splat",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from lab.image import build as image_build
 from lab.image import recipes
 from lab.kernel import build, source
 from lab.run import prepare
+from lab.run.progress import Progress, mmdebstrap_step
 
 
 def cmd_source_fetch(args: argparse.Namespace) -> int:
@@ -57,21 +57,15 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         rootfs = image_build.image_dir(recipe, arch).with_name("<tmp>") / "rootfs"
         mirror = recipe.mirror or debian.archive_uri()
         print(f"$ {shlex.join(image_build.mmdebstrap_argv(recipe, arch, rootfs, mirror))}", file=sys.stderr)
-    doc = image_build.build_image(arch, recipe_path, _progress_printer(arch.name))
+    label = f"image {recipe.name} {arch.name}"
+    with Progress() as progress:
+        progress.phase(label, "building")
+        doc = image_build.build_image(arch, recipe_path, progress.make_steps(label, mmdebstrap_step))
+        progress.phase(label, "done", verdict="up to date" if hit else "built")
     state = "up to date" if hit else f"built in {doc.duration:.0f}s"
     print(f"{recipe.name} {arch.name}: {state}, {doc.allocated_bytes >> 20} MiB used", file=sys.stderr)
     print(doc.image)
     return 0
-
-
-def _progress_printer(arch: str) -> Callable[[str], None]:
-    """mmdebstrap's own `I:` stage lines, which are few: one per stage."""
-
-    def show(line: str) -> None:
-        if line.startswith(("I: ", "W: ", "E: ")):
-            sys.stderr.write(f"[image {arch}] {line}\n")
-
-    return show
 
 
 def _add_build_args(p: argparse.ArgumentParser) -> None:

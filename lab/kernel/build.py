@@ -1,7 +1,7 @@
 """Kernel builds: configure from fragments, prove the config, compile, record build.json.
 
 One build dir per (source identity, arch, fragments): rebuilding in place is
-what keeps builds incremental and ccache warm (NOTES.md: copying a build dir
+what keeps builds incremental and ccache warm (copying a build dir
 dirties every object).
 """
 
@@ -11,7 +11,6 @@ import hashlib
 import os
 import shlex
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -337,23 +336,3 @@ def toolchain_versions(req: BuildRequest) -> dict[str, str]:
         except (proc.CommandFailed, IndexError):
             versions[name] = "unknown"
     return versions
-
-
-def progress_printer(arch: str) -> Callable[[str], None]:
-    """Progress for humans on a terminal, a line a minute in CI logs."""
-    state = {"steps": 0, "last": 0.0}
-    tty = sys.stderr.isatty()
-
-    def show(line: str) -> None:
-        if not line.startswith("  ") or len(line) < 4:
-            return
-        state["steps"] += 1
-        now = time.monotonic()
-        if tty:
-            sys.stderr.write(f"\r\033[K[build {arch}] {state['steps']:6d} {line.strip()[:70]}")
-            sys.stderr.flush()
-        elif now - state["last"] > 60:
-            state["last"] = now
-            sys.stderr.write(f"[build {arch}] {state['steps']} steps, at {line.strip()}\n")
-
-    return show

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import debian, proc
+from lab import atomic, debian, proc
 from lab.errors import LabError, UserError
 from lab.git import git
 from lab.paths import cache_dir, exclusive
@@ -106,9 +106,7 @@ def _download_and_unpack(version: str, final: Path) -> None:
             shutil.rmtree(final)  # an unfinished tree from a killed run; nobody else can be using it
         tree.rename(final)
         doc = {"package": package, "version": offer.version, "suite": offer.suite}
-        tmp_marker = tmpdir / "marker.json"
-        tmp_marker.write_text(json.dumps(doc) + "\n")
-        tmp_marker.replace(marker(final))  # last: the tree counts as fetched only once it is whole
+        atomic.write_text(marker(final), json.dumps(doc) + "\n")  # last: the tree counts as fetched once whole
 
 
 def resolve(path: Path) -> Source:

@@ -1,4 +1,6 @@
-"""Scale-out on LAVA: job definitions for the lab's kernels, and LAVA's results back into results.json.
+"""A cell as a LAVA job: the job definition, its artifacts, and a device dictionary for lava-run here.
+
+LAVA's results come back through lab.lava.readback.
 
 Why hand-written and not tuxlava (KernelCI's generator, looked at first, 0.28):
 its qemu job always waits for a `login:` prompt and logs in (the lab's image

@@ -7,6 +7,7 @@ here. Builds run one at a time (each uses every core); guests then run
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -48,20 +49,14 @@ def build_kernel(
 
 
 def run_build(req: build.BuildRequest, log: IO[str] = sys.stderr, progress: Progress | None = None) -> BuildManifest:
-    """build.build with live progress, and one line at the end: up to date, or built in N s."""
+    """build.build with live progress (the run's, else its own), then one line: up to date, or built in N s."""
     start = time.monotonic()
     label = f"build {req.arch.name} {req.source.path.name}"
-    if progress is not None:
-        progress.phase(label, "building")
-        on_line = progress.make_steps(label)
-    else:
-        on_line = build.progress_printer(req.arch.name)
-    result = build.build(req, progress=on_line)
-    if progress is None and not result.up_to_date and sys.stderr.isatty():
-        sys.stderr.write("\n")  # end the progress line
-    state = "up to date" if result.up_to_date else f"built in {time.monotonic() - start:.0f}s"
-    if progress is not None:
-        progress.phase(label, "done", verdict=state)
+    with contextlib.nullcontext(progress) if progress is not None else Progress() as shown:
+        shown.phase(label, "building")
+        result = build.build(req, progress=shown.make_steps(label))
+        state = "up to date" if result.up_to_date else f"built in {time.monotonic() - start:.0f}s"
+        shown.phase(label, "done", verdict=state)
     print(f"klab: {req.arch.name} {result.manifest.kernelrelease}: {state} ({req.directory()})", file=log)
     for option, why in result.manifest.not_applicable.items():
         print(f"klab: CONFIG_{option} not requested: {why}", file=log)
@@ -99,6 +94,9 @@ def matrix_specs(
     rootfs: dict[str, tuple[str, str]] = {}
     specs = []
     for cell in cells:
+        chosen = tuple(s for s in cell.suites if not suites or s in suites)
+        if not chosen:
+            continue  # before building: a cell that runs nothing needs no kernel
         arch = arches.get(cell.arch)
         key = (cell.kernel.name, arch.name)
         if key not in builds:
@@ -106,9 +104,6 @@ def matrix_specs(
             builds[key] = build_kernel(src, arch, cell.kernel.fragments, progress=progress)
         if arch.name not in rootfs:
             rootfs[arch.name] = rootfs_for(arch, cell.rootfs)
-        chosen = tuple(s for s in cell.suites if not suites or s in suites)
-        if not chosen:
-            continue
         specs.append(
             CellSpec(
                 id=cell.id,

@@ -24,6 +24,19 @@ from rich.table import Table
 from lab.results.consolelog import strip_prefix
 
 HEARTBEAT = 5.0  # seconds between plain progress lines while tests run
+BUILD_HEARTBEAT = 30.0  # ... while a kernel or an image builds (minutes long: fewer lines)
+
+
+def kbuild_step(line: str) -> bool:
+    """A kernel build's step line: `  CC      kernel/fork.o`."""
+    return line.startswith("  ") and len(line) > 4
+
+
+def mmdebstrap_step(line: str) -> bool:
+    """mmdebstrap's stage lines (`I: ...`), and its warnings and errors."""
+    return line.startswith(("I: ", "W: ", "E: "))
+
+
 _RESULT = re.compile(r"^ {4}(ok|not ok) \d+ \S+(?:\s+#\s*(\w+))?")
 _SUBTEST = re.compile(r"^ {4}# Subtest: (\S+)")
 
@@ -89,15 +102,15 @@ class Progress:
                 state.started = time.monotonic()
         self._show(state, always=True)
 
-    def make_steps(self, cell: str) -> Callable[[str], None]:
+    def make_steps(self, cell: str, is_step: Callable[[str], bool] = kbuild_step) -> Callable[[str], None]:
         """A build's output lines as progress: the step it is at, and a heartbeat in plain mode."""
 
         def step(line: str) -> None:
-            if line.startswith("  ") and len(line) > 4:
+            if is_step(line):
                 state = self.state(cell)
                 with self.lock:
-                    state.suite = " ".join(line.split()[:2])
-                self._show(state, always=False)
+                    state.suite = " ".join(line.split()[:2]) if is_step is kbuild_step else line.strip()[:60]
+                self._show(state, always=False, every=BUILD_HEARTBEAT)
 
         return step
 
@@ -115,12 +128,12 @@ class Progress:
             setattr(state, counter, getattr(state, counter) + 1)
         self._show(state, always=False)
 
-    def _show(self, state: CellState, always: bool) -> None:
+    def _show(self, state: CellState, always: bool, every: float = HEARTBEAT) -> None:
         if self._display is not None:
             self._display.update(self._table())
             return
         now = time.monotonic()
-        if always or now - self._last_line >= HEARTBEAT:
+        if always or now - self._last_line >= every:
             self._last_line = now
             self.out.write(f"klab: {state.line()}\n")
             self.out.flush()

@@ -1,7 +1,7 @@
 """Which accelerator really works here: probe KVM by running a guest, never by trusting /dev/kvm.
 
 On some hosts /dev/kvm opens and KVM_CREATE_VM succeeds, yet a guest spins
-forever at boot (NOTES.md); on this kind of machine the tiny probe guest below
+forever at boot; on this kind of machine the tiny probe guest below
 takes 5 s under KVM and 0.1 s under TCG. So the probe boots a 512-byte guest
 that writes a word to the serial port and exits QEMU through isa-debug-exit,
 under KVM and under TCG: KVM counts as working only when the guest finishes

@@ -220,7 +220,7 @@ class SSHSession(Session):
         line = argv if isinstance(argv, str) else shlex.join(argv)
         start = time.monotonic()
         _, out, err = self.client.exec_command(line, timeout=max(1.0, deadline.left()))
-        # Read both streams before the status: a full channel buffer otherwise deadlocks (NOTES.md).
+        # Read both streams before the status: a full channel buffer otherwise deadlocks (paramiko's own advice).
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
         status = out.channel.recv_exit_status()

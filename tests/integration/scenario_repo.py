@@ -43,7 +43,7 @@ def debian_612_as_git(repo: Path, base_tag: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run(["cp", "-a", str(source.fetch("6.12")), str(tmp)], check=True)
     git(tmp, "init", "-q", "-b", "main")
-    git(tmp, "add", "-A", "-f")  # Debian's .gitignore has `/*` (NOTES.md)
+    git(tmp, "add", "-A", "-f")  # Debian's linux-source tarball ships a .gitignore whose `/*` ignores everything
     git(tmp, "commit", "-q", "-m", "Debian linux-source-6.12 as shipped")
     git(tmp, "tag", base_tag)
     return tmp
