@@ -13,6 +13,7 @@ EXIT_USAGE = 2  # bad input: nothing was run, nothing half-written
 EXIT_TIMEOUT = 124  # klab run: the guest command outlived --timeout (timeout(1)'s code), the kernel said nothing
 EXIT_UNTESTABLE = 125  # could not test this kernel (build failure, unrelated boot failure)
 EXIT_LAB = 128  # lab infrastructure fault: never a verdict on the kernel
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: what finished is reported, marked interrupted
 
 
 class LabBaseError(Exception):

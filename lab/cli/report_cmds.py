@@ -45,9 +45,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"klab: wrote {out}", file=sys.stderr)
     fmt = args.format or ("text" if not args.html else None)
     if fmt == "markdown":
-        print(summary.markdown(run.cells, run.meta.problems), end="")
+        print(summary.markdown(run.cells, run.meta), end="")
     elif fmt == "text":
-        print(summary.table(run.cells, run.meta.problems), end="")
+        print(summary.table(run.cells, run.meta), end="")
     return 0
 
 

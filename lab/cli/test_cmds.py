@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import arches
+from lab import arches, proc
 from lab.cli import args as common
-from lab.errors import UserError
+from lab.errors import EXIT_INTERRUPTED, UserError
 from lab.paths import HOME
 from lab.results import knownfail, model, store, summary, write
 from lab.run import catalog, cellrun, matrix, prepare
@@ -27,11 +27,13 @@ def _default_results() -> Path:
 
 
 def _known(path: str | None, fallback: str) -> tuple[Path | None, tuple[knownfail.Entry, ...]]:
-    """The known-failures file: --known-failures, else the matrix's, else the repository's."""
+    """The known-failures file (--known-failures, else the matrix's, else the repository's), none expired."""
     chosen = Path(path) if path else (Path(fallback) if fallback else DEFAULT_KNOWN)
     if path and not chosen.is_file():
         raise UserError(f"--known-failures {path} does not exist; give a known-failures.yaml (see the shipped one)")
-    return (chosen, knownfail.load(chosen)) if chosen.is_file() else (None, ())
+    if not chosen.is_file():
+        return None, ()
+    return chosen, knownfail.check_live(knownfail.load(chosen), datetime.date.today())
 
 
 def _single_kernel_specs(
@@ -70,7 +72,11 @@ def _single_kernel_specs(
 def run_and_report(
     specs: list[cellrun.CellSpec], results_dir: Path, jobs: int, progress: Progress, known_file: Path | None
 ) -> int:
-    """Run the cells, write every report, end with the totals and the table; the exit status of the run."""
+    """Run the cells, write every report, end with the totals and the table; the exit status of the run.
+
+    Ctrl-C or SIGTERM stops the run, and what finished is still reported (results.json says
+    `interrupted`); the exit status is then 130.
+    """
     if not specs:
         raise UserError("nothing to run: no cell matches the requested arches and suites")
     start = time.time()
@@ -78,23 +84,30 @@ def run_and_report(
     for spec in specs:
         if spec.gdb_port is not None:
             print(f"klab: {spec.id}: gdb: {debugger_command(spec)}", file=sys.stderr)
-    cells = cellrun.run_cells(specs, results_dir, jobs, progress)
-    problems = knownfail.expired(specs[0].known, datetime.date.today())
+    interrupted = False
+    with proc.interrupts_raise():
+        try:
+            cells = cellrun.run_cells(specs, results_dir, jobs, progress)
+        except cellrun.Interrupted as stop:
+            cells, interrupted = stop.cells, True
     meta = store.RunMeta(
         argv=tuple(sys.argv),
         started=start,
         wall_seconds=round(time.time() - start, 2),
         jobs=jobs,
-        problems=tuple(problems),
         known_failures=str(known_file or ""),
+        interrupted=interrupted,
     )
     write.reports(results_dir, cells, meta)
-    print(summary.table(cells, problems), end="")
+    print(summary.table(cells, meta), end="")
     print(
         f"klab: results: {results_dir}/report.html, results.json, junit.xml, results.ktap, console-*.log",
         file=sys.stderr,
     )
-    return max(model.exit_status(cells), 1 if problems else 0)
+    if interrupted:
+        print(f"klab: interrupted: {len(cells)} of {len(specs)} cell(s) reported, the last cut short", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return model.exit_status(cells)
 
 
 def debugger_command(spec: cellrun.CellSpec) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from lab import atomic
 from lab.results import consolelog, ktap, signature, summary
 from lab.results.compare import failing
-from lab.results.model import SPLATS, CellResult, Status, TestResult
+from lab.results.model import SPLATS, CellResult, CellVerdict, Status, TestResult
 from lab.results.store import RunMeta
 
 
@@ -67,6 +67,12 @@ _PLAN = re.compile(r"^    1\.\.\d+\s*$")
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def verdict_class(cell: CellResult) -> str:
+    """The colour of a cell's verdict: its outcome's, a cell that tested nothing shaded as skipped."""
+    verdict = cell.verdict()
+    return Outcome.SKIP_ONLY.value if verdict is CellVerdict.SKIPPED else verdict.value
 
 
 def test_outcome(cell: CellResult, test: TestResult) -> Outcome:
@@ -223,10 +229,11 @@ def _grid(cells: list[CellResult], suites: list[str]) -> str:
             )
         events = ", ".join(dict.fromkeys(e.kind + ("!" if e.fatal else "") for e in cell.kernel_events)) or "-"
         verdict = cell.verdict().value
+        shade = verdict_class(cell)
         rows.append(
             f'<tr data-cell="{_e(cell.id)}"><th scope="row"><a href="#c{i}">{_e(cell.id)}</a></th>'
             f'{"".join(squares)}<td class="events">{_e(events)}</td>'
-            f'<td class="verdict o-{verdict}">{_e(verdict)}</td></tr>'
+            f'<td class="verdict o-{shade}">{_e(verdict)}</td></tr>'
         )
     return (
         f'<table class="grid" id="grid"><thead><tr><th>cell</th>{head}<th>kernel events</th><th>verdict</th></tr>'
@@ -306,7 +313,7 @@ def _folded_counts(cell: CellResult, rows: list[int]) -> str:
 
 def _cell_section(cell: CellResult, i: int, suites: list[str]) -> str:
     verdict = cell.verdict().value
-    parts = [f'<section id="c{i}"><h2>{_e(cell.id)} <span class="o-{verdict}">{_e(verdict)}</span></h2>']
+    parts = [f'<section id="c{i}"><h2>{_e(cell.id)} <span class="o-{verdict_class(cell)}">{_e(verdict)}</span></h2>']
     parts.append(_meta_table(cell_rows(cell)))
     for n, event in enumerate(cell.kernel_events):
         fatal = " (fatal)" if event.fatal else ""
@@ -334,15 +341,16 @@ def render(cells: list[CellResult], meta: RunMeta, consoles: Mapping[str, str], 
     into the `klab reproduce` lines as given."""
     suites = list(dict.fromkeys(s for cell in cells for s in cell.suites()))
     failures = [f for i, c in enumerate(cells) for f in _failures(c, i, consoles.get(c.id, ""), results_dir)]
-    totals = _e(summary.totals_line(cells, meta.problems))
-    problems = "".join(f"<li>{_e(p)}</li>" for p in meta.problems)
+    totals = _e(summary.totals_line(cells, meta))
+    verdict = _e(summary.verdict_line(cells, meta))
+    problems = "".join(f"<li>{_e(p)}</li>" for p in summary.run_lines(meta))
     lab_errors = "".join(
         f'<li><a href="#c{i}">{_e(c.id)}</a>: {_e(c.error)}</li>' for i, c in enumerate(cells) if c.error
     )
     body = [
-        f'<h1>kernel-lab run</h1><p class="totals">{totals}</p>',
+        f'<h1>kernel-lab run</h1><p class="totals">{totals}</p><p class="run-verdict">{verdict}</p>',
         _meta_table(run_rows(meta)),
-        f"<h2>Expired known failures</h2><ul>{problems}</ul>" if problems else "",
+        f'<h2>The run itself</h2><ul class="run-problems">{problems}</ul>' if problems else "",
         "<h2>Cells × suites</h2>",
         _grid(cells, suites),
         _legend(),

@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from lab import yamlfile
-from lab.errors import UserError
+from lab.errors import EXIT_FAILED, LabBaseError, UserError
 from lab.results.model import BAD, Status, TestResult
 
 _KEYS = {
@@ -199,6 +199,27 @@ def apply(tests: list[TestResult], entries: tuple[Entry, ...], where: Where, tod
             why = f"known failure did not happen: remove {entry.name()}"
             out.append(replace(test, status=Status.XPASS, reason=why))
     return out
+
+
+class ExpiredEntries(LabBaseError):
+    """Known failures past their expiry: the run fails by their names before anything builds or boots."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(f"{len(lines)} known failure(s) expired; nothing was run")
+        self.lines = lines
+
+    def report(self) -> list[str]:
+        return [*super().report(), *(f"klab: {line}" for line in self.lines)]
+
+
+def check_live(entries: tuple[Entry, ...], today: datetime.date) -> tuple[Entry, ...]:
+    """The entries, once none has expired: an expired one must be fixed or renewed before a run means anything."""
+    lines = expired(entries, today)
+    if lines:
+        raise ExpiredEntries(lines)
+    return entries
 
 
 def expired(entries: tuple[Entry, ...], today: datetime.date) -> list[str]:

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lab.errors import LabError
+from lab.errors import EXIT_FAILED, EXIT_LAB, EXIT_OK, EXIT_UNTESTABLE, LabError
 from lab.manifest import ManifestError, Record
 from lab.results import ktap, signature
 from lab.results.consolelog import KernelEvent
@@ -61,6 +61,7 @@ class CellVerdict(enum.Enum):
     PASS = "pass"
     FAIL = "fail"  # a test failed, errored or went missing, or the kernel reported an event
     LAB_ERROR = "lab-error"  # the lab could not run it, and the kernel did nothing wrong meanwhile
+    SKIPPED = "skipped"  # no selected test ran (each skipped: the kernel lacks what it tests): a pass of nothing
 
 
 @dataclass
@@ -130,19 +131,24 @@ class CellResult(Record):
             return CellVerdict.FAIL
         if self.error:
             return CellVerdict.LAB_ERROR
-        return CellVerdict.FAIL if any(t.status is Status.MISS for t in self.tests) else CellVerdict.PASS
+        if any(t.status is Status.MISS for t in self.tests):
+            return CellVerdict.FAIL
+        return CellVerdict.PASS if any(t.status is not Status.SKIP for t in self.tests) else CellVerdict.SKIPPED
 
 
 def exit_status(cells: list[CellResult]) -> int:
-    """0 all passed; 1 a test failed or a kernel is bad; errors.EXIT_LAB when only the lab failed.
+    """0 passed; 1 a test failed or a kernel is bad; 128 only the lab failed; 125 nothing was tested.
 
     Bisect reads 1 as "bad", so a cell the lab could not run must never give 1
     on its own: with no kernel or test failure anywhere, a lab error gives 128.
+    A run in which every selected test skipped tested nothing: 125, never 0.
     """
     verdicts = {cell.verdict() for cell in cells}
     if CellVerdict.FAIL in verdicts:
-        return 1
-    return LabError.exit_code if CellVerdict.LAB_ERROR in verdicts else 0
+        return EXIT_FAILED
+    if CellVerdict.LAB_ERROR in verdicts:
+        return EXIT_LAB
+    return EXIT_UNTESTABLE if not cells or verdicts == {CellVerdict.SKIPPED} else EXIT_OK
 
 
 # --- collecting -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import manifest
-from lab.errors import UserError
+from lab.errors import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from lab.manifest import Record
 from lab.results.consolelog import KernelEvent
 from lab.results.model import CellResult, TestResult, exit_status
@@ -61,11 +61,18 @@ def write(path: Path, cells: list[CellResult], meta: RunMeta) -> None:
     doc = {
         "format": FORMAT,
         "meta": meta.to_json(),
-        "exit_status": max(exit_status(cells), 1 if meta.problems else 0),
+        "exit_status": run_exit_status(cells, meta),
         "cells": [_cell_to_dict(cell) for cell in cells],
         "tests": [_test_to_dict(cell, test) for cell in cells for test in cell.tests],
     }
     manifest.write_json(path, doc)
+
+
+def run_exit_status(cells: list[CellResult], meta: RunMeta) -> int:
+    """The run's exit status as `klab test` gave it: the cells', unless expired entries or an interruption overrule."""
+    if meta.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if meta.problems else exit_status(cells)
 
 
 def _cell_to_dict(cell: CellResult) -> dict[str, Any]:

@@ -7,9 +7,11 @@ failure reads the same on every run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from lab.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB, EXIT_OK, EXIT_UNTESTABLE
 from lab.results.model import BAD, CellResult, Status
+from lab.results.store import RunMeta, run_exit_status
+
+NO_META = RunMeta()
 
 LEGEND = (
     "legend: per suite passed/failed/skipped/missing (failed counts errors); then xf: known failures (XFAIL), "
@@ -26,8 +28,9 @@ def totals(cells: list[CellResult]) -> dict[Status, int]:
     return out
 
 
-def totals_line(cells: list[CellResult], run_problems: Sequence[str] = ()) -> str:
+def totals_line(cells: list[CellResult], meta: RunMeta = NO_META) -> str:
     """`N passed, N failed, N skipped`, then whatever else is not zero: the one line a CI log ends with."""
+    run_problems = meta.problems
     t = totals(cells)
     parts = [f"{t[Status.PASS]} passed", f"{t[Status.FAIL]} failed", f"{t[Status.SKIP]} skipped"]
     named = (
@@ -41,6 +44,21 @@ def totals_line(cells: list[CellResult], run_problems: Sequence[str] = ()) -> st
     parts += [f"{lab_errors} lab errors"] if lab_errors else []
     parts += [f"{len(run_problems)} expired known failures"] if run_problems else []
     return ", ".join(parts) + f" in {len(cells)} cell{'s' if len(cells) != 1 else ''}"
+
+
+_RUN_VERDICTS = {
+    EXIT_OK: "pass",
+    EXIT_FAILED: "fail",
+    EXIT_UNTESTABLE: "nothing tested (every selected test skipped)",
+    EXIT_LAB: "lab error (no verdict on the kernel)",
+    EXIT_INTERRUPTED: "interrupted (only what finished is here)",
+}
+
+
+def verdict_line(cells: list[CellResult], meta: RunMeta = NO_META) -> str:
+    """The run's verdict and exit status, said once: a table of passing cells never hides an exit 1."""
+    code = run_exit_status(cells, meta)
+    return f"run verdict: {_RUN_VERDICTS.get(code, 'unknown')} (exit {code})"
 
 
 def _suite_cell(cell: CellResult, suite: str) -> str:
@@ -97,27 +115,33 @@ def problems(cells: list[CellResult], per_cell: int = 20) -> list[str]:
     return out
 
 
-def table(cells: list[CellResult], run_problems: Sequence[str] = ()) -> str:
-    """Totals, the plain-text table and its legend, then the problems: for terminals and CI logs alike."""
+def table(cells: list[CellResult], meta: RunMeta = NO_META) -> str:
+    """Totals and the run's verdict, the plain-text table and its legend, then the problems."""
     header, body = rows(cells)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = [totals_line(cells, run_problems), ""]
+    lines = [totals_line(cells, meta), verdict_line(cells, meta), ""]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [header, *body]]
-    lines.insert(3, "  ".join("-" * w for w in widths))
-    lines += [LEGEND, "", *run_problems, *problems(cells)]
+    lines.insert(4, "  ".join("-" * w for w in widths))
+    lines += [LEGEND, "", *run_lines(meta), *problems(cells)]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def markdown(cells: list[CellResult], run_problems: Sequence[str] = ()) -> str:
+def run_lines(meta: RunMeta) -> list[str]:
+    """What went wrong with the run itself, no cell's: an interruption, expired known failures."""
+    stopped = ["INTERRUPTED: Ctrl-C or SIGTERM stopped the run; the cells below are those that finished"]
+    return (stopped if meta.interrupted else []) + list(meta.problems)
+
+
+def markdown(cells: list[CellResult], meta: RunMeta = NO_META) -> str:
     """The same in Markdown, for a CI job summary."""
     header, body = rows(cells)
 
     def row(values: list[str]) -> str:
         return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
 
-    lines = [f"**{totals_line(cells, run_problems)}**", "", row(header), row(["---"] * len(header))]
-    lines += [*(row(r) for r in body), "", f"_{LEGEND}_"]
-    found = [*run_problems, *problems(cells)]
+    lines = [f"**{totals_line(cells, meta)}**", "", verdict_line(cells, meta), "", row(header)]
+    lines += [row(["---"] * len(header)), *(row(r) for r in body), "", f"_{LEGEND}_"]
+    found = [*run_lines(meta), *problems(cells)]
     if found:
         lines += ["", "**Problems**", ""] + [f"- {_md_code(p)}" for p in found]
     return "\n".join(lines) + "\n"

@@ -22,8 +22,8 @@ def reports(results_dir: Path, cells: list[CellResult], meta: store.RunMeta) -> 
     store.write(results_dir / "results.json", cells, meta)
     junit.write_junit(results_dir / "junit.xml", cells)
     write_ktap(results_dir / "results.ktap", cells)
-    atomic.write_text(results_dir / "summary.txt", summary.table(cells, meta.problems))
-    atomic.write_text(results_dir / "summary.md", summary.markdown(cells, meta.problems))
+    atomic.write_text(results_dir / "summary.txt", summary.table(cells, meta))
+    atomic.write_text(results_dir / "summary.md", summary.markdown(cells, meta))
     html.write(results_dir / "report.html", cells, meta, results_dir)
 
 
@@ -32,6 +32,8 @@ def to_ktap(cells: list[CellResult]) -> ktap.Test:
     root = ktap.Test(planned=len(cells))
     for number, cell in enumerate(cells, 1):
         node = ktap.Test(cell.id, _node_status(cell.verdict() is CellVerdict.PASS), number, planned=len(cell.suites()))
+        if cell.verdict() is CellVerdict.SKIPPED:
+            node.status, node.directive, node.reason = ktap.Status.SKIP, "SKIP", "every selected test skipped"
         for i, suite in enumerate(cell.suites(), 1):
             tests = [t for t in cell.tests if t.suite == suite]
             passed = not any(t.status in BAD for t in tests)

@@ -7,6 +7,7 @@ never imports guest code (it runs with the guest's python3, stdlib only).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import shlex
 import sys
@@ -58,6 +59,41 @@ def planned_tests(
     names = _ask("--list", *_dir_args(suite_dirs), *args)
     chosen = [n for n in names if not patterns or any(p in n for p in patterns)]
     return [(n.split(".", 1)[0], n.split(".", 1)[1]) for n in chosen]
+
+
+def check_selection(
+    suites: tuple[str, ...], patterns: tuple[str, ...] = (), suite_dirs: tuple[Path, ...] = ()
+) -> list[tuple[str, str]]:
+    """The tests a selection picks; picking none is bad input, said before any build or boot.
+
+    A run of nothing would pass (and a bisect of nothing would blame a commit),
+    so the error says where -k does match, or which names are close.
+    """
+    chosen = planned_tests(suites, patterns, suite_dirs)
+    if chosen:
+        return chosen
+    scope = f"suite{'s' if len(suites) > 1 else ''} {', '.join(suites)}" if suites else "any suite"
+    wanted = " ".join(f"-k {p}" for p in patterns) or "(no -k)"
+    everything = [f"{s}.{n}" for s, n in planned_tests((), (), suite_dirs)]
+    elsewhere = [n for n in everything if any(p in n for p in patterns)]
+    if elsewhere:
+        where = ", ".join(dict.fromkeys(n.split(".", 1)[0] for n in elsewhere))
+        hint = f"; it matches {len(elsewhere)} test(s) of {where} (e.g. {elsewhere[0]}), which --suite leaves out"
+    else:
+        near = _near(patterns, everything)
+        hint = f"; did you mean: {', '.join(near)}" if near else ""
+    raise UserError(f"no test matches {wanted} in {scope}{hint} (see them all: klab test --list)")
+
+
+def _near(patterns: tuple[str, ...], names: list[str], most: int = 3) -> list[str]:
+    """Names holding most of a pattern (a typo in a -k substring): longest common run over the pattern's length."""
+    scored = []
+    for name in names:
+        for pattern in patterns:
+            found = difflib.SequenceMatcher(None, pattern, name).find_longest_match()
+            scored.append((found.size / max(len(pattern), 1), name))
+    good = sorted((s for s in scored if s[0] >= 0.6), key=lambda s: (-s[0], s[1]))
+    return list(dict.fromkeys(name for _, name in good))[:most]
 
 
 def run_line(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +25,11 @@ from lab.run import catalog
 from lab.run.progress import ConsoleTap, Progress
 from lab.vm import accel
 from lab.vm.command import make_plan, run_command
-from lab.vm.qemu import GUEST_KLAB, GUEST_RESULTS, kernel_cmdline
+from lab.vm.qemu import GUEST_KLAB, GUEST_RESULTS, Machine, kernel_cmdline
 
 # Guest-side deadline for one cell's suites (stretched under TCG by the plan).
 SUITE_TIMEOUT = 300.0
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM): the tests that had not reported never ran"
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,17 @@ def run_cell(
     cell.durations["tests"] = round(cell.durations["total"] - cell.durations.get("boot", 0.0), 2)
     _keep_console(cell, booted.console_log, results_dir)
     progress.phase(spec.id, "done", verdict=cell.verdict().value)
+    if booted.interrupted:
+        raise Interrupted([cell])
     return cell
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run: the cells that finished, the last one cut short, for the reports."""
+
+    def __init__(self, cells: list[model.CellResult]) -> None:
+        super().__init__(f"interrupted after {len(cells)} cell(s)")
+        self.cells = cells
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,7 @@ class _Booted:
 
     console_log: Path
     hang: KernelFailure | None = None
+    interrupted: bool = False  # Ctrl-C or SIGTERM: the tests that reported still count, the rest never ran
 
 
 def _fresh_share(share: Path) -> Path:
@@ -132,6 +144,9 @@ def _boot(spec: CellSpec, share: Path, cell: model.CellResult, progress: Progres
         return _Booted(console_log, exc if exc.kind in HOST_MADE else None)
     except LabBaseError as exc:
         cell.error = str(exc)
+    except KeyboardInterrupt:
+        cell.error = INTERRUPTED
+        return _Booted(console_log, interrupted=True)
     return _Booted(console_log)
 
 
@@ -218,9 +233,38 @@ def _read(path: Path) -> str:
 def run_cells(
     specs: list[CellSpec], results_dir: Path, jobs: int = 1, progress: Progress | None = None
 ) -> list[model.CellResult]:
-    """Run cells, `jobs` guests at a time; report order follows the specs."""
+    """Run cells, `jobs` guests at a time; report order follows the specs.
+
+    On Ctrl-C or SIGTERM (see proc.interrupts_raise) the guests still running
+    are stopped, and `Interrupted` carries every cell that came back.
+    """
     results_dir.mkdir(parents=True, exist_ok=True)
+    done: list[model.CellResult] = []
     if jobs <= 1 or len(specs) <= 1:
-        return [run_cell(spec, results_dir, progress) for spec in specs]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda s: run_cell(s, results_dir, progress), specs))
+        try:
+            for spec in specs:
+                done.append(run_cell(spec, results_dir, progress))
+        except Interrupted as stop:
+            raise Interrupted(done + stop.cells) from None
+        except KeyboardInterrupt:
+            raise Interrupted(done) from None
+        return done
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(run_cell, spec, results_dir, progress) for spec in specs]
+    try:
+        done = [future.result() for future in futures]
+    except KeyboardInterrupt:
+        Machine.stop_all()  # the interrupt reaches this thread only: end the guests the others wait on
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise Interrupted([cell for f in futures if not f.cancelled() for cell in _cells_of(f)]) from None
+    pool.shutdown()
+    return done
+
+
+def _cells_of(future: Future[model.CellResult]) -> list[model.CellResult]:
+    try:
+        return [future.result()]
+    except Interrupted as stop:
+        return stop.cells
+    except LabBaseError:
+        return []

@@ -13,10 +13,11 @@ import shlex
 import shutil
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 import pexpect
 from qemu.qmp import QMPError
@@ -231,11 +232,25 @@ def prepare_control(plan: BootPlan, mode: str, command: str = "") -> Path:
 class Machine:
     """One running guest. `with Machine(plan) as vm:`: QEMU is gone when the block ends."""
 
+    _running: ClassVar[set[Machine]] = set()  # every started, unclosed machine of this process
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, plan: BootPlan) -> None:
         self.plan = plan
         self.child: pexpect.spawn | None = None
         self.started = 0.0
+        self.stopped = False  # stop_all ended it: the run was interrupted, not the guest's doing
         self._logf: IO[str] | None = None
+
+    @classmethod
+    def stop_all(cls) -> None:
+        """End every running guest (an interrupted parallel run): each waiting thread then sees QEMU gone."""
+        with cls._lock:
+            running = list(cls._running)
+        for vm in running:
+            vm.stopped = True
+            if vm.child is not None and vm.child.isalive():
+                vm.child.terminate(force=True)
 
     def __enter__(self) -> Machine:
         self.start()
@@ -275,6 +290,8 @@ class Machine:
             env=dict(os.environ, TERM="dumb"),
         )
         self.child.logfile_read = self._logf
+        with self._lock:
+            self._running.add(self)
 
     def watcher(self) -> console.Watcher:
         assert self.child is not None
@@ -329,6 +346,8 @@ class Machine:
         if self.child is None or self.child.isalive():
             return ""
         self.child.close()
+        if self.stopped:
+            return "was stopped because the run was interrupted"
         return outside_cause(text, self.child.exitstatus, self.child.signalstatus)
 
     def dump_memory(self, dest: Path) -> Path | None:
@@ -347,6 +366,8 @@ class Machine:
 
     def close(self) -> None:
         """Stop QEMU: it normally exited already; otherwise terminate, then kill."""
+        with self._lock:
+            self._running.discard(self)
         if self.child is not None:
             if self.child.isalive():
                 self.child.terminate(force=True)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lab.errors import LabError, UserError
-from lab.results import consolelog, ktap, model, store
+from lab.results import consolelog, ktap, model, store, summary
 from lab.results.consolelog import KernelEvent
 from lab.results.model import SPLATS, CellResult, CellVerdict, Status
 from tests.unit._results_data import (
@@ -208,22 +208,43 @@ def test_verdict(statuses: list[Status], events: list[KernelEvent], error: str, 
 @pytest.mark.parametrize(
     ("verdicts", "code"),
     [
-        ([], 0),
+        ([], 125),  # nothing ran: nothing was tested
         ([CellVerdict.PASS], 0),
+        ([CellVerdict.SKIPPED], 125),  # every selected test skipped: no pass of anything
+        ([CellVerdict.SKIPPED, CellVerdict.PASS], 0),
         ([CellVerdict.PASS, CellVerdict.FAIL], 1),
         ([CellVerdict.LAB_ERROR, CellVerdict.PASS], 128),
+        ([CellVerdict.LAB_ERROR, CellVerdict.SKIPPED], 128),
         ([CellVerdict.LAB_ERROR, CellVerdict.FAIL], 1),
     ],
 )
 def test_exit_status(verdicts: list[CellVerdict], code: int) -> None:
     made = {
         CellVerdict.PASS: CellResult("p", "x86_64", tests=[model.TestResult("s", "t", Status.PASS)]),
+        CellVerdict.SKIPPED: CellResult("s", "x86_64", tests=[model.TestResult("s", "t", Status.SKIP, reason="ABI")]),
         CellVerdict.FAIL: CellResult("f", "x86_64", tests=[model.TestResult("s", "t", Status.FAIL)]),
         CellVerdict.LAB_ERROR: CellResult(
             "l", "x86_64", error="no QEMU", tests=[model.TestResult("s", "t", Status.MISS)]
         ),
     }
-    assert model.exit_status([made[v] for v in verdicts]) == code
+    chosen = [made[v] for v in verdicts]
+    assert [c.verdict() for c in chosen] == verdicts
+    assert model.exit_status(chosen) == code
+
+
+@pytest.mark.parametrize(
+    ("meta", "code"),
+    [
+        (store.RunMeta(), 0),
+        (store.RunMeta(problems=("known failure expired on 2026-01-01: ...",)), 1),
+        (store.RunMeta(interrupted=True), 130),
+    ],
+)
+def test_run_exit_status_overrules_passing_cells(meta: store.RunMeta, code: int) -> None:
+    """The summary's verdict line and results.json's exit_status read it: a table of passes never hides a 1."""
+    passed = CellResult("p", "x86_64", tests=[model.TestResult("s", "t", Status.PASS)])
+    assert store.run_exit_status([passed], meta) == code
+    assert f"(exit {code})" in summary.verdict_line([passed], meta)
 
 
 def test_exit_status_of_the_fixture_cells() -> None:

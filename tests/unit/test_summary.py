@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lab.results import model, summary
 from lab.results.model import CellResult, Status, TestResult
+from lab.results.store import RunMeta
 from tests.unit._results_data import cells, golden
 
 
@@ -33,7 +34,8 @@ def test_totals_line_is_plain_and_names_only_what_is_there() -> None:
         TestResult("s", "d", Status.FLAKY),
         TestResult("s", "e", Status.MISS),
     ]
-    line = summary.totals_line([one, CellResult("d", "arm64", error="no QEMU")], ["expired entry"])
+    meta = RunMeta(problems=("expired entry",))
+    line = summary.totals_line([one, CellResult("d", "arm64", error="no QEMU")], meta)
     assert line == (
         "1 passed, 0 failed, 1 skipped, 1 missing, 1 known failures (xfail), 1 flaky, 1 lab errors, "
         "1 expired known failures in 2 cells"
@@ -44,8 +46,9 @@ def test_table_starts_with_totals_and_keeps_the_legend_by_the_table() -> None:
     text = summary.table(cells())
     lines = text.splitlines()
     assert lines[0] == summary.totals_line(cells())
+    assert lines[1] == "run verdict: fail (exit 1)"
     legend = lines.index(summary.LEGEND)
-    assert legend == 3 + len(cells()) + 1  # totals, blank, header, rule, one row per cell: then the legend
+    assert legend == 4 + len(cells()) + 1  # totals, verdict, blank, header, rule, one row per cell: then the legend
     assert "xf: known failures" in summary.LEGEND
 
 
