@@ -10,7 +10,7 @@ from lab.errors import UserError
 from lab.kernel import build, kconfig, record, source
 from lab.kernel.record import BuildManifest
 from lab.run import prepare
-from lab.vm import accel, command, qemu
+from lab.vm import accel, bootfiles, command, qemu
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -90,11 +90,39 @@ def add_kernel_choice(p: argparse.ArgumentParser, required: bool = True) -> None
 def kernel_of(args: argparse.Namespace, arch: arches.Arch) -> tuple[Path, BuildManifest | None]:
     """The kernel image from --kernel, or from the build dir's manifest (checked against --arch)."""
     if args.kernel:
-        qemu.check_kernel_image(arch, Path(args.kernel))
+        bootfiles.check_kernel_image(arch, Path(args.kernel))
         return Path(args.kernel), None
     doc = record.load(Path(args.build), arch)
-    qemu.check_kernel_image(arch, doc.image)
+    bootfiles.check_kernel_image(arch, doc.image)
     return doc.image, doc
+
+
+_MEMORY_UNITS = {"": 1, "M": 1, "MB": 1, "MIB": 1, "G": 1024, "GB": 1024, "GIB": 1024}
+
+
+def memory_mib(text: str) -> int:
+    """`--mem`: plain MiB or with a unit; argparse turns the error into exit 2 with the option's name."""
+    number = text.rstrip("MmGgIiBb")
+    unit = text[len(number) :].upper()
+    if not number.isdigit() or unit not in _MEMORY_UNITS or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size: give MiB (512) or a unit (512M, 2G)")
+    return int(number) * _MEMORY_UNITS[unit]
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def add_guest(p: argparse.ArgumentParser) -> None:
@@ -106,8 +134,10 @@ def add_guest(p: argparse.ArgumentParser) -> None:
         "or the path of an ext4 image (default: host when the arch is native, else image)",
     )
     p.add_argument("--append", default="", help="extra kernel command line")
-    p.add_argument("--mem", type=int, default=0, help="guest memory in MiB (default: the arch's)")
-    p.add_argument("--cpus", type=int, default=0, help="guest CPUs (default: the arch's)")
+    p.add_argument(
+        "--mem", type=memory_mib, default=0, help="guest memory: MiB, or with a unit (512M, 2G; default: the arch's)"
+    )
+    p.add_argument("--cpus", type=positive_int, default=0, help="guest CPUs (default: the arch's)")
     p.add_argument("--accel", default="auto", choices=ACCELS, help="auto: KVM only where a probe guest really boots")
 
 

@@ -74,7 +74,7 @@ def _add_build_args(p: argparse.ArgumentParser) -> None:
     common.add_fragments(p)
     p.add_argument("--llvm", action="store_true", help="build with LLVM=1 (clang, lld)")
     p.add_argument("--build-dir", type=Path, help="build here instead of the cache")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs (default: nproc)")
+    p.add_argument("-j", "--jobs", type=common.positive_int, default=None, help="parallel make jobs (default: nproc)")
 
 
 def register(sub: Any) -> None:

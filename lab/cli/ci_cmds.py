@@ -206,7 +206,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kernel", required=True, help="kernel name from the matrix, e.g. 6.12")
     p.add_argument("--arch", required=True, help=common.ARCH_HELP)
     p.add_argument("--results", required=True, help="results directory")
-    p.add_argument("-n", "--jobs", type=int, default=1, help="guests to run at once")
+    p.add_argument("-n", "--jobs", type=common.positive_int, default=1, help="guests to run at once")
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     p.set_defaults(func=cmd_ci_run)
     p = sub.add_parser("merge", help="merge the cells' results.json into one results.json, junit.xml, summary")

@@ -74,7 +74,9 @@ def register(sub: Any) -> None:
         epilog="example: klab run --arch x86_64 --build ~/.cache/kernel-lab/build/x86_64-linux-7.3-KEY -- uname -r",
     )
     _add_boot_args(run)
-    run.add_argument("--timeout", type=float, default=600, help="seconds for the command (stretched under TCG)")
+    run.add_argument(
+        "--timeout", type=common.positive_seconds, default=600, help="seconds for the command (stretched under TCG)"
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     run.set_defaults(func=cmd_run)
 

@@ -71,8 +71,6 @@ class Facts:
 
 def cmd_reproduce(args: argparse.Namespace, facts: Facts | None = None) -> int:
     facts = facts or Facts.real()
-    if args.jobs < 1:
-        raise UserError("-n/--jobs must be 1 or more")
     path = results_file(args.results_dir)
     run = store.load(path)
     out = Path(args.results) if args.results else reproduce.default_results()
@@ -116,5 +114,5 @@ def register(sub: Any) -> None:
         "--accel", choices=common.ACCELS, help="override the recorded accelerator (default: the one the cell used)"
     )
     p.add_argument("--results", help="where the rerun writes its results (default: results/reproduce-DATE)")
-    p.add_argument("-n", "--jobs", type=int, default=1, help="guests to run at once")
+    p.add_argument("-n", "--jobs", type=common.positive_int, default=1, help="guests to run at once")
     p.set_defaults(func=cmd_reproduce)

@@ -123,23 +123,36 @@ def _refuse(args: argparse.Namespace, flags: tuple[str, ...], why: str) -> None:
         raise UserError(f"{' '.join(given)}: {why}")
 
 
-def _check_run_options(args: argparse.Namespace) -> tuple[str, ...]:
-    """Everything a run needs checked before any build or boot: a typo must not cost a cold build."""
-    if args.jobs < 1:
-        raise UserError("-n/--jobs must be 1 or more")
-    if args.repeat < 1:
-        raise UserError("--repeat must be 1 or more")
+def _check_run_options(args: argparse.Namespace, available: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Everything a run needs checked before any build or boot: a typo must not cost a cold build.
+
+    `available`: the suites the run's cells can run (a matrix's); the -k and
+    --suite selection must pick at least one test among them.
+    """
     dirs = tuple(HOME / d for d in args.suite_dir)
     for d in dirs:
         if not d.is_dir():
             raise UserError(f"--suite-dir {d} is not a directory (suite dirs are relative to {HOME})")
     for name in args.suite:
         catalog.check(name, suite_dirs=dirs)
+    chosen = tuple(args.suite) or available
+    catalog.check_selection(chosen, tuple(args.patterns), dirs)
     return tuple(args.suite)
 
 
+def _list(args: argparse.Namespace, available: tuple[str, ...] = ()) -> int:
+    """`--list`: the SUITE.TEST names the selection runs, one a line; nothing is built or booted."""
+    dirs = tuple(HOME / d for d in args.suite_dir)
+    for name in args.suite:
+        catalog.check(name, suite_dirs=dirs)
+    chosen = catalog.check_selection(tuple(args.suite) or available, tuple(args.patterns), dirs)
+    print("\n".join(f"{suite}.{test}" for suite, test in chosen))
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
-    suites = _check_run_options(args)
+    if args.list and not args.matrix:
+        return _list(args)
     results_dir = Path(args.results) if args.results else _default_results()
     if args.matrix:
         _refuse(
@@ -147,6 +160,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         )
         _refuse(args, ("suite_dir",), "test-only suites run on one kernel (--arch with --build or --kernel)")
         mtx = matrix.load(Path(args.matrix))
+        if args.list:
+            return _list(args, mtx.all_suites())
+        suites = _check_run_options(args, mtx.all_suites())
         arch_names = tuple(arches.get(a).name for a in common.split_words(args.arches))
         known_file, known = _known(args.known_failures, mtx.known_failures)
         with Progress() as progress:
@@ -156,6 +172,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             )  # fmt: skip
             return run_and_report(specs, results_dir, args.jobs, progress, known_file)
     _refuse(args, ("arches",), "chooses among a matrix's arches; with --build/--kernel give one --arch")
+    suites = _check_run_options(args)
     if not args.arch or not (args.build or args.kernel):
         raise UserError("klab test needs --arch and --build DIR or --kernel PATH, or --matrix FILE")
     known_file, known = _known(args.known_failures, "")
@@ -168,9 +185,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_test_kernel(args: argparse.Namespace) -> int:
     """`make test-kernel`: the matrix in lab.yaml, optionally on the user's tree and a subset of arches."""
-    suites = _check_run_options(args)
     arch_names = tuple(arches.get(a).name for a in common.split_words(args.arches))
     mtx = matrix.load(Path(args.matrix))
+    if args.list:
+        return _list(args, mtx.all_suites())
+    suites = _check_run_options(args, mtx.all_suites())
     known_file, known = _known(args.known_failures, mtx.known_failures)
     src = prepare.source_path(args.src) if args.src else None
     results_dir = Path(args.results) if args.results else _default_results()
@@ -184,9 +203,12 @@ def cmd_test_kernel(args: argparse.Namespace) -> int:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     common.add_selection(p)
+    p.add_argument("--list", action="store_true", help="print the SUITE.TEST names the selection runs, and stop")
     p.add_argument("--results", help="results directory (default: results/run-DATE)")
-    p.add_argument("-n", "--jobs", type=int, default=1, help="guests to run at once")
-    p.add_argument("--repeat", type=int, default=1, help="run each test N times in its boot; mixed outcomes: FLAKY")
+    p.add_argument("-n", "--jobs", type=common.positive_int, default=1, help="guests to run at once")
+    p.add_argument(
+        "--repeat", type=common.positive_int, default=1, help="run each test N times in its boot; mixed outcomes: FLAKY"
+    )
     p.add_argument("--known-failures", help="known-failures file (default: the matrix's, else known-failures.yaml)")
     p.add_argument("--suite-dir", action="append", default=[], help=argparse.SUPPRESS)  # test-only suites
     p.add_argument(

@@ -61,6 +61,10 @@ class Matrix:
     source_file: str = field(default="", compare=False)
     known_failures: str = ""  # path of the known-failures file (lab.results.knownfail), relative paths resolved
 
+    def all_suites(self) -> tuple[str, ...]:
+        """Every suite some boot of the matrix runs, in the matrix's order."""
+        return tuple(dict.fromkeys([*self.suites, *(s for b in self.boots for s in b.suites)]))
+
     def cells(self) -> list[MatrixCell]:
         out = []
         for kernel, arch, boot in itertools.product(self.kernels, self.arches, self.boots):

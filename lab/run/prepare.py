@@ -23,6 +23,7 @@ from lab.results import knownfail
 from lab.run import matrix
 from lab.run.cellrun import CellSpec
 from lab.run.progress import Progress
+from lab.vm import bootfiles
 from lab.vm.qemu import HOST_ROOTFS
 
 
@@ -72,6 +73,7 @@ def rootfs_for(arch: Arch, choice: str) -> tuple[str, str]:
     if choice == "image":
         doc = image_build.build_image(arch, recipes.find_recipe(recipes.DEFAULT_RECIPE))
         return doc.image, doc.sha256
+    bootfiles.check_rootfs_image(Path(choice))
     return choice, ""
 
 

@@ -24,13 +24,14 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from lab.arches import Arch
-from lab.errors import KernelFailure, LabError, UserError
+from lab.errors import KernelFailure, LabError
 from lab.paths import HOME
 from lab.proc import Deadline
 from lab.results import consolelog
 from lab.results.consolelog import EventKind
 from lab.vm import console
 from lab.vm.accel import Decision
+from lab.vm.bootfiles import check_kernel_image
 from lab.vm.console import WatchEnd, WatchResult
 
 HOST_ROOTFS = "host"
@@ -90,20 +91,6 @@ class BootPlan:
     def scaled(self, seconds: float) -> float:
         """A deadline for guest work, stretched under TCG."""
         return seconds if self.accel.accel == "kvm" else seconds * TCG_FACTOR * self.arch.tcg_slowdown
-
-
-def check_kernel_image(arch: Arch, kernel: Path) -> None:
-    """Refuse a missing kernel, or one built for another arch (read its boot header)."""
-    if not kernel.is_file():
-        raise UserError(f"kernel image {kernel} does not exist; build one with `klab build --arch {arch.name}`")
-    offset, magic = arch.image_magic
-    with open(kernel, "rb") as f:
-        f.seek(offset)
-        if f.read(len(magic)) != magic:
-            raise UserError(
-                f"{kernel} is not a {arch.name} kernel image (no {magic!r} at offset {offset:#x}); "
-                f"pass the {arch.image_path} of a {arch.name} build"
-            )
 
 
 # Root on the first virtio disk: the lab's ext4 image.

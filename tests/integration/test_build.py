@@ -19,6 +19,7 @@ import pytest
 from lab import arches
 from lab.kernel import kconfig, record, source
 from lab.paths import REPO_ROOT
+from lab.vm import bootfiles
 
 pytestmark = pytest.mark.kernel
 
@@ -97,6 +98,7 @@ def test_build_default_fragments(version: str, arch_name: str) -> None:
     arch = arches.get(arch_name)
     offset, magic = arch.image_magic
     assert doc.image.read_bytes()[offset : offset + len(magic)] == magic
+    bootfiles.check_kernel_image(arch, doc.image)  # the header size checks hold for a real kernel
     assert doc.arch == arch_name and doc.kernelrelease.startswith(f"{version}.")
     assert [f.name for f in doc.fragments] == [*kconfig.DEFAULT_FRAGMENTS, f"arch/{arch_name}"]
     config = kconfig.read_config(bdir / ".config")

@@ -138,9 +138,37 @@ def test_a_typo_in_a_suite_name_is_caught_before_any_build(
 @pytest.mark.parametrize(
     ("argv", "error"),
     [
+        (["test-kernel", "--suite", "landlock", "-k", "zzzz"], "no test matches -k zzzz in suite landlock (see"),
+        (
+            ["test-kernel", "--suite", "seccomp", "-k", "landlock.abi_version_query"],
+            "no test matches -k landlock.abi_version_query in suite seccomp; it matches 1 test(s) of landlock",
+        ),
+        (["test-kernel", "-k", "landlock.abi_versoin"], "did you mean: landlock.abi_version"),
+    ],
+)
+def test_a_selection_of_no_test_is_refused_before_any_build(
+    argv: list[str], error: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(prepare, "matrix_specs", lambda *a, **k: pytest.fail("built before checking -k"))
+    assert cli.main(argv) == EXIT_USAGE
+    (line,) = capsys.readouterr().err.splitlines()
+    assert error in line
+
+
+def test_list_prints_the_selection_and_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(prepare, "matrix_specs", lambda *a, **k: pytest.fail("--list built something"))
+    assert cli.main(["test-kernel", "--list", "--suite", "landlock", "-k", "abi_version"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names and all(n.startswith("landlock.") and "abi_version" in n for n in names)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
         (["test", "--matrix", "lab.yaml", "--arch", "x86_64"], "--arch: a single kernel's options"),
         (["test", "--arch", "x86_64", "--kernel", "k", "--arches", "arm64"], "--arches: chooses among a matrix"),
-        (["test", "--matrix", "lab.yaml", "--repeat", "0"], "--repeat must be 1 or more"),
         (["test-kernel", "--arches", "sparc"], "unknown arch 'sparc'"),
     ],
 )
@@ -150,6 +178,36 @@ def test_contradictory_or_bad_flags_are_refused(
     monkeypatch.setattr(prepare, "matrix_specs", lambda *a, **k: pytest.fail("work started"))
     assert cli.main(argv) == EXIT_USAGE
     assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (
+            ["test", "--matrix", "lab.yaml", "--repeat", "0"],
+            "argument --repeat: '0' is not a whole number of 1 or more",
+        ),
+        (["test", "--arch", "x86_64", "--kernel", "k", "--mem", "lots"], "argument --mem: 'lots' is not a memory size"),
+        (["test", "--arch", "x86_64", "--kernel", "k", "--mem", "0"], "argument --mem: '0' is not a memory size"),
+        (["test", "--arch", "x86_64", "--kernel", "k", "--cpus", "-1"], "argument --cpus: '-1' is not a whole number"),
+        (["run", "--arch", "x86_64", "--kernel", "k", "--timeout", "-5", "--", "true"], "'-5' is not a number of"),
+        (["run", "--arch", "x86_64", "--kernel", "k", "--timeout", "inf", "--", "true"], "'inf' is not a number of"),
+        (["test-kernel", "-n", "0"], "argument -n/--jobs: '0' is not a whole number of 1 or more"),
+    ],
+)
+def test_bad_numbers_are_usage_errors_before_anything_runs(
+    argv: list[str], error: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(prepare, "matrix_specs", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == EXIT_USAGE
+    assert error in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("text", "mib"), [("512", 512), ("512M", 512), ("2G", 2048), ("2GiB", 2048), ("1g", 1024)])
+def test_memory_sizes_take_units(text: str, mib: int) -> None:
+    assert common.memory_mib(text) == mib
 
 
 def test_printed_commands_rerun_as_printed(tmp_path: Path) -> None:

@@ -119,25 +119,6 @@ def test_deadlines_stretch_under_tcg(tmp_path: Path) -> None:
     assert _plan(tmp_path, "x86_64").scaled(10) == 10 * qemu.TCG_FACTOR
 
 
-def _image(tmp_path: Path, offset: int, magic: bytes) -> Path:
-    data = bytearray(4096)
-    data[offset : offset + len(magic)] = magic
-    path = tmp_path / "kernel"
-    path.write_bytes(bytes(data))
-    return path
-
-
-def test_kernel_image_arch_is_checked(tmp_path: Path) -> None:
-    x86 = arches.get("x86_64")
-    arm = arches.get("arm64")
-    bz = _image(tmp_path, *x86.image_magic)
-    qemu.check_kernel_image(x86, bz)
-    with pytest.raises(UserError, match="is not a arm64 kernel image"):
-        qemu.check_kernel_image(arm, bz)
-    with pytest.raises(UserError, match="does not exist"):
-        qemu.check_kernel_image(x86, tmp_path / "nope")
-
-
 def test_accel_tcg_requested_skips_the_probe() -> None:
     assert accel.decide(arches.get("x86_64"), "tcg").accel == "tcg"
 
