@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,14 @@ import yaml
 
 from lab import arches
 from lab.cli import args as common
+from lab.cli.test_cmds import known_failures, run_and_report
 from lab.errors import UserError
 from lab.image import build, recipes
 from lab.lava import definition, readback
 from lab.paths import HOME
 from lab.results import model, store, write
-from lab.run import catalog, cellrun, matrix, prepare
+from lab.run import catalog, matrix, prepare
+from lab.run.progress import Progress
 
 DEFAULT_MATRIX = HOME / "lab.yaml"
 # The GitLab pipeline's stages; the generated child pipeline repeats them (jobs it includes name them).
@@ -80,17 +81,18 @@ def gitlab_child(mtx: matrix.Matrix) -> str:
 
 
 def run_ci_cell(mtx: matrix.Matrix, kernel: str, arch: str, results_dir: Path, jobs: int, accel: str) -> int:
-    """Build one kernel for one arch, run all its boots, write the reports; the exit status of results."""
+    """Build one kernel for one arch, run all its boots, write the reports: `klab test-kernel`'s path exactly
+    (the matrix's known failures applied, expired ones failing first), so a CI cell's verdict is a local one."""
     chosen = [k for k in mtx.kernels if k.name == kernel]
     if not chosen:
         names = ", ".join(k.name for k in mtx.kernels)
         raise UserError(f"{mtx.source_file}: no kernel named {kernel!r}; choose one of: {names}")
-    start = time.time()
-    specs = prepare.matrix_specs(replace(mtx, kernels=tuple(chosen)), arch_names=(arch,), accel=accel)
-    cells = cellrun.run_cells(specs, results_dir, jobs)
-    meta = store.RunMeta(tuple(sys.argv), start, round(time.time() - start, 2), jobs)
-    write.reports(results_dir, cells, meta)
-    return model.exit_status(cells)
+    known_file, known = known_failures(None, mtx.known_failures)
+    with Progress() as progress:
+        specs = prepare.matrix_specs(
+            replace(mtx, kernels=tuple(chosen)), arch_names=(arch,), accel=accel, known=known, progress=progress
+        )
+        return run_and_report(specs, results_dir, jobs, progress, known_file)
 
 
 def merge_results(paths: list[Path], out: Path, expected: list[tuple[str, str]]) -> list[model.CellResult]:

@@ -2,8 +2,10 @@
 
 The planning is lab.run.reproduce's (nothing is built: the kernel and the image are
 found by content); the run and its reports are `klab test`'s own
-(test_cmds.run_and_report), so the rerun writes a results dir like any other
-and exits the same way.
+(test_cmds.run_and_report), so the rerun writes a results dir like any other.
+Then each failure of the original that was rerun is judged by its signature
+(reproduced, fails differently, did NOT reproduce) and the exit status says
+which (lab.run.reproduce.exit_status).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def cmd_reproduce(args: argparse.Namespace, facts: Facts | None = None) -> int:
     known_file, known = _known(run)
     planned = reproduce.plan(
         run, str(path), test=args.test, cell_id=args.cell, kernels=args.kernel, accel=args.accel, known=known,
-        look=facts.look,
+        repeat=args.repeat, look=facts.look,
     )  # fmt: skip
     for item in planned:
         for name in item.spec.suites:
@@ -92,7 +94,22 @@ def cmd_reproduce(args: argparse.Namespace, facts: Facts | None = None) -> int:
             if also:
                 print(f"klab reproduce: -k {args.test} also selects: {', '.join(also)}", file=sys.stderr)
     with Progress() as progress:
-        return facts.run([p.spec for p in planned], out, args.jobs, progress, known_file)
+        status = facts.run([p.spec for p in planned], out, args.jobs, progress, known_file)
+    rerun = out / "results.json"
+    found = reproduce.verdicts(planned, store.load(rerun).cells) if rerun.is_file() else []
+    for verdict in found:
+        print(f"klab reproduce: {verdict.line}")
+    code = reproduce.exit_status(found, status)
+    if found:
+        print(f"klab reproduce: exit {code} ({_MEANING.get(code, 'the rerun could not judge it')})")
+    return code
+
+
+_MEANING = {
+    reproduce.EXIT_REPRODUCED: "a failure came back",
+    reproduce.EXIT_FAILS_DIFFERENTLY: "it fails, but not the way it did",
+    reproduce.EXIT_NOT_REPRODUCED: "no failure came back",
+}
 
 
 def register(sub: Any) -> None:
@@ -100,7 +117,10 @@ def register(sub: Any) -> None:
         "reproduce",
         help="rerun a results dir's cell (or one test) on the same kernel, rootfs and command line",
         epilog="examples: klab reproduce results/run-20261201-101500\n"
-        "          klab reproduce results/run-20261201-101500 landlock.abi_version --cell x86_64.7.3.default",
+        "          klab reproduce results/run-20261201-101500 landlock.abi_version --cell x86_64.7.3.default\n"
+        "          klab reproduce results/run-20261201-101500 landlock.audit_tsync --repeat 20\n"
+        "exit: 1 a failure came back, 3 it fails differently (another signature), 0 none came back;\n"
+        "      125/128/130 as klab test (nothing tested, lab fault, interrupted)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("results_dir", metavar="RESULTS", help="a results dir (or its results.json) written by klab")
@@ -115,4 +135,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--results", help="where the rerun writes its results (default: results/reproduce-DATE)")
     p.add_argument("-n", "--jobs", type=common.positive_int, default=1, help="guests to run at once")
+    p.add_argument(
+        "--repeat", type=common.positive_int, help="run each test N times (default: as recorded): reproduced k of N"
+    )
     p.set_defaults(func=cmd_reproduce)

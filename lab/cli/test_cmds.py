@@ -26,7 +26,7 @@ def _default_results() -> Path:
     return Path("results") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def _known(path: str | None, fallback: str) -> tuple[Path | None, tuple[knownfail.Entry, ...]]:
+def known_failures(path: str | None, fallback: str) -> tuple[Path | None, tuple[knownfail.Entry, ...]]:
     """The known-failures file (--known-failures, else the matrix's, else the repository's), none expired."""
     chosen = Path(path) if path else (Path(fallback) if fallback else DEFAULT_KNOWN)
     if path and not chosen.is_file():
@@ -164,7 +164,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             return _list(args, mtx.all_suites())
         suites = _check_run_options(args, mtx.all_suites())
         arch_names = tuple(arches.get(a).name for a in common.split_words(args.arches))
-        known_file, known = _known(args.known_failures, mtx.known_failures)
+        known_file, known = known_failures(args.known_failures, mtx.known_failures)
         with Progress() as progress:
             specs = prepare.matrix_specs(
                 mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), accel=args.accel,
@@ -175,7 +175,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     suites = _check_run_options(args)
     if not args.arch or not (args.build or args.kernel):
         raise UserError("klab test needs --arch and --build DIR or --kernel PATH, or --matrix FILE")
-    known_file, known = _known(args.known_failures, "")
+    known_file, known = known_failures(args.known_failures, "")
     specs = _single_kernel_specs(args, suites, known)
     if args.gdb is not None and len(specs) > 1:
         raise UserError("--gdb debugs one guest: drop -n or give one --suite")
@@ -190,7 +190,7 @@ def cmd_test_kernel(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args, mtx.all_suites())
     suites = _check_run_options(args, mtx.all_suites())
-    known_file, known = _known(args.known_failures, mtx.known_failures)
+    known_file, known = known_failures(args.known_failures, mtx.known_failures)
     src = prepare.source_path(args.src) if args.src else None
     results_dir = Path(args.results) if args.results else _default_results()
     with Progress() as progress:

@@ -2,10 +2,13 @@
 
 A run with 12 failures of which 11 failed last week too needs one line: the
 new one. Cells are matched by id (stable across runs), tests by (cell, suite,
-name). Every change is one line, grouped, counts first. Only a new failure (a
-test failing now that did not fail in BASE, or a kernel event BASE did not
-have) makes the exit status 1; fixes, skips, signatures and durations are
-information.
+name). Runs on different kernels have different cell ids (x86_64.6.12.default,
+x86_64.7.3.default): cells left unmatched are paired by arch and boot, and the
+output says so, so "what changed from 6.12 to 7.3" is one command. Runs with
+no cell in common either way cannot be compared (exit 2). Every change is one
+line, grouped, counts first. Only a new failure (a test failing now that did
+not fail in BASE, or a kernel event BASE did not have) makes the exit status
+1; fixes, skips, signatures and durations are information.
 
 "Failing" is FAIL, ERROR, or MISS where the kernel is to blame: the MISS tests
 of a cell the lab could not run (cell.error) say nothing about the kernel, so
@@ -28,6 +31,7 @@ from lab.results.store import Run
 class Kind(enum.Enum):
     """A group of the output, in the order printed; the value is its heading."""
 
+    PAIRED = "paired across kernels (same arch and boot)"
     NEW_FAILURE = "new failures"
     NEW_EVENT = "new kernel events"
     FIXED = "fixed"
@@ -153,20 +157,47 @@ def compare_cell(base: CellResult, new: CellResult, threshold: Threshold) -> lis
     return out
 
 
+def pair_cells(base: Run, new: Run) -> tuple[dict[str, CellResult], list[Change]]:
+    """BASE's cell for each NEW cell id that has one: the same id, else the one cell of the same arch and boot."""
+    old = {cell.id: cell for cell in base.cells}
+    paired = {cell.id: old[cell.id] for cell in new.cells if cell.id in old}
+    left = [cell for cell in base.cells if cell.id not in paired]
+    unpaired = [cell for cell in new.cells if cell.id not in paired]
+    notes = []
+    for cell in unpaired:
+        same = [b for b in left if _arch_boot(b) == _arch_boot(cell)]
+        if len(same) == 1 and sum(_arch_boot(c) == _arch_boot(cell) for c in unpaired) == 1:
+            paired[cell.id] = same[0]
+            left.remove(same[0])
+            kernels = f"{same[0].kernel_release or '?'} -> {cell.kernel_release or '?'}"
+            notes.append(Change(Kind.PAIRED, cell.id, "", f"compared with {same[0].id} ({kernels})"))
+    if base.cells and new.cells and not paired:
+        raise UserError(
+            f"no cell in common: BASE has {', '.join(c.id for c in base.cells)}, NEW has "
+            f"{', '.join(c.id for c in new.cells)}; compare runs of the same arch and boot"
+        )
+    return paired, notes
+
+
+def _arch_boot(cell: CellResult) -> tuple[str, str]:
+    return cell.arch, cell.boot or "default"
+
+
 def compare(base: Run, new: Run, threshold: Threshold | None = None) -> list[Change]:
     """Every change from BASE to NEW, cell by cell in NEW's order, then the cells NEW no longer has."""
     threshold = threshold or Threshold()
-    old = {cell.id: cell for cell in base.cells}
-    out: list[Change] = []
+    paired, out = pair_cells(base, new)
     for cell in new.cells:
-        before = old.pop(cell.id, None)
+        before = paired.get(cell.id)
         if before is None:
             out.append(Change(Kind.APPEARED, cell.id, "", f"new cell, {len(cell.tests)} tests"))
             before = CellResult(cell.id, cell.arch)  # its failures are new failures, its passes need no line each
             out += [c for c in compare_cell(before, cell, threshold) if c.kind is not Kind.APPEARED]
         else:
             out += compare_cell(before, cell, threshold)
-    out += [Change(Kind.DISAPPEARED, cell.id, "", f"cell gone, had {len(cell.tests)} tests") for cell in old.values()]
+    used = {id(cell) for cell in paired.values()}
+    gone = [cell for cell in base.cells if id(cell) not in used]
+    out += [Change(Kind.DISAPPEARED, cell.id, "", f"cell gone, had {len(cell.tests)} tests") for cell in gone]
     return out
 
 

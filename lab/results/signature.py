@@ -1,12 +1,13 @@
 """Failure signatures: a stable name for *how* something failed, the same on every run and machine.
 
 Bisect compares them (a different failure on the way is not the one being
-bisected), known failures match them, reports group by them. Numbers that
-vary between runs (pids, addresses, offsets, timestamps, ports) never appear.
+bisected), known failures match them, reports group by them. Tokens that
+vary between runs (pids, addresses, IDs, inodes, ports, temp paths, timestamps)
+never appear.
 
 - a test: `suite.test: <kind>`, the kind being the errno pair of an errno
   check ("expected EACCES, got success"), else the assertion's own label
-  with every number replaced by N;
+  with every run-specific token replaced (`normalise`);
 - a kernel event: its report title normalised the way kernel CI (syzkaller)
   titles crashes: `WARNING in hook_file_open`, `KASAN: slab-use-after-free
   Read in landlock_merge_ruleset`, `BUG: kernel NULL pointer dereference in
@@ -20,7 +21,17 @@ import re
 from lab.results.consolelog import BY_KIND, HOST_MADE, EventKind, KernelEvent, strip_prefix
 
 _ERRNO_PAIR = re.compile(r"expected ([A-Z][A-Z0-9]+|success)\b.*?, got ([A-Z][A-Z0-9]+|success)\b")
-_NUMBER = re.compile(r"0x[0-9a-fA-F]+|(?<![A-Za-z_0-9])\d+(?:\.\d+)*")  # not the 4 of IPv4
+# Run-specific tokens, replaced in this order. A timestamp first (its parts are not one word);
+# then every temporary path (/tmp/klab-landlock-k2j3a_9x/a/b -> /tmp/T/a/b); then whole words of
+# hex digits holding a digit, or 8 and more of them (pids, ports, inodes, addresses, Landlock domain IDs like 5ae31cf79:
+# all of the word, whatever its length); then numbers left inside words (10s, 2G), not the 4 of IPv4.
+_RUN_SPECIFIC = (
+    (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?"), "TIME"),
+    (re.compile(r"/tmp/[^/\s'\"()\[\],]+"), "/tmp/T"),
+    (re.compile(r"(?<![\w.-])(?:0x)?(?:[0-9a-fA-F]*\d[0-9a-fA-F]*|[0-9a-f]{8,})(?![\w-])"), "N"),
+    (re.compile(r"(?<![A-Za-z_0-9])\d+"), "N"),
+    (re.compile(r"N(?:\.N)+"), "N"),  # versions, decimals, dotted quads
+)
 _FRAME = re.compile(r"^\s*(?:\[<[0-9a-f]+>\]\s*)?([A-Za-z_][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
 _RIP = re.compile(r"(?:RIP: [0-9a-f]+:|pc : |PC is at )([A-Za-z_][\w.]*)\+0x")
 _WARN_AT = re.compile(r"WARNING: CPU: \d+ PID: \d+ at \S+ ([A-Za-z_][\w.]*)\+0x")
@@ -37,8 +48,10 @@ _PLUMBING = re.compile(
 
 
 def normalise(text: str) -> str:
-    """`text` with every number (decimal, hex, version-like) replaced by N, and spaces collapsed."""
-    return " ".join(_NUMBER.sub("N", text).split())
+    """`text` with every run-specific token replaced (numbers and hex IDs by N, temp paths, times), spaces collapsed."""
+    for pattern, replacement in _RUN_SPECIFIC:
+        text = pattern.sub(replacement, text)
+    return " ".join(text.split())
 
 
 def of_test(suite: str, name: str, status: str, reason: str) -> str:
@@ -49,8 +62,9 @@ def of_test(suite: str, name: str, status: str, reason: str) -> str:
         kind = "error " + (reason.split(":", 1)[0].strip() or "unknown")
     else:
         pair = _ERRNO_PAIR.search(reason)
-        label = reason.split(":", 1)[0].strip() if ":" in reason else reason
-        kind = f"{normalise(label)}: expected {pair.group(1)}, got {pair.group(2)}" if pair else normalise(label)
+        text = normalise(reason)  # first: a timestamp's colons must not cut the label
+        label = text.split(":", 1)[0].strip()
+        kind = f"{label}: expected {pair.group(1)}, got {pair.group(2)}" if pair else label
     return f"{suite}.{name}: {kind or status.lower()}"
 
 

@@ -24,17 +24,18 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from lab import arches, manifest
 from lab.arches import Arch
-from lab.errors import UserError
+from lab.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB, EXIT_OK, EXIT_UNTESTABLE, UserError
 from lab.image.build import MANIFEST as IMAGE_MANIFEST
 from lab.image.build import ImageManifest
 from lab.kernel.record import MANIFEST, BuildManifest
 from lab.paths import cache_root
 from lab.results import knownfail
-from lab.results.model import CellResult, TestResult
+from lab.results.model import BAD, CellResult, TestResult
 from lab.results.store import Run
 from lab.run.cellrun import CellSpec
 from lab.vm.qemu import HOST_ROOTFS
@@ -62,10 +63,11 @@ class Choice:
 
 @dataclass(frozen=True)
 class Planned:
-    """A runnable spec, and what a user should know about how its parts were found."""
+    """A runnable spec, what a user should know about how its parts were found, and what it reruns."""
 
     spec: CellSpec
     notes: tuple[str, ...] = ()
+    original: Choice | None = None
 
 
 # --- which cells and tests -------------------------------------------------------------------------
@@ -217,8 +219,10 @@ def spec_for(
     rootfs: tuple[str, str],
     accel: str | None,
     known: tuple[knownfail.Entry, ...] = (),
+    repeat: int | None = None,
 ) -> CellSpec:
-    """The cell's boot again: same id, kernel, rootfs, command line, accelerator, suites, -k and --repeat."""
+    """The cell's boot again: same id, kernel, rootfs, command line, accelerator, suites, -k and --repeat
+    (`repeat` overrides the recorded count: how often does the failure come back?)."""
     cell = choice.cell
     suites = cell.suites() if choice.test is None else [choice.test.suite]
     patterns = cell.patterns if choice.test is None else (choice.test.full_name,)
@@ -235,7 +239,7 @@ def spec_for(
         build=build,
         boot=cell.boot or "default",
         known=known,
-        repeat=max(cell.repeat, 1),
+        repeat=repeat or max(cell.repeat, 1),
     )
 
 
@@ -248,6 +252,7 @@ def plan(
     kernels: Iterable[Path] = (),
     accel: str | None = None,
     known: tuple[knownfail.Entry, ...] = (),
+    repeat: int | None = None,
     look: Lookups,
 ) -> list[Planned]:
     """Every chosen cell as a spec, or a UserError naming what is missing: nothing is built or booted here."""
@@ -258,11 +263,89 @@ def plan(
             raise UserError(f"{where}: cell {choice.cell.id} records no arch")
         kernel, build, knote = find_kernel(choice.cell, extra, look)
         rootfs, image_hash, rnote = find_rootfs(choice.cell, look)
-        spec = spec_for(choice, kernel, build, (rootfs, image_hash), accel, known)
+        spec = spec_for(choice, kernel, build, (rootfs, image_hash), accel, known, repeat)
         if not spec.suites:
             raise UserError(f"cell {choice.cell.id} ran no suite ({choice.cell.error or 'no tests recorded'})")
-        out.append(Planned(spec, tuple(n for n in (knote, rnote) if n)))
+        out.append(Planned(spec, tuple(n for n in (knote, rnote) if n), choice))
     return out
+
+
+# --- did it come back ------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    """What the rerun says of one failure of the original run."""
+
+    REPRODUCED = "reproduced"
+    DIFFERENT = "fails differently"
+    NOT_REPRODUCED = "did NOT reproduce"
+    NOT_RUN = "did not run again"
+
+
+# `klab reproduce`'s own exit status when the original run had failures (README, "Exit codes"):
+# 1 one came back (the kernel is still bad), 3 they fail but differently (another bug, or the same one
+# changed), 0 none came back; a rerun that could not test (125, 128, 130) keeps its own code.
+EXIT_REPRODUCED = EXIT_FAILED
+EXIT_FAILS_DIFFERENTLY = 3
+EXIT_NOT_REPRODUCED = EXIT_OK
+_NO_VERDICT = (EXIT_UNTESTABLE, EXIT_LAB, EXIT_INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    test: str
+    cell: str
+    outcome: Outcome
+    line: str
+
+
+def _failing_runs(test: TestResult) -> tuple[int, int]:
+    """(failing runs, runs) of a rerun test: --repeat records each run's status."""
+    runs = test.runs or (test.status.value,)
+    return sum(r in {s.value for s in BAD} for r in runs), len(runs)
+
+
+def _judge(was: TestResult, now: TestResult | None) -> tuple[Outcome, str]:
+    before = f"was {was.status.value} with signature {was.signature}"
+    if now is None:
+        return Outcome.NOT_RUN, f"did not run in the rerun ({before})"
+    failed, runs = _failing_runs(now)
+    of = f" {failed} of {runs} runs" if runs > 1 else ""
+    if failed == 0:
+        return Outcome.NOT_REPRODUCED, f"did NOT reproduce: {now.status.value} now ({before})"
+    if now.signature and now.signature != was.signature:
+        return Outcome.DIFFERENT, f"fails differently{of}: {now.signature} ({before})"
+    return Outcome.REPRODUCED, f"reproduced{of} ({was.status.value} with signature {was.signature})"
+
+
+def verdicts(planned: list[Planned], rerun: list[CellResult]) -> list[Verdict]:
+    """For each failure the rerun was asked to repeat, whether it came back, by signature."""
+    cells = {c.id: c for c in rerun}
+    out = []
+    for item in planned:
+        if item.original is None:
+            continue
+        chosen = [item.original.test] if item.original.test else item.original.cell.tests
+        now = {t.full_name: t for t in cells[item.spec.id].tests} if item.spec.id in cells else {}
+        for was in chosen:
+            if was.status in BAD:
+                outcome, line = _judge(was, now.get(was.full_name))
+                out.append(Verdict(was.full_name, item.spec.id, outcome, f"{item.spec.id}: {was.full_name}: {line}"))
+    return out
+
+
+def exit_status(found: list[Verdict], rerun_status: int) -> int:
+    """Whether the original failures came back; without any (or without a verdict) the rerun's own status."""
+    if not found or rerun_status in _NO_VERDICT:
+        return rerun_status
+    outcomes = {v.outcome for v in found}
+    if Outcome.REPRODUCED in outcomes:
+        return EXIT_REPRODUCED
+    if Outcome.DIFFERENT in outcomes:
+        return EXIT_FAILS_DIFFERENTLY
+    if Outcome.NOT_REPRODUCED in outcomes:
+        return EXIT_NOT_REPRODUCED
+    return EXIT_UNTESTABLE  # none of them ran again
 
 
 # --- the real lookups ------------------------------------------------------------------------------

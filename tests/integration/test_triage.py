@@ -67,7 +67,7 @@ def test_an_expired_known_failure_fails_the_run_before_any_boot(kernel: record.B
         "--suite", "flaky_demo", "--known-failures", str(known), "--results", str(out),
     )  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "known failure expired on 2020-01-31: landlock.no_such_test" in run.stderr, run.stderr
+    assert "known failure expired on 2020-01-31: " in run.stderr and "(landlock.no_such_test)" in run.stderr, run.stderr
     assert "1 known failure(s) expired; nothing was run" in run.stderr
     assert not out.exists(), "nothing ran, so nothing is written"
     assert time.monotonic() - started < 30, "no guest was booted"
@@ -139,3 +139,23 @@ def test_gdb_reads_the_running_kernels_release(kernel: record.BuildManifest, tmp
         _, err = guest.communicate(timeout=60)
     assert f'= "{kernel.kernelrelease}"' in gdb.stdout, gdb.stdout + gdb.stderr
     assert f"klab: gdb: gdb-multiarch {kernel.artifacts.vmlinux} -ex 'target remote 127.0.0.1:{port}'" in err
+
+
+def test_the_same_failure_on_two_real_runs_has_one_signature(kernel: record.BuildManifest, tmp_path: Path) -> None:
+    reasons, signatures = [], []
+    for n in (1, 2):
+        out = tmp_path / f"run{n}"
+        run = klab(
+            "test", "--arch", "x86_64", "--build", str(kernel.build_dir), "--suite-dir", SUITE_DIR,
+            "--suite", "signature_demo", "--results", str(out),
+        )  # fmt: skip
+        assert run.returncode == 1, run.stdout + run.stderr
+        (test,) = json.loads((out / "results.json").read_text())["tests"]
+        assert test["status"] == "FAIL"
+        reasons.append(test["reason"])
+        signatures.append(test["signature"])
+    assert reasons[0] != reasons[1], "the runs differ in pid, temp dir, inode, ID, port and time"
+    assert signatures[0] == signatures[1], signatures
+    assert signatures[0] == (
+        "signature_demo.fails_with_run_specific_tokens: domain N of pid N in /tmp/T (inode N) port N at TIME"
+    ), signatures[0]

@@ -118,6 +118,25 @@ def test_ci_run_rejects_an_unknown_kernel() -> None:
         _klab(["ci", "run", "--kernel", "5.4", "--arch", "x86_64", "--results", "/nonexistent"])
 
 
+def test_a_ci_cell_applies_the_matrixs_known_failures(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A CI cell judges as `klab test-kernel` does: without lab.yaml's known failures the nobpf canary fails CI."""
+    seen: dict[str, object] = {}
+
+    def specs(mtx: object, **kw: object) -> list[object]:
+        seen["known"] = kw["known"]
+        return []
+
+    def run(specs: list[object], results_dir: Path, jobs: int, progress: object, known_file: Path | None) -> int:
+        seen["file"] = known_file
+        return 0
+
+    monkeypatch.setattr("lab.cli.ci_cmds.prepare.matrix_specs", specs)
+    monkeypatch.setattr("lab.cli.ci_cmds.run_and_report", run)
+    assert _klab(["ci", "run", "--kernel", "6.12", "--arch", "x86_64", "--results", str(tmp_path)]) == 0
+    assert seen["file"] == REPO_ROOT / "known-failures.yaml"
+    assert any(e.test == "bpf_lsm.canary_counts_file_open" for e in seen["known"])  # type: ignore[attr-defined]
+
+
 # --- LAVA job and device --------------------------------------------------------------------------
 
 

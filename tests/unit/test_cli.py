@@ -227,5 +227,5 @@ def test_printed_commands_rerun_as_printed(tmp_path: Path) -> None:
 
 
 def test_known_failures_default_to_the_repository_file() -> None:
-    path, entries = test_cmds._known(None, "")
+    path, entries = test_cmds.known_failures(None, "")
     assert path == test_cmds.DEFAULT_KNOWN and entries

@@ -139,3 +139,52 @@ def test_render_counts_first_then_one_line_per_change_grouped() -> None:
         "  c s.b: FAIL -> PASS",
     ]
     assert compare.render([], "a", "b") == "compare a -> b: 0 new failures\n"
+
+
+def _cell(cell_id: str, arch: str, release: str, *tests: Result, boot: str = "default") -> CellResult:
+    return CellResult(cell_id, arch, kernel_release=release, boot=boot, tests=list(tests))
+
+
+def test_runs_on_two_kernels_pair_their_cells_by_arch_and_boot_and_say_so() -> None:
+    base = Run(RunMeta(), [_cell("x86_64.6.12.default", "x86_64", "6.12.118", t("a", P), t("b", P)),
+                           _cell("x86_64.6.12.nobpf", "x86_64", "6.12.118", t("c", P), boot="nobpf")])  # fmt: skip
+    new = Run(RunMeta(), [_cell("x86_64.7.3.default", "x86_64", "7.3.4", t("a", P), t("b", F, "boom", "s.b: boom")),
+                          _cell("x86_64.7.3.nobpf", "x86_64", "7.3.4", t("c", P), boot="nobpf")])  # fmt: skip
+    changes = compare.compare(base, new)
+    assert [(c.kind, c.cell, c.test) for c in changes] == [
+        (Kind.PAIRED, "x86_64.7.3.default", ""),
+        (Kind.PAIRED, "x86_64.7.3.nobpf", ""),
+        (Kind.NEW_FAILURE, "x86_64.7.3.default", "s.b"),
+    ]
+    assert changes[0].line() == "x86_64.7.3.default: compared with x86_64.6.12.default (6.12.118 -> 7.3.4)"
+    assert compare.exit_status(changes) == 1
+    assert compare.render(changes, "A", "B").startswith("compare A -> B: 2 paired across kernels (same arch and boot)")
+
+
+def test_cells_of_the_same_id_pair_first_and_the_rest_by_arch_and_boot() -> None:
+    base = Run(
+        RunMeta(), [_cell("x86_64.6.12.default", "x86_64", "6.12"), _cell("arm64.6.12.default", "arm64", "6.12")]
+    )
+    new = Run(RunMeta(), [_cell("x86_64.6.12.default", "x86_64", "6.12"), _cell("arm64.7.3.default", "arm64", "7.3")])
+    assert [(c.kind, c.cell) for c in compare.compare(base, new)] == [(Kind.PAIRED, "arm64.7.3.default")]
+
+
+def test_two_cells_of_one_arch_and_boot_are_not_guessed_between() -> None:
+    arm = _cell("arm64.6.12.default", "arm64", "6.12")
+    base = Run(
+        RunMeta(), [_cell("x86_64.6.1.default", "x86_64", "6.1"), _cell("x86_64.6.12.default", "x86_64", "6.12"), arm]
+    )
+    new = Run(RunMeta(), [_cell("x86_64.7.3.default", "x86_64", "7.3"), arm])
+    kinds = [(c.kind, c.cell) for c in compare.compare(base, new)]
+    assert kinds == [
+        (Kind.APPEARED, "x86_64.7.3.default"),
+        (Kind.DISAPPEARED, "x86_64.6.1.default"),
+        (Kind.DISAPPEARED, "x86_64.6.12.default"),
+    ]
+
+
+def test_runs_with_no_cell_in_common_cannot_be_compared() -> None:
+    base = Run(RunMeta(), [_cell("x86_64.6.12.default", "x86_64", "6.12")])
+    new = Run(RunMeta(), [_cell("arm64.7.3.default", "arm64", "7.3")])
+    with pytest.raises(UserError, match=r"no cell in common: BASE has x86_64.6.12.default, NEW has arm64.7.3.default"):
+        compare.compare(base, new)

@@ -148,3 +148,22 @@ def test_kvm_requested_but_broken_is_a_usage_error(monkeypatch: pytest.MonkeyPat
 def test_probe_boot_sector_is_a_valid_mbr() -> None:
     sector = accel._x86_boot_sector()
     assert len(sector) == 512 and sector[-2:] == b"\x55\xaa"
+
+
+@pytest.mark.parametrize(
+    ("text", "exitstatus", "signalstatus", "cause"),
+    [
+        ("", 0, None, ""),  # the guest powered off or reset (-no-reboot): QEMU exits 0
+        ("[  3.1] reboot: Power down\n", 0, None, ""),
+        ("", None, 9, "was killed by signal 9 (SIGKILL)"),  # the OOM killer, a CI runner cancelling
+        ("", None, 15, "was killed by signal 15 (SIGTERM)"),
+        ("qemu-system-x86_64: terminating on signal 15 from pid 4242 (kill)\n", 0, None,
+         "was stopped by signal 15 from pid 4242 (kill)"),
+        ("qemu-system-aarch64: terminating on signal 2\n", 0, None, "was stopped by signal 2"),
+        ("qemu-system-x86_64: -drive file=x: Could not open 'x': No such file\n", 1, None,
+         "exited with status 1 (qemu-system-x86_64: -drive file=x: Could not open 'x': No such file)"),
+        ("", 1, None, "exited with status 1"),
+    ],
+)  # fmt: skip
+def test_qemu_ending_from_outside_is_named(text: str, exitstatus: int, signalstatus: int | None, cause: str) -> None:
+    assert qemu.outside_cause(text, exitstatus, signalstatus) == cause

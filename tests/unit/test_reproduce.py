@@ -300,3 +300,90 @@ def test_cli_missing_kernel_is_exit_2_and_writes_nothing(
 def test_cli_refuses_to_write_over_the_run_it_reproduces(cache: Path, tmp_path: Path) -> None:
     out, _, _ = recorded(cache, tmp_path)
     assert cli.main(["reproduce", str(out), "--results", str(out)]) == 2
+
+
+# --- did it come back ---------------------------------------------------------------------------------
+
+WAS = Result("landlock", "x", Status.FAIL, reason="open: expected EACCES (13), got success",
+             signature="landlock.x: open: expected EACCES, got success")  # fmt: skip
+
+
+def _rerun(*tests: Result) -> list[CellResult]:
+    return [CellResult(id="c", arch="x86_64", tests=list(tests))]
+
+
+def _planned(*tests: Result) -> list[reproduce.Planned]:
+    cell = CellResult(id="c", arch="x86_64", tests=list(tests))
+    spec = reproduce.spec_for(reproduce.Choice(cell), Path("k"), None, ("host", ""), None)
+    return [reproduce.Planned(spec, (), reproduce.Choice(cell))]
+
+
+@pytest.mark.parametrize(
+    ("now", "outcome", "line", "code"),
+    [
+        (dataclasses.replace(WAS, reason="open: expected EACCES (13), got success (0)"), reproduce.Outcome.REPRODUCED,
+         "c: landlock.x: reproduced (FAIL with signature landlock.x: open: expected EACCES, got success)", 1),
+        (Result("landlock", "x", Status.PASS), reproduce.Outcome.NOT_REPRODUCED,
+         "c: landlock.x: did NOT reproduce: PASS now (was FAIL with signature landlock.x: open: expected EACCES, "
+         "got success)", 0),
+        (dataclasses.replace(WAS, signature="landlock.x: open: expected EACCES, got EPERM"),
+         reproduce.Outcome.DIFFERENT, "c: landlock.x: fails differently: landlock.x: open: expected EACCES, got "
+         "EPERM (was FAIL with signature landlock.x: open: expected EACCES, got success)", 3),
+        (dataclasses.replace(WAS, status=Status.FLAKY, signature="", runs=("FAIL", "PASS", "FAIL", "PASS", "PASS")),
+         reproduce.Outcome.REPRODUCED, "c: landlock.x: reproduced 2 of 5 runs (FAIL with signature landlock.x: "
+         "open: expected EACCES, got success)", 1),
+        (dataclasses.replace(WAS, status=Status.PASS, signature="", runs=("PASS",) * 20),
+         reproduce.Outcome.NOT_REPRODUCED, "c: landlock.x: did NOT reproduce: PASS now (was FAIL with signature "
+         "landlock.x: open: expected EACCES, got success)", 0),
+    ],
+)  # fmt: skip
+def test_a_rerun_failure_is_judged_by_its_signature(
+    now: Result, outcome: reproduce.Outcome, line: str, code: int
+) -> None:
+    [verdict] = reproduce.verdicts(_planned(WAS, Result("landlock", "ok", Status.PASS)), _rerun(now))
+    assert (verdict.outcome, verdict.line) == (outcome, line)
+    assert reproduce.exit_status([verdict], 1 if now.status is not Status.PASS else 0) == code
+
+
+def test_a_rerun_that_could_not_test_keeps_its_own_code() -> None:
+    found = reproduce.verdicts(_planned(WAS), [])
+    assert [v.outcome for v in found] == [reproduce.Outcome.NOT_RUN]
+    assert reproduce.exit_status(found, 128) == 128
+    assert reproduce.exit_status(found, 0) == 125, "the failure did not run again: nothing was tested"
+    assert reproduce.exit_status([], 0) == 0, "an original without failures: the rerun's own verdict"
+
+
+def test_one_failure_back_is_reproduced_whatever_the_others_do() -> None:
+    other = dataclasses.replace(WAS, name="y", signature="landlock.y: z")
+    found = reproduce.verdicts(_planned(WAS, other), _rerun(WAS, Result("landlock", "y", Status.PASS)))
+    assert [v.outcome for v in found] == [reproduce.Outcome.REPRODUCED, reproduce.Outcome.NOT_REPRODUCED]
+    assert reproduce.exit_status(found, 1) == 1
+
+
+def test_cli_says_it_did_not_reproduce_and_exits_0(
+    cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _, _ = recorded(cache, tmp_path)
+    [was] = [t for t in store.load(out / "results.json").cells[0].tests if t.full_name == "fsdemo.open_denied"]
+    assert was.status is Status.FAIL and was.signature
+
+    def passes_now(specs: list[Any], results_dir: Path, jobs: int, progress: Any, known_file: Path | None) -> int:
+        results_dir.mkdir(parents=True)
+        cell = CellResult(id=specs[0].id, arch="x86_64", tests=[Result("fsdemo", "open_denied", Status.PASS)])
+        store.write(results_dir / "results.json", [cell], RunMeta())
+        assert specs[0].repeat == 3
+        return 0
+
+    facts = reproduce_cmd.Facts(
+        look(native=True), planned_tests=lambda s, p: [("fsdemo", "open_denied")],
+        check_suite=lambda name, where: None, run=passes_now,
+    )  # fmt: skip
+    argv = ["reproduce", str(out), "fsdemo.open_denied", "--cell", "x86_64.6.12.default", "--repeat", "3"]
+    args = cli.parser().parse_args([*argv, "--results", str(tmp_path / "again")])
+    assert reproduce_cmd.cmd_reproduce(args, facts) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said == [
+        f"klab reproduce: x86_64.6.12.default: fsdemo.open_denied: did NOT reproduce: PASS now "
+        f"(was FAIL with signature {was.signature})",
+        "klab reproduce: exit 0 (no failure came back)",
+    ]

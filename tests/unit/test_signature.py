@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lab.paths import REPO_ROOT
@@ -105,3 +107,56 @@ def test_recorded_consoles() -> None:
     assert [signature.of_event(e) for e in splat] == ["WARNING in hook_file_open"]
     panic = consolelog.scan(consolelog.read(CONSOLES / "x86_64-panic-sysrq.log"))
     assert signature.of_event(next(e for e in panic if e.fatal)) == "kernel panic: sysrq triggered crash"
+
+
+# The same failure as two runs print it, one pair per suite, in the suites' own message formats:
+# only run-specific tokens differ (domain IDs of any length, pids, ports, inodes, fds, temp paths,
+# audit timestamps and serials, addresses, durations).
+SAME_FAILURE_TWICE = [
+    ("landlock", "audit_tsync_siblings_share_the_callers_domain",
+     "number of 'status=allocated' records for domain 5ae31cf79 ([Record(type=1424, text='domain=5ae31cf79 "
+     "status=allocated mode=enforcing pid=412 uid=0 exe=\"/usr/bin/python3.11\" comm=\"python3\"')]): "
+     "expected 1, got 2",
+     "number of 'status=allocated' records for domain 1b07 ([Record(type=1424, text='domain=1b07 "
+     "status=allocated mode=enforcing pid=98121 uid=0 exe=\"/usr/bin/python3.11\" comm=\"python3\"')]): "
+     "expected 1, got 2"),
+    ("landlock", "audit_denial_names_the_path",
+     "number of AUDIT_LANDLOCK_ACCESS records for /tmp/klab-landlock-k2j3a_9x/b/f "
+     "([Record(type=1423, text='audit(1796617844.379:1187): domain=fae31cf790 blockers=fs.read_file "
+     "path=\"/tmp/klab-landlock-k2j3a_9x/b/f\" dev=\"vda\" ino=131077')]): expected 1, got 0",
+     "number of AUDIT_LANDLOCK_ACCESS records for /tmp/klab-landlock-zzqpmn_a/b/f "
+     "([Record(type=1423, text='audit(1796621002.004:99): domain=10ae2 blockers=fs.read_file "
+     "path=\"/tmp/klab-landlock-zzqpmn_a/b/f\" dev=\"vda\" ino=40')]): expected 1, got 0"),
+    ("landlock", "udp_sendto",
+     "IPv4 sendto(51271) on a socket connected to 40826 at 2026-12-07T05:26:42.123Z: expected EACCES (13), got success",
+     "IPv4 sendto(33012) on a socket connected to 41999 at 2026-12-08 11:02:03: expected EACCES (13), got success"),
+    ("landlock_ptrace", "ptrace_attach_from_a_sandbox",
+     "tracee 4242 did not stop within 10s", "tracee 77 did not stop within 12s"),
+    ("landlock_ptrace", "proc_status_of_the_parent",
+     "Pid field of /proc/4242/status: expected '4242', got '4243'",
+     "Pid field of /proc/310/status: expected '310', got '311'"),
+    ("seccomp", "notify_fd_is_an_anon_inode",
+     "what fd 7 is: expected 'anon_inode:seccomp notify', got 'socket:[40519]'",
+     "what fd 12 is: expected 'anon_inode:seccomp notify', got 'socket:[1187]'"),
+    ("bpf_lsm", "file_open_sees_the_inode",
+     "inode number seen by the program for /tmp/klab-bpf-lsm-q1w2e3r4/f: expected 131077, got 0 (map at "
+     "ffff888003a4c000)",
+     "inode number seen by the program for /tmp/klab-bpf-lsm-aaaaaaaa/f: expected 12, got 0 (map at "
+     "ffffa0c1deadb000)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("suite", "test", "one", "two"), SAME_FAILURE_TWICE)
+def test_the_same_failure_from_two_runs_gets_one_signature(suite: str, test: str, one: str, two: str) -> None:
+    first = signature.of_test(suite, test, "FAIL", one)
+    assert first == signature.of_test(suite, test, "FAIL", two)
+    assert not re.search(r"(?<![A-Za-z])\d", first.split(":", 1)[1]), f"a run-specific number is left: {first}"
+
+
+def test_normalising_keeps_what_names_the_failure() -> None:
+    assert signature.normalise("IPv4 on ext4 for x86_64 under sha256") == "IPv4 on ext4 for x86_64 under sha256"
+    assert signature.normalise("domain 5ae31cf79 and domain=1b07 at ffff888003a4c000") == ("domain N and domain=N at N")
+    assert signature.normalise("/tmp/klab-seccomp-x1/f and /tmp/tmpk3j_a9x") == "/tmp/T/f and /tmp/T"
+    assert signature.normalise("audit(1796617844.379:1187) after 1.5s, 6.12.118") == "audit(N:N) after Ns, N"
+    assert signature.normalise("EACCES ENOKEY fs.read_file") == "EACCES ENOKEY fs.read_file"
+    assert signature.normalise("domain abcdefab, a faced decade") == "domain N, a faced decade"
