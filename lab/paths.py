@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lab.errors import UserError
+
 
 def cache_root() -> Path:
     """`$KLAB_CACHE`, else `$XDG_CACHE_HOME/kernel-lab`, else `~/.cache/kernel-lab`."""
@@ -15,6 +17,17 @@ def cache_root() -> Path:
         return Path(os.environ["KLAB_CACHE"])
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "kernel-lab"
+
+
+def check_cache_root() -> None:
+    """Say once, before any work, what is wrong with the cache root: every stage and the crash log live in it."""
+    root = cache_root()
+    named = "KLAB_CACHE" if os.environ.get("KLAB_CACHE") else "the cache"
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{named} {root}: {existing} is not a directory; point KLAB_CACHE at a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{named} {root}: {existing} is not writable by this user; point KLAB_CACHE elsewhere")
 
 
 def cache_dir(*parts: str) -> Path:

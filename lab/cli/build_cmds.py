@@ -78,7 +78,9 @@ def _add_build_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    src = sub.add_parser("source", help="kernel source trees").add_subparsers(dest="source_command", required=True)
+    src = sub.add_parser(
+        "source", help="kernel source trees", epilog="example: klab source fetch --version 7.3"
+    ).add_subparsers(dest="source_command", required=True)
     fetch = src.add_parser(
         "fetch",
         help="download and unpack Debian's linux-source-X.Y once; print its path",
@@ -104,7 +106,9 @@ def register(sub: Any) -> None:
     _add_build_args(bld)
     bld.set_defaults(func=cmd_build)
 
-    img = sub.add_parser("image", help="guest root filesystems").add_subparsers(dest="image_command", required=True)
+    img = sub.add_parser(
+        "image", help="guest root filesystems", epilog="example: klab image build --arch arm64"
+    ).add_subparsers(dest="image_command", required=True)
     ib = img.add_parser(
         "build",
         help="build (or reuse) a guest image from a recipe in images/; print its path",

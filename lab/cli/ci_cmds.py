@@ -195,7 +195,9 @@ def _job_metadata(path: Path | None) -> dict[str, str]:
 
 def register(subparsers: Any) -> None:
     """Add `klab ci ...` and `klab lava ...`."""
-    ci = subparsers.add_parser("ci", help="CI pipelines: the cell matrix, one cell, merging results")
+    ci = subparsers.add_parser(
+        "ci", help="CI pipelines: the cell matrix, one cell, merging results", epilog=f"example: {CI_EXAMPLES['run']}"
+    )
     sub = ci.add_subparsers(dest="ci_command", required=True)
     p = sub.add_parser(
         "matrix", help="print the CI cells from the matrix file (GitHub JSON or a GitLab child pipeline)"
@@ -221,7 +223,11 @@ def register(subparsers: Any) -> None:
 
 
 def _register_lava(subparsers: Any) -> None:
-    lv = subparsers.add_parser("lava", help="LAVA: job definitions, a local device dictionary, results back")
+    lv = subparsers.add_parser(
+        "lava",
+        help="LAVA: job definitions, a local device dictionary, results back",
+        epilog=f"example: {LAVA_EXAMPLES['job']}",
+    )
     sub = lv.add_subparsers(dest="lava_command", required=True)
     p = sub.add_parser("job", help="write a LAVA job (qemu device type) and its artifacts for one kernel")
     p.add_argument("--arch", required=True, help=common.ARCH_HELP)

@@ -135,3 +135,10 @@ def test_ctrl_c_reports_what_finished_and_exits_130(kernel: record.BuildManifest
     assert not shutil.which("qemu-system-x86_64") or not [
         p for p in _children(os.getpid()) if "qemu-system" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
     ], "no QEMU outlives an interrupted run"
+
+
+def test_a_guest_command_past_its_timeout_is_124_not_a_kernel_failure(kernel: record.BuildManifest) -> None:
+    run = klab("run", "--arch", "x86_64", "--build", str(kernel.build_dir), "--timeout", "5", "--", "sleep", "600")
+    assert run.returncode == 124, run.stdout + run.stderr
+    (line,) = [x for x in run.stderr.splitlines() if x.startswith("klab: error: ")]
+    assert "the command did not finish within 5 s" in line and "the kernel reported nothing" in line, line

@@ -69,12 +69,12 @@ def test_an_unexpected_error_is_128_with_one_line_and_the_traceback_kept(
     monkeypatch.setenv("KLAB_CACHE", str(tmp_path))
 
     def boom(args: argparse.Namespace) -> int:
-        raise PermissionError(13, "Permission denied", "/root/.cache/kernel-lab")
+        raise KeyError("no such field")
 
     monkeypatch.setattr("lab.cli.build_cmds.cmd_probe", boom)
     assert cli.main(["probe"]) == EXIT_LAB
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("klab: unexpected error: PermissionError")
+    assert err.count("\n") == 0 and err.startswith("klab: unexpected error: KeyError")
     log = Path(err.split("(traceback: ")[1].rstrip(")"))
     assert log.is_file() and "Traceback" in log.read_text()
 
@@ -229,3 +229,61 @@ def test_printed_commands_rerun_as_printed(tmp_path: Path) -> None:
 def test_known_failures_default_to_the_repository_file() -> None:
     path, entries = test_cmds.known_failures(None, "")
     assert path == test_cmds.DEFAULT_KNOWN and entries
+
+
+def test_a_cache_root_that_is_a_file_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    monkeypatch.setenv("KLAB_CACHE", str(blocker / "cache"))
+    assert cli.main(["probe"]) == EXIT_USAGE
+    (line,) = capsys.readouterr().err.splitlines()
+    assert (
+        line
+        == f"klab: error: KLAB_CACHE {blocker}/cache: {blocker} is not a directory; point KLAB_CACHE at a directory"
+    )
+
+
+GOLDEN_RESULTS = str(Path(__file__).parents[1] / "data" / "results" / "results.golden.json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "path"),
+    [
+        (["lava", "device", "--arch", "arm64", "--out", "/proc/klab-device.yaml"], "/proc/klab-device.yaml"),
+        (["report", GOLDEN_RESULTS, "--html", "/proc/klab-report.html"], "/proc/klab-report.html"),
+    ],
+)
+def test_a_path_the_user_cannot_write_is_bad_input(
+    argv: list[str], path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"klab: error: {path}: No such file or directory; choose a path this user can use"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "error"),
+    [
+        (["test", "--suit", "landlock"], "usage: klab test ",
+         "klab test: error: unrecognized arguments: --suit landlock; did you mean --suite?"),
+        (["source", "fetch", "--verison", "7.3"], "usage: klab source fetch ",
+         "klab source fetch: error: unrecognized arguments: --verison 7.3; did you mean --version?"),
+        (["tset"], "usage: klab ", "did you mean test or bisect?"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_command_or_option_gets_its_commands_usage_and_a_suggestion(
+    argv: list[str], usage: str, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and err.splitlines()[-1].endswith(error), err
+
+
+def test_a_prefix_never_matches_the_hidden_suite_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["test", "--suite-d", "x"])
+    assert "--suite-dir" not in capsys.readouterr().err.splitlines()[-1]
