@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lab import atomic, proc
+from lab import atomic, manifest, proc
 from lab.errors import LabError, UserError
 from lab.paths import cache_dir, exclusive
 
@@ -233,9 +233,16 @@ class Archive:
             raise UserError(f"{package} is not in the archive; `klab source fetch --list` shows the versions it has")
         return offer
 
-    def kernel_sources(self) -> list[Offer]:
-        """Every linux-source-X.Y the archive offers, newest kernel first, with the version that would be fetched."""
+    def kernel_sources(self) -> tuple[list[Offer], float]:
+        """Every linux-source-X.Y the archive offers, newest kernel first, with the version that would be fetched;
+        and the answer's age in seconds. The answer is kept until the package lists are next refreshed (daily):
+        asking apt takes seconds per version."""
         self.refresh()
+        stamp = (self.root / "lists" / ".klab-updated").stat().st_mtime
+        kept = self.root / "kernel-sources.json"
+        doc = manifest.read_json(kept)
+        if doc and doc.get("lists") == stamp:
+            return [Offer(**o) for o in doc["offers"]], time.time() - float(doc["asked"])
         names = self._apt(
             "apt-cache", "search", "--names-only", r"^linux-source-[0-9]+\.[0-9]+$", timeout=QUERY_TIMEOUT
         )
@@ -249,7 +256,8 @@ class Archive:
             offer = choose(self.offers(f"linux-source-{version}"), self.codename)
             if offer is not None:
                 out.append(offer)
-        return out
+        manifest.write_json(kept, {"lists": stamp, "asked": time.time(), "offers": [asdict(o) for o in out]})
+        return out, 0.0
 
     def download(self, offer: Offer, dest: Path) -> Path:
         """`apt-get download package=version` into `dest`; returns the .deb."""

@@ -16,6 +16,7 @@ import codecs
 import os
 import selectors
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -100,9 +101,13 @@ def run(
         logf.flush()
     chunks: list[str] = []
     timed_out = False
+    if shutil.which(argv[0], path=full_env.get("PATH")) is None:
+        if logf:
+            logf.close()
+        raise CommandFailed(argv, 127, f"{argv[0]}: command not found", log, False)
     try:
         child = subprocess.Popen(
-            list(argv),
+            dies_with_us(argv),
             cwd=cwd,
             env=full_env,
             stdin=stdin,
@@ -140,6 +145,12 @@ def run(
     if check and (timed_out or child.returncode != 0):
         raise CommandFailed(argv, child.returncode, tail_lines(output), log, timed_out)
     return result
+
+
+def dies_with_us(argv: Sequence[str]) -> list[str]:
+    """argv run so that the kernel kills it when klab dies, even by SIGKILL (a `finally` cannot run then):
+    a child in its own session would otherwise live on, orphaned (apt-get holding the disk, QEMU a CPU)."""
+    return ["setpriv", "--pdeathsig", "KILL", "--", *argv] if shutil.which("setpriv") else list(argv)
 
 
 def _lines_until(child: subprocess.Popen[bytes], deadline: Deadline) -> Iterator[str]:

@@ -148,9 +148,9 @@ def _endpoint_message(phase: str, rev: str, got: StepVerdict, record: StepRecord
 def drive(settings: Settings, work: Path, step_argv: Sequence[str] | None = None, judge: Judge = evaluate) -> Report:
     """Endpoints, then `git bisect run` (or a replay of the saved log, then run); the tree is always restored."""
     repo = Path(settings.src)
-    work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    original = prepare_tree(settings, work)
+    original = prepare_tree(settings, work)  # first: a refused tree leaves no results dir behind
+    work.mkdir(parents=True, exist_ok=True)
     settings.write(work / STATE)
     argv = list(step_argv or [sys.executable, "-m", "lab.bisect", "--state", str(work / STATE)])
     with proc.interrupts_raise():

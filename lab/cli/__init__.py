@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from lab.cli import bisect_cmd, build_cmds, ci_cmds, guest_cmds, report_cmds, reproduce_cmd, test_cmds, try_cmd
 from lab.errors import EXIT_LAB, EXIT_USAGE, LabBaseError
 from lab.paths import cache_dir, cache_root, check_cache_root
+from lab.proc import interrupts_raise
 
 
 def version() -> str:
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         _chosen_subparser(p, args).reject_unknown(extra)
     try:
         check_cache_root()
-        return int(args.func(args))
+        with interrupts_raise():  # SIGTERM (a CI runner's cancel, timeout(1)) unwinds like Ctrl-C: children die
+            return int(args.func(args))
     except LabBaseError as exc:
         print("\n".join(exc.report()), file=sys.stderr)
         return exc.exit_code

@@ -49,12 +49,11 @@ def add_fragments(p: argparse.ArgumentParser) -> None:
         "-f",
         "--fragment",
         dest="fragments",
-        action="extend",
-        nargs="+",
+        action="append",  # one value each: `-f debug SERIES` must leave SERIES to the positional
         default=[],
         metavar="FRAG",
         help=f"kconfig fragment (a name from kconfigs/ or a .config path) added to the defaults "
-        f"({' '.join(kconfig.DEFAULT_FRAGMENTS)}); repeatable",
+        f"({' '.join(kconfig.DEFAULT_FRAGMENTS)}); repeatable: -f debug -f my.config",
     )
     p.add_argument(
         "--bare",

@@ -20,9 +20,15 @@ from lab.run.progress import Progress, mmdebstrap_step
 
 def cmd_source_fetch(args: argparse.Namespace) -> int:
     if args.list:
-        for offer in debian.Archive().kernel_sources():
+        offers, age = debian.Archive().kernel_sources()
+        for offer in offers:
             version = offer.package.removeprefix("linux-source-")
             print(f"{version:<6} {offer.package} {offer.version} ({offer.suite})")
+        if age:
+            print(
+                f"klab: the archive's answer from {age / 60:.0f} min ago (asked again when its lists refresh, daily)",
+                file=sys.stderr,
+            )
         return 0
     print(source.fetch(source.check_version(args.version)))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -204,6 +205,13 @@ def to_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def _drop_unused(area: Path) -> None:
+    """A series refused before anything was built leaves nothing in the cache (a built area is kept: ccache)."""
+    if not (area / "build").exists():
+        shutil.rmtree(area, ignore_errors=True)
+        area.with_name(area.name + ".lock").unlink(missing_ok=True)
+
+
 def cmd_try(args: argparse.Namespace, judge_for: Callable[[Settings, Path], Judge] | None = None) -> int:
     """`judge_for` makes the judge of each step (tests give a fake one; default: build and boot)."""
     s = settings_from_args(args)
@@ -215,8 +223,12 @@ def cmd_try(args: argparse.Namespace, judge_for: Callable[[Settings, Path], Judg
         print(f"klab try: {plan[-1].total} patch(es) applied; testing {labels}", file=sys.stderr)
 
     print(f"klab try: worktree {s.worktree} at {s.series.base[:12]}; results in {out}", file=sys.stderr)
-    with exclusive(s.area):  # one try per tree at a time: they would share the worktree
-        outcome = run_series(s.repo, s.series, s.worktree, (judge_for or make_judge)(s, out), args.each, applied)
+    try:
+        with exclusive(s.area):  # one try per tree at a time: they would share the worktree
+            outcome = run_series(s.repo, s.series, s.worktree, (judge_for or make_judge)(s, out), args.each, applied)
+    except UserError:
+        _drop_unused(s.area)
+        raise
     report = render(outcome, s)
     doc = to_json(outcome) | {"wall_seconds": round(time.monotonic() - start, 1), "src": str(s.repo)}
     out.mkdir(parents=True, exist_ok=True)

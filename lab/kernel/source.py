@@ -73,9 +73,12 @@ def fetch(version: str = DEFAULT_VERSION) -> Path:
     """
     final = cache_dir("src") / f"linux-{check_version(version)}"
     if not _fetched(final):
+        archive = debian.Archive()
+        offer = archive.find(f"linux-source-{version}")  # first: a version the archive lacks leaves nothing behind
+        _check_space(final.parent)
         with exclusive(final):
             if not _fetched(final):  # a parallel worker may have fetched it while we waited
-                _download_and_unpack(version, final)
+                _download_and_unpack(archive, offer, version, final)
     return final
 
 
@@ -83,10 +86,22 @@ def _fetched(tree: Path) -> bool:
     return (tree / "Makefile").is_file() and marker(tree).is_file()
 
 
-def _download_and_unpack(version: str, final: Path) -> None:
-    package = f"linux-source-{version}"
-    archive = debian.Archive()
-    offer = archive.find(package)
+# The .deb (~150 MB), the tarball it holds and the unpacked tree (~1.5 GB) at their peak.
+FETCH_NEEDS_BYTES = 2 << 30
+
+
+def _check_space(root: Path) -> None:
+    """Refuse before downloading what cannot be unpacked: a full disk otherwise fails (or hangs) half-way."""
+    free = shutil.disk_usage(root).free
+    if free < FETCH_NEEDS_BYTES:
+        raise LabError(
+            f"no space left on the device holding {root} (need about {FETCH_NEEDS_BYTES / 2**30:.0f} GB, "
+            f"{free / 2**30:.1f} GB free); free some, or point KLAB_CACHE at a larger disk"
+        )
+
+
+def _download_and_unpack(archive: debian.Archive, offer: debian.Offer, version: str, final: Path) -> None:
+    package = offer.package
     root = final.parent
     with tempfile.TemporaryDirectory(dir=root, prefix=f".fetch-{version}-") as tmp:
         tmpdir = Path(tmp)

@@ -23,6 +23,7 @@ import pexpect
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from lab import proc
 from lab.arches import Arch
 from lab.errors import KernelFailure, LabError
 from lab.paths import HOME
@@ -259,9 +260,7 @@ class Machine:
         if self.plan.socket_dir is not None:
             self.plan.socket_dir.mkdir(mode=0o700)
         argv = self.argv
-        # The kernel dies with us: QEMU gets SIGKILL when its parent goes away.
-        if shutil.which("setpriv"):
-            argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+        argv = proc.dies_with_us(argv)  # the kernel dies with us, even when we are SIGKILLed
         self._logf = open(self.plan.console_log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
         self._logf.write(f"{consolelog.COMMAND_MARK}{shlex.join(self.argv)}\n")
         self._logf.flush()

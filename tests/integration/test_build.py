@@ -18,7 +18,7 @@ import pytest
 
 from lab import arches
 from lab.kernel import kconfig, record, source
-from lab.paths import REPO_ROOT
+from lab.paths import REPO_ROOT, cache_root
 from lab.vm import bootfiles
 
 pytestmark = pytest.mark.kernel
@@ -48,6 +48,17 @@ def test_source_list_shows_what_the_archive_offers() -> None:
     assert run.returncode == 0, run.stderr
     versions = [line.split()[0] for line in run.stdout.splitlines()]
     assert {"6.1", "6.12", "7.3"} <= set(versions), run.stdout
+    again = klab("source", "fetch", "--list")  # the archive's answer is kept until its lists refresh
+    assert again.stdout == run.stdout and "the archive's answer from" in again.stderr, again.stderr
+
+
+def test_a_version_the_archive_lacks_is_exit_2_and_leaves_nothing() -> None:
+    run = klab("source", "fetch", "--version", "9.9")
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        "klab: error: linux-source-9.9 is not in the archive; `klab source fetch --list` shows the versions it has"
+    ]
+    assert not list((cache_root() / "src").glob("*9.9*")), "no lock, no temporary dir"
 
 
 BPF_LSM_WITHOUT_MODULES = """\
@@ -66,7 +77,19 @@ def test_config_catches_options_that_did_not_land_on_6_1(tmp_path: Path) -> None
     frag = tmp_path / "bpf-no-modules.config"
     frag.write_text(BPF_LSM_WITHOUT_MODULES)
     bdir = tmp_path / "build"
-    args = ["--src", "debian:6.1", "--arch", "x86_64", "--bare", "-f", "base", str(frag), "--build-dir", str(bdir)]
+    args = [
+        "--src",
+        "debian:6.1",
+        "--arch",
+        "x86_64",
+        "--bare",
+        "-f",
+        "base",
+        "-f",
+        str(frag),
+        "--build-dir",
+        str(bdir),
+    ]
     run = klab("config", *args)
     assert run.returncode == 1, run.stdout + run.stderr
     err = run.stderr

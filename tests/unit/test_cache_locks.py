@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import arches, paths
+from lab import arches, debian, paths
 from lab.image import build as image_build
 from lab.image import hostprep, recipes
 from lab.kernel import source
@@ -83,7 +83,11 @@ def test_parallel_fetches_unpack_once(tmp_path: Path, monkeypatch: pytest.Monkey
     arrivals = _Arrivals(monkeypatch, source)
     unpacked: list[Path] = []
 
-    def unpack(version: str, final: Path) -> None:
+    class Archive:  # the offer is asked for before the lock; the archive is the network's, not this test's
+        def find(self, package: str) -> debian.Offer:
+            return debian.Offer(package, "6.12.118-1", "bookworm")
+
+    def unpack(archive: object, offer: debian.Offer, version: str, final: Path) -> None:
         arrivals.wait_for(2)  # the other worker is waiting on the lock while this one unpacks
         final.mkdir()
         (final / "Makefile").write_text("VERSION = 6\n")
@@ -91,6 +95,7 @@ def test_parallel_fetches_unpack_once(tmp_path: Path, monkeypatch: pytest.Monkey
         unpacked.append(final)
 
     monkeypatch.setattr(source, "_download_and_unpack", unpack)
+    monkeypatch.setattr(source.debian, "Archive", Archive)
     got: list[Path] = []
     _run_threads(lambda: got.append(source.fetch("6.12")), 2)
     assert unpacked == [tmp_path / "src" / "linux-6.12"]

@@ -57,9 +57,9 @@ def test_arches_take_the_same_forms_everywhere(argv: list[str]) -> None:
 
 @pytest.mark.parametrize("command", ["build", "config"])
 def test_fragments_add_to_the_defaults_and_bare_starts_from_nothing(command: str) -> None:
-    parsed = cli.parser().parse_args([command, "--arch", "x86_64", "-f", "debug", "-f", "a.config", "b.config"])
+    parsed = cli.parser().parse_args([command, "--arch", "x86_64", "-f", "debug", "-f", "a.config", "-f", "b.config"])
     assert common.fragment_names(parsed) == [*kconfig.DEFAULT_FRAGMENTS, "debug", "a.config", "b.config"]
-    bare = cli.parser().parse_args([command, "--arch", "x86_64", "--bare", "-f", "base", "x.config"])
+    bare = cli.parser().parse_args([command, "--arch", "x86_64", "--bare", "-f", "base", "-f", "x.config"])
     assert common.fragment_names(bare) == ["base", "x.config"]
 
 
@@ -287,3 +287,8 @@ def test_a_prefix_never_matches_the_hidden_suite_dir(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         cli.main(["test", "--suite-d", "x"])
     assert "--suite-dir" not in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_fragment_option_takes_one_value_and_leaves_the_series(capsys: pytest.CaptureFixture[str]) -> None:
+    args = cli.parser().parse_args(["try", "-f", "debug", "series.mbox", "--src", "/k", "--arch", "x86_64"])
+    assert (args.fragments, args.series) == (["debug"], "series.mbox")

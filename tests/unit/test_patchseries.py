@@ -386,6 +386,7 @@ def test_cli_bad_series_is_exit_2(toy: dict[str, Any], fake_lab: None, capsys: p
         run_try(try_args(toy, str(toy["series"] / "series.mbox"), "--base", "other"))
     assert refused.value.exit_code == 2
     untouched(toy)
+    assert not list((toy["tmp"] / "cache" / "try").iterdir()), "a refused series leaves nothing in the cache"
 
 
 def test_cli_refuses_a_tree_that_is_not_a_kernel(toy: dict[str, Any], fake_lab: None, tmp_path: Path) -> None:

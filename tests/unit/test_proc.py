@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from lab import proc
+from lab.paths import REPO_ROOT
 
 
 def test_a_child_that_prints_half_a_line_and_hangs_cannot_outlive_the_deadline(tmp_path: Path) -> None:
@@ -59,3 +63,31 @@ def test_a_child_deadline_never_extends_its_parents() -> None:
     assert parent.within(3600).at == parent.at
     assert parent.within(0.1).at < parent.at
     assert proc.Deadline.after(-1).expired and proc.Deadline.after(-1).left() == 0.0
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_no_child_outlives_klab_killed_from_outside(how: signal.Signals, tmp_path: Path) -> None:
+    """A CI runner's cancel (SIGTERM) or the OOM killer (SIGKILL) ends klab: its apt-get or make must end too."""
+    pidfile = tmp_path / "child.pid"
+    script = (
+        "import sys; from pathlib import Path; from lab import proc\n"
+        "with proc.interrupts_raise():\n"
+        f"    proc.run(['sh', '-c', 'echo $$ > {pidfile}; exec sleep 600'], deadline=proc.Deadline.after(600))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT)
+    deadline = time.monotonic() + 30
+    while not (pidfile.is_file() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = Path(f"/proc/{int(pidfile.read_text())}/stat")
+    parent.send_signal(how)
+    parent.wait(timeout=30)
+
+    def gone() -> bool:
+        try:
+            return child.read_text().split()[2] == "Z"
+        except OSError:
+            return True
+
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(), f"the child outlived klab's {how.name}"
