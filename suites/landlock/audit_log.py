@@ -79,14 +79,51 @@ def _no_denial(records: list[Record], path: str) -> None:
     expect_eq(found, [], f"AUDIT_LANDLOCK_ACCESS records for {path} (the denial must not be logged)")
 
 
-def _check_allocated(records: list[Record], domain: int, pid: int) -> None:
-    """Exactly one allocation record for `domain`, created by `pid`, enforcing."""
+def _untrusted(text: str) -> str:
+    """How audit_log_untrustedstring() writes `text`, as Record.fields reads it back.
+
+    Quoted (the quotes dropped by Record) unless it holds a '"', a space, a control or a non-ASCII
+    byte: then hex-encoded, upper case.
+    """
+    raw = text.encode()
+    if any(c == 0x22 or c < 0x21 or c > 0x7E for c in raw):
+        return raw.hex().upper()
+    return text
+
+
+def _creator_fields(pid: int) -> dict[str, str]:
+    """pid, uid, exe and comm as the allocation record of a domain created by `pid` carries them.
+
+    Every creator in these tests is a forked, not exec'd, child of this process whose calling thread
+    is its main thread: its exe, comm and uid are this process's. domain.c's get_current_details()
+    takes them at restrict_self time: "details->pid = get_pid(task_tgid(current));" (the process,
+    not the calling thread), the uid in the initial user namespace, the calling thread's comm.
+    """
+    with open("/proc/self/comm") as f:
+        comm = f.read().rstrip("\n")
+    exe = os.readlink("/proc/self/exe")
+    return {"pid": str(pid), "uid": str(os.getuid()), "exe": _untrusted(exe), "comm": _untrusted(comm)}
+
+
+def _check_allocated(records: list[Record], domain: int, pid: int, racing: int = 1) -> None:
+    """The allocation record of `domain`, created by `pid`, enforcing: every field pinned.
+
+    audit.c's log_domain() writes it after a logged denial unless the domain is already marked
+    logged, and marks it only once the record is written ("There may be race condition leading to
+    logging of the same domain several times but that is OK."; domain.h: "it is still possible to
+    have several domain records of the same domain"). So denials made one after the other give
+    exactly one record; `racing` first denials made at once give one to `racing` records, each
+    complete and identical.
+    """
     found = _allocated(records, domain)
-    expect_eq(len(found), 1, f"number of 'status=allocated' records for domain {domain:x} ({found})")
-    fields = found[0].fields
-    expect_eq(fields.get("pid"), str(pid), f"creator pid in the allocation record of domain {domain:x}")
-    expect_eq(fields.get("mode"), "enforcing", f"mode of domain {domain:x}")
-    expect_eq(fields.get("uid"), str(os.getuid()), f"uid in the allocation record of domain {domain:x}")
+    if racing == 1:
+        expect_eq(len(found), 1, f"number of 'status=allocated' records for domain {domain:x} ({found})")
+    else:
+        what = f"number of 'status=allocated' records for domain {domain:x}, at most one per racing denial"
+        expect(1 <= len(found) <= racing, f"{what}: expected 1 to {racing}, got {len(found)} ({found})")
+    want = {"domain": f"{domain:x}", "status": "allocated", "mode": "enforcing", **_creator_fields(pid)}
+    for record in found:
+        expect_eq(record.fields, want, f"fields of the allocation record of domain {domain:x} ({record.text!r})")
 
 
 def _barrier(log: AuditLog, root: str) -> list[Record]:
@@ -351,31 +388,93 @@ def audit_disabled_denials_still_count() -> None:
         expect_eq(dealloc.fields.get("denials"), "2", "denials of the domain (one while audit was disabled)")
 
 
+class _Parked:
+    """A thread started now (it exists when the constructor returns) that runs `fn` once released.
+
+    join() waits for it and re-raises what `fn` raised, so a sibling's failed check fails the test
+    with its own message.
+    """
+
+    def __init__(self, fn: Callable[[], object], go: threading.Event | threading.Barrier | None = None) -> None:
+        self._go = go if go is not None else threading.Event()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        self._go.wait()
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join() in the main thread
+            self._errors.append(exc)
+
+    def release(self) -> None:
+        assert isinstance(self._go, threading.Event)
+        self._go.set()
+
+    def join(self) -> None:
+        self._thread.join(_klab.TEST_TIMEOUT)
+        expect(not self._thread.is_alive(), f"thread {self._thread.native_id} still runs")
+        if self._errors:
+            raise self._errors[0]
+
+
 @test
 def audit_tsync_siblings_share_the_callers_domain() -> None:
-    """ABI 8: after TSYNC every thread's denial names the same domain, allocated once by the process."""
+    """ABI 8: after TSYNC every thread's denial names the same domain, allocated once by the process.
+
+    The siblings exist before restrict_self and deny one after the other, each once the previous
+    one is joined, the caller last: after the first logged denial the domain is marked logged, so
+    exactly one allocation record. (Racing first denials may each write one: next test.)
+    """
     ll.require_abi(8)
     with _tmpdir() as d, AuditLog() as log:
         paths = [_touch(f"{d}/t{i}") for i in range(4)]
 
         def body() -> None:
-            gate = threading.Event()
-            threads = []
-            for p in paths[1:]:
-                t = threading.Thread(target=lambda p=p: (gate.wait(10), _deny_write(p, "sibling: write")))
-                t.start()
-                threads.append(t)
+            siblings = [_Parked(lambda p=p: _deny_write(p, "sibling: write")) for p in paths[1:]]
             ll.layer(fs=ll.ACCESS_FS_WRITE_FILE, flags=ll.LANDLOCK_RESTRICT_SELF_TSYNC)
-            gate.set()
-            for t in threads:
-                t.join(10)
+            for sibling in siblings:
+                sibling.release()
+                sibling.join()
             _deny_write(paths[0], "caller: write")
 
         pid = _run(body)
         records = _barrier(log, d)
         domains = {_one_denial(records, p, "fs.write_file") for p in paths}
         expect_eq(len(domains), 1, f"domain IDs of the caller's and its siblings' denials ({domains})")
-        _check_allocated(records, domains.pop(), pid)
+        domain = domains.pop()
+        _check_allocated(records, domain, pid)
+        dealloc = _deallocated(log, domain, records)
+        expect_eq(dealloc.fields.get("denials"), str(len(paths)), f"denials of domain {domain:x} (one per thread)")
+
+
+@test
+def audit_racing_first_denials_may_repeat_the_allocation_record() -> None:
+    """ABI 7: threads of one domain making its first denials at once: every denial is logged with the
+    domain, the allocation record comes once or up to once per thread, every copy complete and
+    identical (domain.h: "it is still possible to have several domain records of the same domain"),
+    and the one deallocation record counts every denial.
+    """
+    ll.require_abi(7)
+    with _tmpdir() as d, AuditLog() as log:
+        paths = [_touch(f"{d}/t{i}") for i in range(4)]
+
+        def body() -> None:
+            ll.layer(fs=ll.ACCESS_FS_WRITE_FILE)  # threads started later share the domain
+            start = threading.Barrier(len(paths))
+            threads = [_Parked(lambda p=p: _deny_write(p, "racing thread: write"), start) for p in paths]
+            for thread in threads:
+                thread.join()
+
+        pid = _run(body)
+        records = _barrier(log, d)
+        domains = {_one_denial(records, p, "fs.write_file") for p in paths}
+        expect_eq(len(domains), 1, f"domain IDs of the racing threads' denials ({domains})")
+        domain = domains.pop()
+        _check_allocated(records, domain, pid, racing=len(paths))
+        dealloc = _deallocated(log, domain, records)
+        expect_eq(dealloc.fields.get("denials"), str(len(paths)), f"denials of domain {domain:x} (one per thread)")
 
 
 @test
