@@ -60,8 +60,6 @@ BPF_F_REPLACE = 1 << 2
 BPF_F_QUERY_EFFECTIVE = 1 << 0
 BPF_F_RDONLY = 1 << 3  # BPF_OBJ_GET file_flags
 BPF_PSEUDO_MAP_FD = 1
-BPF_PSEUDO_CALL = 1  # src_reg of a call: a bpf-to-bpf call, imm is the relative insn offset
-BPF_PSEUDO_FUNC = 4  # src_reg of ld_imm64: the address of a subprogram (a callback), imm relative
 BPF_ANY = 0
 BPF_NOEXIST = 1
 BPF_EXIST = 2
@@ -76,8 +74,6 @@ ENOTSUPP = 524
 FN_MAP_LOOKUP_ELEM = 1
 FN_MAP_UPDATE_ELEM = 2
 FN_MAP_DELETE_ELEM = 3
-FN_KTIME_GET_NS = 5
-FN_GET_SMP_PROCESSOR_ID = 8
 FN_TAIL_CALL = 12
 FN_GET_CURRENT_PID_TGID = 14
 FN_GET_CURRENT_UID_GID = 15
@@ -85,8 +81,6 @@ FN_GET_CURRENT_COMM = 16
 FN_PERF_EVENT_OUTPUT = 25
 FN_SETSOCKOPT = 49
 FN_PROBE_READ_USER = 112
-FN_PROBE_READ_KERNEL = 113
-FN_PROBE_READ_USER_STR = 114
 FN_PROBE_READ_KERNEL_STR = 115
 FN_RINGBUF_OUTPUT = 130
 FN_RINGBUF_RESERVE = 131
@@ -94,14 +88,12 @@ FN_RINGBUF_SUBMIT = 132
 FN_RINGBUF_DISCARD = 133
 FN_RINGBUF_QUERY = 134
 FN_INODE_STORAGE_GET = 145
-FN_INODE_STORAGE_DELETE = 146
 FN_D_PATH = 147
 FN_COPY_FROM_USER = 148  # might sleep: sleepable programs only
 FN_TASK_STORAGE_GET = 156
 FN_TASK_STORAGE_DELETE = 157
 FN_GET_CURRENT_TASK_BTF = 158
 FN_BPRM_OPTS_SET = 159
-FN_LOOP = 181
 FN_GET_RETVAL = 186  # cgroup programs (BPF_LSM_CGROUP among them)
 FN_SET_RETVAL = 187
 
@@ -381,7 +373,7 @@ class Asm:
     """
 
     def __init__(self) -> None:
-        self._slots: list[bytes | tuple] = []
+        self._slots: list[bytes | tuple[int, int, int, int, str]] = []
         self._labels: dict[str, int] = {}
 
     def label(self, name: str) -> Asm:
@@ -455,17 +447,6 @@ class Asm:
         self._slots.append(_insn(_JMP | _CALL, 0, 0, 0, helper))
         return self
 
-    def call_local(self, target: str) -> Asm:
-        """A bpf-to-bpf call of the subprogram at label `target` (BPF_PSEUDO_CALL; imm is the relative offset)."""
-        self._slots.append(("imm", _JMP | _CALL, 0, BPF_PSEUDO_CALL, target))
-        return self
-
-    def ld_func(self, dst: int, target: str) -> Asm:
-        """dst = the subprogram at label `target`, as a callback for bpf_loop() and co (BPF_PSEUDO_FUNC)."""
-        self._slots.append(("imm", _LD | SIZE_DW | _MODE_IMM, dst, BPF_PSEUDO_FUNC, target))
-        self._slots.append(_insn(0))
-        return self
-
     def exit(self) -> Asm:
         self._slots.append(_insn(_JMP | _EXIT))
         return self
@@ -480,15 +461,10 @@ class Asm:
             if isinstance(slot, bytes):
                 out.append(slot)
                 continue
-            if slot[-1] not in self._labels:
-                raise ValueError(f"undefined label {slot[-1]!r}")
-            rel = self._labels[slot[-1]] - pc - 1
-            if slot[0] == "imm":  # pseudo call / func: the relative offset is the immediate
-                _kind, code, dst, src, _target = slot
-                out.append(_insn(code, dst, src, 0, rel))
-            else:
-                code, dst, src, imm, _target = slot
-                out.append(_insn(code, dst, src, rel, imm))
+            code, dst, src, imm, target = slot
+            if target not in self._labels:
+                raise ValueError(f"undefined label {target!r}")
+            out.append(_insn(code, dst, src, self._labels[target] - pc - 1, imm))
         return b"".join(out)
 
 

@@ -32,6 +32,10 @@ MODULES = (
     "stacking",
     "audit_ringbuf",
     "audit_ringbuf_limits",
+    "audit_perf",
+    "audit_exec",
+    "helpers",
+    "storage",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

@@ -34,7 +34,8 @@ class AuditLoop(WorkerLoop):
     @staticmethod
     def act_comm(name: str) -> int:
         """prctl(PR_SET_NAME): the comm of the calling thread."""
-        return 0 if libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()), 0, 0, 0) == 0 else ctypes.get_errno()
+        buf = ctypes.create_string_buffer(name.encode())
+        return 0 if libc.prctl(PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0) == 0 else ctypes.get_errno()
 
     @staticmethod
     def act_setids(ids: list[int]) -> int:
