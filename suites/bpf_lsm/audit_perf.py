@@ -183,3 +183,44 @@ def perf_full_ring_drops_whole_records_and_reports_the_lost_count() -> None:
         os.close(prog)
     events.close()
     counters.close()
+
+
+def _wakeup_case(watermark: bool) -> None:
+    """Open after open, with the reader not reading: the opens after which epoll says readable."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    counters = _bpf.Counters(4)
+    counters[FLAGS] = BPF_F_CURRENT_CPU
+    events = PerfEventArray([cpu], cpu + 1, wakeup=100 if watermark else 3, watermark=watermark)
+    ring = events.rings[cpu]
+    mode = "wakeup_watermark 100 bytes" if watermark else "wakeup_events 3"
+    with Worker(AuditLoop) as target:
+        expect_result(target.do("pin", cpu), 0, f"pin the worker to cpu {cpu}")
+        who = target.pid << 32 | target.pid
+        prog = load("file_open", _output_prog(target.pid, events.fd, counters, 2))
+        link = attach(prog)
+        woken = []
+        for i in range(7):
+            expect_result(target.do("open", "/dev/null"), 0, f"open {i}")
+            if ring.woken(10.0 if i in ((3, 6) if watermark else (2, 5)) else 0.3):
+                woken.append(i)  # perf_poll hands out the pending wakeup once (atomic_xchg of rb->poll)
+        expect_eq(woken, [3, 6] if watermark else [2, 5], f"{mode}: opens after which epoll woke the reader")
+        expect_eq(_view(ring.records(), 2), [_sample(i, who, 2) for i in range(7)], f"{mode}: the records, in order")
+        os.close(link)
+        os.close(prog)
+    events.close()
+    counters.close()
+
+
+@suite.test
+def perf_wakeup_events_and_watermark_decide_when_the_reader_is_woken() -> None:
+    """wakeup_events 3: epoll wakes after the 3rd and 6th sample; wakeup_watermark 100: after 128 and 224 bytes.
+
+    Samples of 16 bytes take 32 bytes of ring each. perf_output_sample counts
+    events against wakeup_events; with watermark set, __perf_output_begin
+    wakes when the head passes the last wakeup by more than the watermark
+    (the 4th record, head 128; then the 7th, head 224 > 100 + 100). Every
+    record is in the ring whether or not it woke the reader.
+    """
+    require()
+    _wakeup_case(False)
+    _wakeup_case(True)
