@@ -25,6 +25,8 @@ from _klab import errname, syscall
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
@@ -34,6 +36,7 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_BTF_LOAD = 18
 BPF_LINK_CREATE = 28
 BPF_LINK_UPDATE = 29
 BPF_LINK_GET_FD_BY_ID = 30
@@ -42,6 +45,10 @@ BPF_LINK_DETACH = 34
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PROG_ARRAY = 3
+BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+BPF_MAP_TYPE_RINGBUF = 27
+BPF_MAP_TYPE_INODE_STORAGE = 28
+BPF_MAP_TYPE_TASK_STORAGE = 29
 BPF_PROG_TYPE_LSM = 29
 BPF_LSM_MAC = 27
 BPF_LSM_CGROUP = 43
@@ -54,6 +61,11 @@ BPF_F_QUERY_EFFECTIVE = 1 << 0
 BPF_F_RDONLY = 1 << 3  # BPF_OBJ_GET file_flags
 BPF_PSEUDO_MAP_FD = 1
 BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+BPF_F_LOCK = 4
+BPF_F_NO_PREALLOC = 1  # map_flags; local storage maps must have it
+BPF_LOCAL_STORAGE_GET_F_CREATE = 1
 
 # Kernel-internal errno that bpf() leaks for "no trampoline on this arch".
 ENOTSUPP = 524
@@ -61,9 +73,27 @@ ENOTSUPP = 524
 # Helper ids (enum bpf_func_id).
 FN_MAP_LOOKUP_ELEM = 1
 FN_MAP_UPDATE_ELEM = 2
+FN_MAP_DELETE_ELEM = 3
 FN_TAIL_CALL = 12
 FN_GET_CURRENT_PID_TGID = 14
+FN_GET_CURRENT_UID_GID = 15
+FN_GET_CURRENT_COMM = 16
+FN_PERF_EVENT_OUTPUT = 25
+FN_SETSOCKOPT = 49
+FN_PROBE_READ_USER = 112
+FN_PROBE_READ_KERNEL_STR = 115
+FN_RINGBUF_OUTPUT = 130
+FN_RINGBUF_RESERVE = 131
+FN_RINGBUF_SUBMIT = 132
+FN_RINGBUF_DISCARD = 133
+FN_RINGBUF_QUERY = 134
+FN_INODE_STORAGE_GET = 145
+FN_D_PATH = 147
 FN_COPY_FROM_USER = 148  # might sleep: sleepable programs only
+FN_TASK_STORAGE_GET = 156
+FN_TASK_STORAGE_DELETE = 157
+FN_GET_CURRENT_TASK_BTF = 158
+FN_BPRM_OPTS_SET = 159
 FN_GET_RETVAL = 186  # cgroup programs (BPF_LSM_CGROUP among them)
 FN_SET_RETVAL = 187
 
@@ -642,19 +672,32 @@ def fd_kind(fd: int) -> str:
 # --- maps -------------------------------------------------------------------------
 
 
-def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, name: str = "klab") -> int:
+def map_create(
+    map_type: int,
+    key_size: int,
+    value_size: int,
+    max_entries: int,
+    name: str = "klab",
+    *,
+    flags: int = 0,
+    btf_fd: int = 0,
+    btf_key_type_id: int = 0,
+    btf_value_type_id: int = 0,
+) -> int:
+    """BPF_MAP_CREATE; the BTF ids describe key and value in the blob btf_fd (local storage maps need them)."""
     attr = _attr()
-    struct.pack_into("<IIIII", attr, 0, map_type, key_size, value_size, max_entries, 0)
+    struct.pack_into("<IIIII", attr, 0, map_type, key_size, value_size, max_entries, flags)
     struct.pack_into("16s", attr, 28, name.encode()[:15])
+    struct.pack_into("<III", attr, 48, btf_fd, btf_key_type_id, btf_value_type_id)
     return _bpf(BPF_MAP_CREATE, attr, "BPF_MAP_CREATE")
 
 
-def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
-    """The value stored under key, or None when the kernel says ENOENT."""
+def map_lookup(map_fd: int, key: bytes, value_size: int, flags: int = 0) -> bytes | None:
+    """The value stored under key, or None when the kernel says ENOENT (flags: BPF_F_LOCK)."""
     kbuf = ctypes.create_string_buffer(key, len(key))
     vbuf = ctypes.create_string_buffer(value_size)
     attr = _attr()
-    struct.pack_into("<IIQQ", attr, 0, map_fd, 0, ctypes.addressof(kbuf), ctypes.addressof(vbuf))
+    struct.pack_into("<IIQQQ", attr, 0, map_fd, 0, ctypes.addressof(kbuf), ctypes.addressof(vbuf), flags)
     try:
         _bpf(BPF_MAP_LOOKUP_ELEM, attr, "BPF_MAP_LOOKUP_ELEM")
     except BpfError as exc:
@@ -670,6 +713,34 @@ def map_update(map_fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> N
     attr = _attr()
     struct.pack_into("<IIQQQ", attr, 0, map_fd, 0, ctypes.addressof(kbuf), ctypes.addressof(vbuf), flags)
     _bpf(BPF_MAP_UPDATE_ELEM, attr, "BPF_MAP_UPDATE_ELEM")
+
+
+def map_delete(map_fd: int, key: bytes) -> None:
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    attr = _attr()
+    struct.pack_into("<IIQ", attr, 0, map_fd, 0, ctypes.addressof(kbuf))
+    _bpf(BPF_MAP_DELETE_ELEM, attr, "BPF_MAP_DELETE_ELEM")
+
+
+def map_get_next_key(map_fd: int, key: bytes | None, key_size: int) -> bytes:
+    kbuf = ctypes.create_string_buffer(key or b"", max(len(key or b""), 1))
+    nbuf = ctypes.create_string_buffer(key_size)
+    attr = _attr()
+    struct.pack_into("<IIQQ", attr, 0, map_fd, 0, ctypes.addressof(kbuf) if key else 0, ctypes.addressof(nbuf))
+    _bpf(BPF_MAP_GET_NEXT_KEY, attr, "BPF_MAP_GET_NEXT_KEY")
+    return nbuf.raw
+
+
+def btf_load(blob: bytes) -> int:
+    """BPF_BTF_LOAD a BTF blob (see _bpf_btf.BtfBuilder); BpfError carries the kernel's BTF log."""
+    data = ctypes.create_string_buffer(blob, len(blob))
+    log = ctypes.create_string_buffer(1 << 16)
+    attr = _attr()
+    struct.pack_into("<QQIII", attr, 0, ctypes.addressof(data), ctypes.addressof(log), len(blob), 1 << 16, 1)
+    ret, err = syscall("bpf", BPF_BTF_LOAD, ctypes.addressof(attr), ATTR_SIZE)
+    if ret < 0:
+        raise BpfError("BPF_BTF_LOAD", err, log.value.decode(errors="replace"))
+    return ret
 
 
 class Counters:

@@ -35,12 +35,13 @@ _NR_CLONE = {"x86_64": 56, "aarch64": 220}
 class Worker:
     """A forked process that performs one action per request and answers its errno.
 
-    Programs filter on its tgid. Actions are the act_* methods of WorkerLoop.
+    Programs filter on its tgid. Actions are the act_* methods of WorkerLoop
+    (or of the subclass given as `loop`).
     """
 
     REPLACED = -1000  # exec succeeded: the worker became the new program
 
-    def __init__(self) -> None:
+    def __init__(self, loop: type[WorkerLoop] | None = None) -> None:
         req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
         sys.stdout.flush()
@@ -51,7 +52,7 @@ class Worker:
             try:  # everything in the child is inside this: it must never return into the harness
                 _close_all_but(req_r, res_w)
                 os.write(res_w, b"ready\n")
-                WorkerLoop(req_r, res_w).run()
+                (loop or WorkerLoop)(req_r, res_w).run()
             except BaseException:  # noqa: BLE001
                 code = 1
             os._exit(code)

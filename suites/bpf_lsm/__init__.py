@@ -19,6 +19,23 @@ import _klab
 suite = _klab.Suite("bpf_lsm")
 
 # Importing a module registers its tests: this order is the run order.
-MODULES = ("canary", "deny", "args", "detach", "multi", "cgroup", "verifier", "sleepable", "privilege", "stacking")
+MODULES = (
+    "canary",
+    "deny",
+    "args",
+    "detach",
+    "multi",
+    "cgroup",
+    "verifier",
+    "sleepable",
+    "privilege",
+    "stacking",
+    "audit_ringbuf",
+    "audit_ringbuf_limits",
+    "audit_perf",
+    "audit_exec",
+    "helpers",
+    "storage",
+)
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

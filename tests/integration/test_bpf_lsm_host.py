@@ -3,7 +3,8 @@
 The suite loads BPF LSM programs, so it needs root, `bpf` in the active LSM
 list and vmlinux BTF; without them the test is skipped with the reason. Every
 program the suite loads filters on the tgid of one of its own helper processes,
-so running it on a developer's host does not disturb anything else.
+or (the local storage tests) denies only a task or an inode the test itself
+labelled, so running it on a developer's host does not disturb anything else.
 """
 
 from __future__ import annotations
