@@ -101,7 +101,7 @@ def run(
         logf.flush()
     chunks: list[str] = []
     timed_out = False
-    if shutil.which(argv[0], path=full_env.get("PATH")) is None:
+    if "/" not in argv[0] and shutil.which(argv[0], path=full_env.get("PATH")) is None:  # a path: setpriv says 127
         if logf:
             logf.close()
         raise CommandFailed(argv, 127, f"{argv[0]}: command not found", log, False)
