@@ -52,6 +52,8 @@ lint:
 	$(VENV)/bin/ruff check lab tests suites bench
 	$(VENV)/bin/ruff format --check lab tests suites bench
 	$(VENV)/bin/mypy lab
+	$(VENV)/bin/check-jsonschema -q --builtin-schema vendor.github-workflows ci/github-actions.yml
+	$(VENV)/bin/check-jsonschema -q --builtin-schema vendor.gitlab-ci ci/gitlab-ci.yml
 
 # Unit tests only: no kernel builds, no boots (under 10 s).
 test-fast:
@@ -78,7 +80,9 @@ bench:
 	$(PY) bench/build.py
 	$(PY) bench/boot.py
 	$(PY) bench/matrix.py
-	$(PY) bench/bisect.py
+	$(PY) bench/bisection.py
+	$(PY) bench/loop.py make-test
+	$(PY) bench/loop.py dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from lab import atomic, manifest, proc
 from lab.errors import LabError, UserError
-from lab.paths import cache_dir, exclusive
+from lab.paths import cache_dir, exclusive, require_free_space
 
 # Suites of the host's Debian archive that carry newer linux-source-X.Y packages than a Debian 12 release.
 NEWER_SUITES = ("trixie-backports", "sid")
 LISTS_MAX_AGE = 24 * 3600.0  # refresh the private package lists once a day
-UPDATE_TIMEOUT = 600.0
+UPDATE_TIMEOUT = 300.0
+LISTS_NEED_BYTES = 256 << 20  # three suites' package lists (~45 MB) and their compressed downloads
 DOWNLOAD_TIMEOUT = 1200.0
 QUERY_TIMEOUT = 120.0
 _SOURCE_PACKAGE = re.compile(r"^linux-source-(\d+\.\d+)$")
@@ -192,6 +193,10 @@ class Archive:
             "Dir::State::Lists": self.root / "lists",
             "Dir::Cache": self.root / "cache",
             "Acquire::Languages": "none",
+            # A mirror that stalls fails a transfer in a minute, not at the caller's deadline.
+            "Acquire::http::Timeout": "60",
+            "Acquire::https::Timeout": "60",
+            "Acquire::Retries": "2",
         }
         return [arg for key, value in settings.items() for arg in ("-o", f"{key}={value}")]
 
@@ -216,6 +221,7 @@ class Archive:
             fresh = stamp.is_file() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE
             if fresh and current.is_file() and current.read_text() == sources:
                 return
+            require_free_space(self.root, LISTS_NEED_BYTES)
             (self.root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
             (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
             atomic.write_text(current, sources)

@@ -74,8 +74,10 @@ class Record:
             doc = json.loads(path.read_text())
         except FileNotFoundError as exc:
             raise ManifestError(f"{path} does not exist") from exc
-        except (OSError, ValueError) as exc:
-            raise ManifestError(f"{path}: unreadable ({exc})") from exc
+        except OSError as exc:
+            raise ManifestError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+        except ValueError as exc:
+            raise ManifestError(f"{path}: not JSON (cut short or overwritten?)") from exc
         return cls.from_json(doc, str(path))
 
     @classmethod

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lab.errors import UserError
+from lab.errors import LabError, UserError
 
 
 def cache_root() -> Path:
@@ -28,6 +29,16 @@ def check_cache_root() -> None:
         raise UserError(f"{named} {root}: {existing} is not a directory; point KLAB_CACHE at a directory")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{named} {root}: {existing} is not writable by this user; point KLAB_CACHE elsewhere")
+
+
+def require_free_space(where: Path, need_bytes: int) -> None:
+    """Refuse before writing what cannot fit: on a full disk apt and unpackers fail half-way, or hang."""
+    free = shutil.disk_usage(where).free
+    if free < need_bytes:
+        raise LabError(
+            f"no space left on the device holding {where} (need about {need_bytes / 2**30:.1f} GB, "
+            f"{free / 2**30:.1f} GB free); free some, or point KLAB_CACHE at a larger disk"
+        )
 
 
 def cache_dir(*parts: str) -> Path:

@@ -93,6 +93,7 @@ def cmd_reproduce(args: argparse.Namespace, facts: Facts | None = None) -> int:
             also = reproduce.extra_tests(facts.planned_tests(item.spec.suites, item.spec.patterns), args.test)
             if also:
                 print(f"klab reproduce: -k {args.test} also selects: {', '.join(also)}", file=sys.stderr)
+    store.claim(out, overwrite=args.overwrite)
     with Progress() as progress:
         status = facts.run([p.spec for p in planned], out, args.jobs, progress, known_file)
     rerun = out / "results.json"
@@ -134,6 +135,7 @@ def register(sub: Any) -> None:
         "--accel", choices=common.ACCELS, help="override the recorded accelerator (default: the one the cell used)"
     )
     p.add_argument("--results", help="where the rerun writes its results (default: results/reproduce-DATE)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --results (else refused)")
     p.add_argument("-n", "--jobs", type=common.positive_int, default=1, help="guests to run at once")
     p.add_argument(
         "--repeat", type=common.positive_int, help="run each test N times (default: as recorded): reproduced k of N"

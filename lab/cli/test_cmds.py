@@ -70,7 +70,13 @@ def _single_kernel_specs(
 
 
 def run_and_report(
-    specs: list[cellrun.CellSpec], results_dir: Path, jobs: int, progress: Progress, known_file: Path | None
+    specs: list[cellrun.CellSpec],
+    results_dir: Path,
+    jobs: int,
+    progress: Progress,
+    known_file: Path | None,
+    *,
+    overwrite: bool = False,
 ) -> int:
     """Run the cells, write every report, end with the totals and the table; the exit status of the run.
 
@@ -79,6 +85,7 @@ def run_and_report(
     """
     if not specs:
         raise UserError("nothing to run: no cell matches the requested arches and suites")
+    store.claim(results_dir, overwrite=overwrite)
     start = time.time()
     print(f"klab: {len(specs)} cell(s), {jobs} at a time; results in {results_dir}", file=sys.stderr)
     for spec in specs:
@@ -170,7 +177,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                 mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), accel=args.accel,
                 known=known, repeat=args.repeat, progress=progress,
             )  # fmt: skip
-            return run_and_report(specs, results_dir, args.jobs, progress, known_file)
+            return run_and_report(specs, results_dir, args.jobs, progress, known_file, overwrite=args.overwrite)
     _refuse(args, ("arches",), "chooses among a matrix's arches; with --build/--kernel give one --arch")
     suites = _check_run_options(args)
     if not args.arch or not (args.build or args.kernel):
@@ -180,7 +187,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.gdb is not None and len(specs) > 1:
         raise UserError("--gdb debugs one guest: drop -n or give one --suite")
     with Progress() as progress:
-        return run_and_report(specs, results_dir, args.jobs, progress, known_file)
+        return run_and_report(specs, results_dir, args.jobs, progress, known_file, overwrite=args.overwrite)
 
 
 def cmd_test_kernel(args: argparse.Namespace) -> int:
@@ -198,13 +205,14 @@ def cmd_test_kernel(args: argparse.Namespace) -> int:
             mtx, arch_names=arch_names, suites=suites, patterns=tuple(args.patterns), src_override=src,
             accel=args.accel, known=known, repeat=args.repeat, progress=progress,
         )  # fmt: skip
-        return run_and_report(specs, results_dir, args.jobs, progress, known_file)
+        return run_and_report(specs, results_dir, args.jobs, progress, known_file, overwrite=args.overwrite)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     common.add_selection(p)
     p.add_argument("--list", action="store_true", help="print the SUITE.TEST names the selection runs, and stop")
     p.add_argument("--results", help="results directory (default: results/run-DATE)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --results (else refused)")
     p.add_argument("-n", "--jobs", type=common.positive_int, default=1, help="guests to run at once")
     p.add_argument(
         "--repeat", type=common.positive_int, default=1, help="run each test N times in its boot; mixed outcomes: FLAKY"

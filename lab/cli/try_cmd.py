@@ -27,7 +27,7 @@ from lab.git import top_level
 from lab.kernel import build, kconfig
 from lab.kernel.source import Source, SourceKind, digest
 from lab.paths import cache_dir, exclusive
-from lab.results import compare, model, write
+from lab.results import compare, model, store, write
 from lab.results.store import RunMeta
 from lab.run import catalog, checkout
 from lab.series import FAILING, BuildKind, Change, Judge, Outcome, Series, Step, Tested, parse_series, run_series
@@ -216,6 +216,7 @@ def cmd_try(args: argparse.Namespace, judge_for: Callable[[Settings, Path], Judg
     """`judge_for` makes the judge of each step (tests give a fake one; default: build and boot)."""
     s = settings_from_args(args)
     out = (Path(args.results) if args.results else Path("results") / time.strftime("try-%Y%m%d-%H%M%S")).resolve()
+    store.claim(out, overwrite=args.overwrite, marker="try.json")
     start = time.monotonic()
 
     def applied(plan: list[Step]) -> None:
@@ -260,4 +261,5 @@ def register(sub: Any) -> None:
     p.add_argument("--accel", default="auto", choices=common.ACCELS)
     p.add_argument("--build-dir", type=Path, help="build every step here (default: beside the worktree, in the cache)")
     p.add_argument("--results", help="results directory (default: results/try-DATE)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier try in --results (else refused)")
     p.set_defaults(func=cmd_try)

@@ -93,6 +93,10 @@ class ConfigStamp(Record):
 def load(build_dir: Path, arch: Arch | None = None) -> BuildManifest:
     """The manifest of a build dir a user named (--build DIR), checked against the arch they asked for."""
     path = build_dir / MANIFEST
+    if not build_dir.exists():
+        raise UserError(f"--build {build_dir} does not exist; give the dir `klab build` printed (or --kernel IMAGE)")
+    if not build_dir.is_dir():
+        raise UserError(f"--build {build_dir} is a file, not a build dir; for a kernel image use --kernel {build_dir}")
     if not path.is_file():
         raise UserError(f"{build_dir} has no {MANIFEST}: not a finished klab build dir (run `klab build` first)")
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from lab import atomic, debian, proc
 from lab.errors import LabError, UserError
 from lab.git import git
-from lab.paths import cache_dir, exclusive
+from lab.paths import cache_dir, exclusive, require_free_space
 
 DEFAULT_VERSION = "6.12"
 _VERSION = re.compile(r"^\d+\.\d+$")
@@ -75,7 +75,7 @@ def fetch(version: str = DEFAULT_VERSION) -> Path:
     if not _fetched(final):
         archive = debian.Archive()
         offer = archive.find(f"linux-source-{version}")  # first: a version the archive lacks leaves nothing behind
-        _check_space(final.parent)
+        require_free_space(final.parent, FETCH_NEEDS_BYTES)
         with exclusive(final):
             if not _fetched(final):  # a parallel worker may have fetched it while we waited
                 _download_and_unpack(archive, offer, version, final)
@@ -88,16 +88,6 @@ def _fetched(tree: Path) -> bool:
 
 # The .deb (~150 MB), the tarball it holds and the unpacked tree (~1.5 GB) at their peak.
 FETCH_NEEDS_BYTES = 2 << 30
-
-
-def _check_space(root: Path) -> None:
-    """Refuse before downloading what cannot be unpacked: a full disk otherwise fails (or hangs) half-way."""
-    free = shutil.disk_usage(root).free
-    if free < FETCH_NEEDS_BYTES:
-        raise LabError(
-            f"no space left on the device holding {root} (need about {FETCH_NEEDS_BYTES / 2**30:.0f} GB, "
-            f"{free / 2**30:.1f} GB free); free some, or point KLAB_CACHE at a larger disk"
-        )
 
 
 def _download_and_unpack(archive: debian.Archive, offer: debian.Offer, version: str, final: Path) -> None:
@@ -127,6 +117,8 @@ def _download_and_unpack(archive: debian.Archive, offer: debian.Offer, version: 
 def resolve(path: Path) -> Source:
     """Check that `path` is a kernel tree and work out its identity."""
     path = path.expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"kernel source {path} is a file, not a directory; pass the top of a kernel tree to --src")
     if not path.is_dir():
         raise UserError(f"kernel source {path} does not exist; pass --src DIR or run `klab source fetch`")
     if not (path / "Kconfig").is_file() or not (path / "scripts/kconfig/merge_config.sh").is_file():

@@ -8,6 +8,7 @@ malformed file is a UserError naming the record.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,25 @@ def load(path: Path) -> Run:
         cells[cell_id].tests.append(TestResult.from_fields(_without(rec, _TEST_FROM_CELL), at))
     meta = RunMeta.from_json(doc.get("meta"), f"{where}: meta")
     return Run(meta, list(cells.values()))
+
+
+def claim(path: Path, *, overwrite: bool, marker: str = "results.json") -> None:
+    """Check, before anything boots, that a run may write into `path`: two runs never mix in one dir.
+
+    A new or empty dir is fine. An earlier run (it has `marker`) is replaced only
+    with --overwrite; a dir holding anything else is never written into.
+    """
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise UserError(f"--results {path} is a file; give a new or empty directory")
+    if not any(path.iterdir()):
+        return
+    if not (path / marker).is_file():
+        raise UserError(f"--results {path} is not empty and holds no klab results; give a new or empty directory")
+    if not overwrite:
+        raise UserError(f"--results {path} holds an earlier run; pass --overwrite to replace it, or another --results")
+    shutil.rmtree(path)
 
 
 def _list(doc: Any, key: str, where: str) -> list[Any]:

@@ -64,6 +64,11 @@ def _describe(head: bytes) -> str:
 
 def check_kernel_image(arch: Arch, kernel: Path) -> None:
     """Refuse a missing kernel, one built for another arch, or one shorter than its own header says."""
+    if kernel.is_dir():
+        raise UserError(
+            f"kernel image {kernel} is a directory; give the image file ({kernel / arch.image_path}?) "
+            "or, for a klab build dir, --build"
+        )
     if not kernel.is_file():
         raise UserError(f"kernel image {kernel} does not exist; build one with `klab build --arch {arch.name}`")
     with open(kernel, "rb") as f:

@@ -13,7 +13,7 @@ nothing but what each step changes):
   12      the tip                                                     (--bad, tag klab-bad)
 A signature-blind bisect (--any-failure) steps on 5..7, calls them bad and blames commit 5; the
 default bisect records the failure at --bad ("expected EPERM, got success"), skips 5..7 as a
-different failure, and names commit 10. bench/bisect.py runs both and compares steps and wall time.
+different failure, and names commit 10. bench/bisection.py runs both and compares steps and wall time.
 Run: `pytest -m kernel tests/integration/test_bisect.py -s` to see the report: culprit, each
 step's build, boot+test and total seconds, and the wall time (also in the work dir's bisect.json).
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,32 @@ def test_a_version_the_archive_lacks_is_exit_2_and_leaves_nothing() -> None:
         "klab: error: linux-source-9.9 is not in the archive; `klab source fetch --list` shows the versions it has"
     ]
     assert not list((cache_root() / "src").glob("*9.9*")), "no lock, no temporary dir"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 32 MB filesystem (tmpfs) to fill: what a cache on a full disk sees."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(where)]).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_exit_128_before_apt_runs(small_disk: Path) -> None:
+    env = dict(os.environ, KLAB_CACHE=str(small_disk / "cache"))
+    run = subprocess.run(
+        [sys.executable, "-m", "lab", "source", "fetch", "--version", "6.12"],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    assert run.returncode == 128, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert line.startswith(f"klab: error: no space left on the device holding {small_disk}/cache/apt (need about"), line
+    assert not (small_disk / "cache" / "apt" / "apt.log").exists(), "apt never started"
+    assert not list((small_disk / "cache").glob("src/linux-*")), "nothing half-made"
 
 
 BPF_LSM_WITHOUT_MODULES = """\

@@ -64,6 +64,30 @@ def test_bad_input_is_exit_2_before_any_boot(
     assert not out.exists() and time.monotonic() - started < 60, "nothing booted, nothing written"
 
 
+@pytest.mark.parametrize(
+    ("earlier", "error"),
+    [
+        ("results.json", "holds an earlier run; pass --overwrite to replace it, or another --results"),
+        ("notes.txt", "is not empty and holds no klab results; give a new or empty directory"),
+    ],
+)
+def test_a_results_dir_in_use_is_refused_before_any_boot(
+    kernel: record.BuildManifest, tmp_path: Path, earlier: str, error: str
+) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / earlier).write_text("an earlier run's\n")
+    started = time.monotonic()
+    run = klab(
+        "test", "--arch", "x86_64", "--build", str(kernel.build_dir), "--suite", "seccomp", "--results", str(out)
+    )
+    assert run.returncode == 2, run.stdout + run.stderr
+    (line,) = run.stderr.splitlines()
+    assert line == f"klab: error: --results {out} {error}", line
+    assert [p.name for p in out.iterdir()] == [earlier] and (out / earlier).read_text() == "an earlier run's\n"
+    assert time.monotonic() - started < 60, "nothing booted"
+
+
 def test_a_negative_guest_timeout_is_exit_2(kernel: record.BuildManifest) -> None:
     run = klab("run", "--arch", "x86_64", "--build", str(kernel.build_dir), "--timeout", "-5", "--", "true")
     assert run.returncode == 2

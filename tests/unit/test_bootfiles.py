@@ -92,6 +92,11 @@ def test_a_missing_kernel_says_how_to_get_one(tmp_path: Path) -> None:
         bootfiles.check_kernel_image(X86, tmp_path / "nope")
 
 
+def test_a_directory_is_not_a_kernel_image(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"is a directory; give the image file \(.*/arch/x86/boot/bzImage\?\) or"):
+        bootfiles.check_kernel_image(X86, tmp_path)
+
+
 def test_the_rootfs_must_carry_an_ext4_superblock(tmp_path: Path) -> None:
     good = tmp_path / "rootfs.ext4"
     data = bytearray(4096)

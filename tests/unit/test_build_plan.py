@@ -11,7 +11,7 @@ import pytest
 
 from lab import arches
 from lab.errors import UserError
-from lab.kernel import build, kconfig, source
+from lab.kernel import build, kconfig, record, source
 
 
 def _tree(tmp_path: Path, name: str = "linux") -> Path:
@@ -93,6 +93,7 @@ def test_bad_source_versions_are_refused_before_any_download(version: str) -> No
     ("setup", "message"),
     [
         (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "file").write_text("x") and p / "file", "is a file, not a directory; pass the top of a kernel"),
         (lambda p: (p / "notkernel").mkdir() or p / "notkernel", "is not a kernel source tree"),
     ],
 )
@@ -172,3 +173,18 @@ def test_config_is_kept_until_kconfig_or_config_changes(tmp_path: Path) -> None:
     assert build._config_is_current(req, bdir, build.source_fingerprint(req.source.path)) is None
     config.write_text("CONFIG_SECURITY_LANDLOCK=n\n")  # edited by hand: configure again
     assert build._config_is_current(req, bdir, fingerprint) is None
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: p / "missing", r"--build .*/missing does not exist; give the dir `klab build` printed"),
+        (lambda p: (p / "f").write_text("x") and p / "f", r"--build .*/f is a file, not a build dir; .* use --kernel"),
+        (lambda p: p, r"has no build.json: not a finished klab build dir"),
+        (lambda p: (p / "build.json").write_text("{") and p, r"build.json: not JSON \(cut short or overwritten\?\)"),
+    ],
+)
+def test_bad_build_dirs_are_named_with_their_fix(tmp_path: Path, setup, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserError, match=message) as err:
+        record.load(setup(tmp_path))
+    assert "Expecting" not in str(err.value), "no raw JSON decoder text in a user's error"

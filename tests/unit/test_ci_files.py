@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +236,25 @@ def test_readme_says_how_to_install_the_workflows() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     assert "cp ci/github-actions.yml .github/workflows/kernel-lab.yml" in readme
     assert "ci/gitlab-ci.yml" in readme
+
+
+@pytest.mark.parametrize(
+    ("path", "schema", "break_it"),
+    [
+        (GITHUB, "vendor.github-workflows", lambda doc: doc["jobs"][next(iter(doc["jobs"]))].pop("runs-on")),
+        (GITLAB, "vendor.gitlab-ci", lambda doc: doc[next(k for k in doc if "script" in doc[k])].update(when="often")),
+    ],
+)
+def test_the_published_schema_passes_the_file_and_catches_a_broken_one(
+    tmp_path: Path, path: Path, schema: str, break_it: Any
+) -> None:
+    """`make lint` checks both files against their CI's schema, offline (check-jsonschema carries them)."""
+    tool = [str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema", schema]
+    good = subprocess.run([*tool, str(path)], capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stdout + good.stderr
+    doc = yaml.safe_load(path.read_text())
+    break_it(doc)
+    broken = tmp_path / path.name
+    broken.write_text(yaml.safe_dump(doc))
+    bad = subprocess.run([*tool, str(broken)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "Schema validation errors" in bad.stdout, bad.stdout + bad.stderr

@@ -326,3 +326,21 @@ def test_load_json_rejects_bad_files(tmp_path: Path, doc: Any, message: str) -> 
         path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     with pytest.raises(UserError, match=message):
         store.load_cells(path)
+
+
+def test_a_results_dir_is_claimed_only_when_new_empty_or_overwritten(tmp_path: Path) -> None:
+    store.claim(tmp_path / "new", overwrite=False)
+    store.claim(tmp_path, overwrite=False)  # empty
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(UserError, match=r"holds an earlier run; pass --overwrite to replace it"):
+        store.claim(tmp_path, overwrite=False)
+    assert (tmp_path / "results.json").is_file(), "a refusal leaves the earlier run alone"
+    store.claim(tmp_path, overwrite=True)
+    assert not tmp_path.exists(), "--overwrite removes the earlier run before the new one starts"
+    stranger = tmp_path.parent / "stranger"
+    stranger.mkdir()
+    (stranger / "thesis.tex").write_text("x")
+    with pytest.raises(UserError, match=r"is not empty and holds no klab results"):
+        store.claim(stranger, overwrite=True)
+    with pytest.raises(UserError, match=r"is a file; give a new or empty directory"):
+        store.claim(stranger / "thesis.tex", overwrite=False)

@@ -7,7 +7,7 @@ for each bisect, the culprit, the steps and the wall time; the blind one is
 expected to blame commit 5, the aware one commit 10. Runs on the warm build
 dir, so the times are those of incremental steps (about 20-30 s each).
 
-Usage: bench/bisect.py
+Usage: bench/bisection.py
 """
 
 from __future__ import annotations
