@@ -115,7 +115,7 @@ class Relay:
         self.socks: dict[str, socket.socket] = {}
         self._listeners: dict[str, socket.socket] = {}
         self.ended: dict[str, bool] = {}  # output stream -> its end mark came
-        self.reader_gone = False  # klab's stdout or stderr was closed by its reader (`| head`)
+        self.gone: set[int] = set()  # klab's fds whose reader went away (`| head`)
         self._threads: list[threading.Thread] = []
 
     def listen(self) -> None:
@@ -182,12 +182,12 @@ class Relay:
         self.ended[stream] = cutter.ended
 
     def _emit(self, fd: int, data: bytes) -> None:
-        if not data or self.reader_gone:
+        if not data or fd in self.gone:
             return  # still read on, so the guest never blocks on a full port
         try:
             _write_all(fd, data)
         except BrokenPipeError:
-            self.reader_gone = True
+            self.gone.add(fd)
 
     def wait(self, deadline: Deadline) -> bool:
         """True when both output streams ended with their mark by the deadline: nothing of them was lost.

@@ -134,3 +134,26 @@ def test_qemu_gone_before_it_connected_is_a_lab_error(tmp_path: Path) -> None:
             pipes.accept(Deadline.after(5), lambda: False)
     finally:
         pipes.close()
+
+
+def test_a_reader_that_goes_away_drops_its_stream_only(tmp_path: Path) -> None:
+    """`klab run -- CMD | head -1`: the rest of stdout is read and dropped (the guest never blocks); stderr flows."""
+    paths = {s: tmp_path / relay.socket_name(s) for s in relay.STREAMS}
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.close(out_r)  # the reader is gone before anything comes
+    pipes = relay.Relay(paths, relay.StdFds(None, out_w, err_w), MARK)
+    pipes.listen()
+    guest = {s: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for s in relay.STREAMS}
+    for stream, sock in guest.items():
+        sock.connect(str(paths[stream]))
+    pipes.accept(Deadline.after(5), lambda: True)
+    pipes.start()
+    guest["stdout"].sendall(b"x" * (1 << 20) + MARK)
+    guest["stderr"].sendall(b"still here\n" + MARK)
+    assert pipes.wait(Deadline.after(10))
+    pipes.close()
+    os.close(out_w)
+    os.close(err_w)
+    assert pipes.gone == {out_w}
+    assert os.read(err_r, 100) == b"still here\n"
