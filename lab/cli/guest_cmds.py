@@ -10,24 +10,35 @@ from typing import Any
 
 from lab.cli import args as common
 from lab.errors import UserError
-from lab.vm import command, qemu, session
+from lab.vm import command, qemu, relay, session
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     guest_argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not guest_argv:
         raise UserError("no command given: klab run ... -- CMD [ARGS...]")
-    plan = common.boot_plan(args, command.scratch())
+    plan = common.boot_plan(args, command.scratch(), stdio=True)
     command.prune_runs()
-    print(f"$ {shlex.join(qemu.qemu_argv(plan))}", file=sys.stderr)
-    print(f"klab: accel {plan.accel.accel} ({plan.accel.why})", file=sys.stderr)
+    if args.verbose:
+        print(f"$ {shlex.join(qemu.qemu_argv(plan))}", file=sys.stderr)
+        print(f"klab: accel {plan.accel.accel} ({plan.accel.why})", file=sys.stderr)
     _announce_gdb(args, plan)
-    result = command.run_command(plan, shlex.join(guest_argv), args.timeout, stream=sys.stdout)
-    print(
-        f"klab: exit {result.exit_status}, boot {result.boot_seconds:.1f}s, total {result.total_seconds:.1f}s, "
-        f"console {result.console_log}",
-        file=sys.stderr,
+    sys.stdout.flush()
+    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.fileno()
+    result = command.run_command(
+        plan,
+        shlex.join(guest_argv),
+        args.timeout,
+        stream=sys.stderr if args.verbose else None,
+        fds=relay.StdFds(stdin, sys.stdout.fileno(), sys.stderr.fileno()),
+        cwd=command.guest_cwd(plan, Path.cwd()),
     )
+    if args.verbose or result.events:
+        print(
+            f"klab: exit {result.exit_status}, boot {result.boot_seconds:.1f}s, "
+            f"total {result.total_seconds:.1f}s, console {result.console_log}",
+            file=sys.stderr,
+        )
     for event in result.events:
         print(f"klab: kernel {event.kind}: {event.title}", file=sys.stderr)
     return result.exit_status
@@ -71,11 +82,23 @@ def register(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="boot a kernel, run CMD in the guest, exit with its status",
+        description="Boot a kernel and run CMD in the guest, as `vng -- CMD` does: CMD's stdout and stderr are "
+        "klab's, byte for byte (no kernel or init lines in them); klab's stdin is CMD's when it is a pipe or a "
+        "file (a terminal is not read: CMD gets EOF at once; use `klab shell` to type at a guest); CMD runs in "
+        "the current directory (read-only) with the host's root (--rootfs host), in /tmp with an image. "
+        "Kernel messages go to the console log (its path is printed with --verbose or on a kernel report), "
+        "and to stderr with --verbose; kernel reports (oops, panic...) are always named on stderr.",
         epilog="example: klab run --arch x86_64 --build ~/.cache/kernel-lab/build/x86_64-linux-7.3-KEY -- uname -r",
     )
     _add_boot_args(run)
     run.add_argument(
         "--timeout", type=common.positive_seconds, default=600, help="seconds for the command (stretched under TCG)"
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also the QEMU command line, the accelerator, the kernel console (on stderr) and the timing line",
     )
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     run.set_defaults(func=cmd_run)

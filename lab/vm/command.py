@@ -18,6 +18,7 @@ from lab.errors import CommandTimeout, KernelFailure, LabError, UserError
 from lab.paths import cache_root
 from lab.proc import Deadline
 from lab.results import consolelog
+from lab.vm import relay
 from lab.vm.accel import Decision
 from lab.vm.console import WatchEnd
 from lab.vm.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
@@ -62,6 +63,7 @@ def make_plan(
     cpus: int = 0,
     ssh_port: int | None = None,
     agent: bool = False,
+    stdio: bool = False,
     gdb_port: int | None = None,
     qmp: bool = False,
     socket_root: Path | None = None,
@@ -78,7 +80,7 @@ def make_plan(
         raise UserError(f"rootfs image {rootfs} does not exist; build it with `klab image build --arch {arch.name}`")
     # Short and private (see BootPlan.socket_dir); the machine makes it and removes it.
     base = socket_root or Path(tempfile.gettempdir())
-    socket_dir = base / f"klab-sock-{secrets.token_hex(4)}" if agent or qmp else None
+    socket_dir = base / f"klab-sock-{secrets.token_hex(4)}" if agent or stdio or qmp else None
     return BootPlan(
         arch=arch,
         kernel=kernel.resolve(),
@@ -91,6 +93,7 @@ def make_plan(
         cpus=cpus,
         ssh_port=ssh_port,
         agent=agent,
+        stdio=stdio,
         gdb_port=gdb_port,
         qmp=qmp,
         socket_dir=socket_dir,
@@ -134,41 +137,93 @@ class TextSink(Protocol):
     def flush(self) -> object: ...
 
 
+def guest_cwd(plan: BootPlan, here: Path) -> str | None:
+    """Where `klab run` runs its command: the caller's directory when the guest's / is the host's (as vng does).
+
+    An image has none of the host's directories: there the init's /tmp it is.
+    """
+    return str(here) if plan.rootfs == HOST_ROOTFS else None
+
+
 def run_command(
-    plan: BootPlan, command: str, timeout: float = COMMAND_TIMEOUT, stream: TextSink | None = None
+    plan: BootPlan,
+    command: str,
+    timeout: float = COMMAND_TIMEOUT,
+    stream: TextSink | None = None,
+    fds: relay.StdFds | None = None,
+    cwd: str | None = None,
 ) -> RunResult:
     """Boot, run `command` (a shell command line) in the guest, power off, all within `timeout` seconds.
 
+    With `fds` (a plan made with stdio=True) the command reads klab's stdin and
+    writes klab's stdout and stderr, byte for byte (lab.vm.relay); without, its
+    output goes to the console with the kernel's (where the suites' harness is
+    read) and its stdin is empty. `cwd`: its directory in the guest (default /tmp).
     The boot, the command and the power-off draw on one deadline, `timeout`
     stretched under TCG. Raises KernelFailure when the kernel crashes or hangs
     (before or during the command), CommandTimeout when the command outlives
     the deadline while the kernel says nothing, LabError when the lab could not
     do its part (QEMU killed from outside included).
     """
+    if fds is not None and not plan.stdio:
+        raise ValueError("run_command with fds needs a plan made with stdio=True")
     deadline = Deadline.after(plan.scaled(timeout))
     ctl = prepare_control(plan, "run", command)
+    if cwd is not None:
+        (ctl / "cwd").write_text(cwd)
+    pipes = None
+    if fds is not None:
+        pipes = relay.Relay({s: plan.stdio_socket(s) for s in relay.STREAMS}, fds, relay.new_mark())
+        (ctl / "end-mark").write_bytes(pipes.mark)
     start = time.monotonic()
-    with _console_on_failure(plan.console_log), Machine(plan) as vm:
-        if stream is not None:
-            assert vm.child is not None and vm._logf is not None
-            vm.child.logfile_read = _Tee(vm._logf, stream)
-        try:
-            boot = vm.wait_for_init(deadline)
-            result = vm.watcher().wait(consolelog.COMMAND_EXITED, deadline)
-            if result.end is WatchEnd.TIMEOUT:
-                raise _timed_out(plan, timeout)
-            if result.end is not WatchEnd.MARKER:
-                raise vm.failure(result, "while the command ran")
-        except KernelFailure as exc:
-            exc.memory_dump = vm.dump_memory(plan.workdir / "vmcore.elf")
-            raise
-        # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
-        vm.wait_for_exit(deadline.within(plan.scaled(15)))
+    try:
+        if pipes is not None:
+            pipes.listen()
+        with _console_on_failure(plan.console_log), Machine(plan) as vm:
+            if stream is not None:
+                assert vm.child is not None and vm._logf is not None
+                vm.child.logfile_read = _Tee(vm._logf, stream)
+            try:
+                if pipes is not None:
+                    _connect(vm, pipes, deadline)
+                boot = vm.wait_for_init(deadline)
+                result = vm.watcher().wait(consolelog.COMMAND_EXITED, deadline)
+                if result.end is WatchEnd.TIMEOUT:
+                    raise _timed_out(plan, timeout)
+                if result.end is not WatchEnd.MARKER:
+                    raise vm.failure(result, "while the command ran")
+            except KernelFailure as exc:
+                exc.memory_dump = vm.dump_memory(plan.workdir / "vmcore.elf")
+                raise
+            if pipes is not None:
+                _drain(plan, pipes, deadline)
+            # The guest reboots into QEMU's -no-reboot exit; a guest that lingers is killed on leaving.
+            vm.wait_for_exit(deadline.within(plan.scaled(15)))
+    finally:
+        if pipes is not None:
+            pipes.close()  # after QEMU is gone: what it sent before a crash is still passed on
     status_file = ctl / "exit-status"
     if not status_file.is_file():
         raise LabError(f"the guest's init ended the command without its exit status; console: {plan.console_log}")
     events = consolelog.scan(consolelog.read(plan.console_log))
     return RunResult(int(status_file.read_text().strip()), boot, time.monotonic() - start, plan.console_log, events)
+
+
+def _connect(vm: Machine, pipes: relay.Relay, deadline: Deadline) -> None:
+    """Connect the command's streams; QEMU failing to start (a bad option, a missing file) says why on its console."""
+    assert vm.child is not None
+    try:
+        pipes.accept(deadline.within(vm.plan.boot_timeout), vm.child.isalive)
+    except LabError:
+        raise vm.failure(vm.wait_for_exit(deadline.within(5)), "before the guest started") from None
+    pipes.start()
+
+
+def _drain(plan: BootPlan, pipes: relay.Relay, deadline: Deadline) -> None:
+    """Wait until the command's output has all come (its end marks); the guest powers off only then."""
+    if not pipes.wait(deadline):
+        why = "within the deadline" if deadline.expired else "before the guest's ports closed"
+        raise LabError(f"the command exited but its output did not all arrive {why}; console: {plan.console_log}")
 
 
 def _timed_out(plan: BootPlan, timeout: float) -> KernelFailure | CommandTimeout:

@@ -30,7 +30,7 @@ from lab.paths import HOME
 from lab.proc import Deadline
 from lab.results import consolelog
 from lab.results.consolelog import EventKind
-from lab.vm import console
+from lab.vm import console, relay
 from lab.vm.accel import Decision
 from lab.vm.bootfiles import check_kernel_image
 from lab.vm.console import WatchEnd, WatchResult
@@ -59,6 +59,7 @@ class BootPlan:
     cpus: int = 0
     ssh_port: int | None = None
     agent: bool = False
+    stdio: bool = False  # the command's stdin, stdout and stderr on virtio-serial ports of their own (lab.vm.relay)
     gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:PORT (`--gdb`); the kernel then boots with nokaslr
     qmp: bool = False  # a QMP socket, and a panic that halts instead of rebooting: the memory can be dumped
     klab_dir: Path = field(default=HOME)
@@ -77,6 +78,9 @@ class BootPlan:
     @property
     def qmp_socket(self) -> Path:
         return self._socket("qmp.sock")
+
+    def stdio_socket(self, stream: str) -> Path:
+        return self._socket(relay.socket_name(stream))
 
     def _socket(self, name: str) -> Path:
         if self.socket_dir is None:
@@ -155,9 +159,16 @@ def qemu_argv(plan: BootPlan) -> list[str]:
         argv += ["-device", "virtio-blk-pci,drive=rootdisk"]
     argv += _share("klab", plan.klab_dir, readonly=True)
     argv += _share("results", plan.results_dir, readonly=False)
+    if plan.agent or plan.stdio:
+        argv += ["-device", "virtio-serial-pci"]
     if plan.agent:
         argv += ["-chardev", f"socket,id=agent,path={plan.agent_socket},server=on,wait=off"]
-        argv += ["-device", "virtio-serial-pci", "-device", "virtserialport,chardev=agent,name=klab"]
+        argv += ["-device", "virtserialport,chardev=agent,name=klab"]
+    if plan.stdio:
+        # klab listens (lab.vm.relay); QEMU connects as it starts, before the guest runs.
+        for stream in relay.STREAMS:
+            argv += ["-chardev", f"socket,id=klab-{stream},path={plan.stdio_socket(stream)}"]
+            argv += ["-device", f"virtserialport,chardev=klab-{stream},name={relay.port_name(stream)}"]
     if plan.gdb_port is not None:
         argv += ["-gdb", f"tcp:127.0.0.1:{plan.gdb_port}"]
     if plan.qmp:
@@ -258,7 +269,7 @@ class Machine:
         check_kernel_image(self.plan.arch, self.plan.kernel)
         self.plan.workdir.mkdir(parents=True, exist_ok=True)
         if self.plan.socket_dir is not None:
-            self.plan.socket_dir.mkdir(mode=0o700)
+            self.plan.socket_dir.mkdir(mode=0o700, exist_ok=True)  # made already where klab listens (stdio)
         argv = self.argv
         argv = proc.dies_with_us(argv)  # the kernel dies with us, even when we are SIGKILLed
         self._logf = open(self.plan.console_log, "w", encoding="utf-8", errors="replace")  # noqa: SIM115

@@ -7,6 +7,8 @@ input, and that no QEMU outlives a run.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +41,18 @@ def klab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
+def klab_io(*args: str, stdin: bytes = b"", cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[bytes]:
+    """klab as a pipeline stage: bytes in, bytes out, from any directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=900,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )
+
+
 def _no_qemu_left(marker: str) -> None:
     out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
     assert marker not in out, out
@@ -53,13 +67,40 @@ def test_run_propagates_exit_status_and_output(arch: str, rootfs: str) -> None:
     if rootfs == "image":
         _image(arch)
     script = "uname -m; cat /sys/kernel/security/lsm; echo; test -e /sys/kernel/btf/vmlinux && echo btf; exit 7"
-    run = klab("run", "--arch", arch, "--kernel", str(kernel), "--rootfs", rootfs, "--", "sh", "-c", script)
+    run = klab("run", "-v", "--arch", arch, "--kernel", str(kernel), "--rootfs", rootfs, "--", "sh", "-c", script)
     assert run.returncode == 7, run.stderr[-3000:]
-    assert arches.get(arch).machine in run.stdout
-    assert "capability,landlock,yama,bpf" in run.stdout
-    assert "btf" in run.stdout
+    assert run.stdout == f"{arches.get(arch).machine}\ncapability,landlock,yama,bpf\nbtf\n"
     assert "klab: exit 7" in run.stderr
+    assert "klab-init: init started" in run.stderr, "--verbose: the kernel's console on stderr"
     _no_qemu_left(str(kernel))
+
+
+def test_run_gives_the_command_its_own_stdout_and_stderr() -> None:
+    run = klab_io("run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--", "sh", "-c",
+                  "echo out; echo err >&2; exit 3")  # fmt: skip
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert run.stdout == b"out\n", "only the command's bytes: no kernel line, no init line, no CR"
+    assert b"err\n" in run.stderr
+    assert b"klab-init" not in run.stderr and b"klab: exit" not in run.stderr, "the console and timings: -v only"
+
+
+def test_run_passes_stdin_through() -> None:
+    kernel = str(_kernel("x86_64"))
+    assert klab_io("run", "--arch", "x86_64", "--kernel", kernel, "--", "cat", stdin=b"abc").stdout == b"abc"
+    blob = os.urandom(1 << 20) + bytes(range(256)) + b"\r\n\0\x1e"  # random, every byte value, the mark's first
+    run = klab_io("run", "--arch", "x86_64", "--kernel", kernel, "--", "cat", stdin=blob)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert hashlib.sha256(run.stdout).hexdigest() == hashlib.sha256(blob).hexdigest(), len(run.stdout)
+
+
+def test_run_runs_in_the_callers_directory(tmp_path: Path) -> None:
+    """Under /tmp, which the guest's init covers with a tmpfs: the caller's directory is bound back."""
+    (tmp_path / "here.txt").write_text("host file\n")
+    run = klab_io("run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--", "sh", "-c",
+                  "pwd; cat here.txt; touch /tmp/scratch", cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.decode() == f"{tmp_path}\nhost file\n"
+    assert not (tmp_path.parent / "scratch").exists()
 
 
 def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None:

@@ -119,14 +119,16 @@ def test_dump_on_failure_keeps_the_crashed_guests_memory(kernel: record.BuildMan
 def test_gdb_reads_the_running_kernels_release(kernel: record.BuildManifest, tmp_path: Path) -> None:
     port = qemu.free_port()
     guest = subprocess.Popen(
-        [sys.executable, "-m", "lab", "run", "--arch", "x86_64", "--build", str(kernel.build_dir),
+        [sys.executable, "-m", "lab", "run", "-v", "--arch", "x86_64", "--build", str(kernel.build_dir),
          "--gdb", str(port), "--", "sleep", "120"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    seen = []
     try:
         deadline = time.monotonic() + 300
-        assert guest.stdout is not None
-        for line in guest.stdout:  # the console streams: wait for the guest's init
+        assert guest.stderr is not None
+        for line in guest.stderr:  # -v: the console streams on stderr; wait for the guest's init
+            seen.append(line)
             if "klab-init: init started" in line or time.monotonic() > deadline:
                 break
         gdb = subprocess.run(
@@ -136,7 +138,8 @@ def test_gdb_reads_the_running_kernels_release(kernel: record.BuildManifest, tmp
         )  # fmt: skip
     finally:
         guest.kill()
-        _, err = guest.communicate(timeout=60)
+        _, rest = guest.communicate(timeout=60)
+        err = "".join(seen) + rest
     assert f'= "{kernel.kernelrelease}"' in gdb.stdout, gdb.stdout + gdb.stderr
     assert f"klab: gdb: gdb-multiarch {kernel.artifacts.vmlinux} -ex 'target remote 127.0.0.1:{port}'" in err
 

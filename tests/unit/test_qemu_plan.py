@@ -77,6 +77,24 @@ def test_agent_channel_is_virtio_serial(tmp_path: Path) -> None:
     assert "virtserialport,chardev=agent,name=klab" in argv
 
 
+def test_the_commands_streams_are_three_ports_qemu_connects_to(tmp_path: Path) -> None:
+    """klab listens, QEMU connects (no server=on): the guest never runs before klab is there."""
+    plan = _plan(tmp_path, "arm64", agent=True, stdio=True, socket_dir=tmp_path / "s")
+    argv = qemu.qemu_argv(plan)
+    assert argv.count("virtio-serial-pci") == 1, "one controller carries the agent's port and the command's"
+    for stream in ("stdin", "stdout", "stderr"):
+        assert f"socket,id=klab-{stream},path={tmp_path / 's' / f'{stream}.sock'}" in argv
+        assert f"virtserialport,chardev=klab-{stream},name=klab.{stream}" in argv
+    assert "virtserialport,chardev=agent,name=klab" in argv
+    plain = qemu.qemu_argv(_plan(tmp_path, "x86_64"))
+    assert "virtio-serial-pci" not in plain
+
+
+def test_the_command_runs_in_the_callers_directory_only_on_the_hosts_root(tmp_path: Path) -> None:
+    assert command.guest_cwd(_plan(tmp_path, "x86_64"), Path("/work/linux")) == "/work/linux"
+    assert command.guest_cwd(_plan(tmp_path, "x86_64", rootfs=str(tmp_path / "root.ext4")), Path("/x")) is None
+
+
 def test_a_socket_without_a_socket_dir_is_a_programming_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="socket_dir"):
         qemu.qemu_argv(_plan(tmp_path, "x86_64", qmp=True))
@@ -106,6 +124,8 @@ def test_planning_makes_no_directory(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     plain = command.make_plan(arches.get("x86_64"), tmp_path / "bzImage", TCG, workdir=tmp_path / "w")
     assert plain.socket_dir is None
+    stdio = command.make_plan(arches.get("x86_64"), tmp_path / "bzImage", TCG, workdir=tmp_path / "w", stdio=True)
+    assert stdio.socket_dir is not None and not stdio.socket_dir.exists()
 
 
 def test_user_append_comes_last(tmp_path: Path) -> None:
