@@ -163,7 +163,7 @@ def add_gdb(p: argparse.ArgumentParser, wait: bool = False) -> None:
             const=GDB_PORT,
             metavar="PORT",
             help="as --gdb, and the guest's CPUs wait (QEMU's -S) until gdb says `continue`; "
-            "no boot deadline meanwhile",
+            "no boot deadline meanwhile (klab run's --timeout still counts the wait)",
         )
 
 

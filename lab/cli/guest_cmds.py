@@ -106,7 +106,15 @@ def register(sub: Any) -> None:
     sh = sub.add_parser(
         "shell",
         help="boot a kernel and give an interactive shell (console, or --ssh)",
-        epilog="example: klab shell --arch arm64 --kernel arch/arm64/boot/Image",
+        epilog=(
+            "The guest gets this terminal's size (and follows it), TERM, and your $SHELL if its rootfs has it.\n"
+            "Ctrl-a x leaves the guest (QEMU stopped, exit 130); Ctrl-a Ctrl-a sends Ctrl-a.\n"
+            "Piped stdin is run as a script: echo 'uname -r' | klab shell ...  (exit: the script's status).\n"
+            "Exit: the shell's status (exit N; poweroff: 0), 1 kernel panic, 2 bad input, 128 lab fault, 130 left.\n"
+            "--gdb-wait: the CPUs wait for gdb's `continue` (QEMU -S), no boot deadline meanwhile.\n"
+            "example: klab shell --arch arm64 --kernel arch/arm64/boot/Image\n"
+            "example: klab shell --arch x86_64 --build ~/.cache/kernel-lab/build/x86_64-linux-7.3-KEY --gdb-wait"
+        ),
     )
     _add_boot_args(sh)
     sh.add_argument("--ssh", action="store_true", help="use SSH (paramiko) instead of the serial console")
