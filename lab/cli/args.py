@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from lab import arches
@@ -143,7 +144,8 @@ def add_guest(p: argparse.ArgumentParser) -> None:
 GDB_PORT = 1234
 
 
-def add_gdb(p: argparse.ArgumentParser) -> None:
+def add_gdb(p: argparse.ArgumentParser, wait: bool = False) -> None:
+    """--gdb; with `wait`, --gdb-wait too (a guest a person boots, where someone is there to continue it)."""
     p.add_argument(
         "--gdb",
         nargs="?",
@@ -153,6 +155,26 @@ def add_gdb(p: argparse.ArgumentParser) -> None:
         help=f"QEMU's gdbstub on 127.0.0.1:PORT (default {GDB_PORT}), the kernel booted with nokaslr; "
         "klab prints the gdb-multiarch command (build with -f debug for lx-symbols)",
     )
+    if wait:
+        p.add_argument(
+            "--gdb-wait",
+            nargs="?",
+            type=int,
+            const=GDB_PORT,
+            metavar="PORT",
+            help="as --gdb, and the guest's CPUs wait (QEMU's -S) until gdb says `continue`; "
+            "no boot deadline meanwhile (klab run's --timeout still counts the wait)",
+        )
+
+
+def gdb_choice(args: argparse.Namespace) -> tuple[int | None, bool]:
+    """(gdbstub port or None, whether the guest waits for gdb): --gdb-wait implies --gdb."""
+    port, wait = getattr(args, "gdb", None), getattr(args, "gdb_wait", None)
+    if wait is None:
+        return port, False
+    if port is not None and port != wait:
+        raise UserError(f"--gdb {port} and --gdb-wait {wait} name two ports; give --gdb-wait alone (it implies --gdb)")
+    return wait, True
 
 
 def boot_plan(args: argparse.Namespace, workdir: Path, **extra: object) -> qemu.BootPlan:
@@ -160,7 +182,8 @@ def boot_plan(args: argparse.Namespace, workdir: Path, **extra: object) -> qemu.
     arch = arches.get(args.arch)
     kernel, _ = kernel_of(args, arch)
     rootfs, _ = prepare.rootfs_for(arch, args.rootfs)
-    return command.make_plan(
+    gdb_port, gdb_wait = gdb_choice(args)
+    plan = command.make_plan(
         arch,
         kernel,
         accel.decide(arch, args.accel),
@@ -169,9 +192,10 @@ def boot_plan(args: argparse.Namespace, workdir: Path, **extra: object) -> qemu.
         append=args.append,
         memory_mb=args.mem,
         cpus=args.cpus,
-        gdb_port=getattr(args, "gdb", None),
+        gdb_port=gdb_port,
         **extra,  # type: ignore[arg-type]
     )
+    return dataclasses.replace(plan, gdb_wait=True) if gdb_wait else plan
 
 
 def add_selection(p: argparse.ArgumentParser) -> None:

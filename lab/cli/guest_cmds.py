@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lab import arches
 from lab.cli import args as common
 from lab.errors import UserError
-from lab.vm import command, qemu, relay, session
+from lab.results import consolelog
+from lab.vm import command, qemu, relay, session, shell
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -45,22 +47,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    work = command.scratch()
     if args.ssh:
-        plan = common.boot_plan(args, work, ssh_port=qemu.free_port())
-        command.prune_runs()
-        with session.SSHSession(plan) as sess:
-            print(f"klab: guest up in {sess.boot_seconds:.1f}s; ssh session (exit to power off)", file=sys.stderr)
-            return session.interactive_ssh(sess)
-    plan = common.boot_plan(args, work)
+        check_host_sshd(args)
+    work = command.scratch()
+    plan = common.boot_plan(args, work, ssh_port=qemu.free_port() if args.ssh else None)
     command.prune_runs()
+    # Piped stdin is a script, read to its end before the boot: `echo 'uname -r' | klab shell`.
+    script = None if sys.stdin.isatty() else sys.stdin.buffer.read()
     _announce_gdb(args, plan)
-    qemu.prepare_control(plan, "shell")
-    with qemu.Machine(plan) as vm:
-        assert vm.child is not None
-        vm.child.logfile_read = None
-        vm.child.interact(escape_character=None)
-    return 0
+    if args.ssh:
+        with session.SSHSession(plan) as sess:
+            if script is None:
+                print(f"klab: guest up in {sess.boot_seconds:.1f}s; ssh session, {shell.ESCAPE_HELP}", file=sys.stderr)
+            end = session.interactive_ssh(sess, script)
+        status = None if isinstance(end, shell.Ending) else str(end)
+        ending = end if isinstance(end, shell.Ending) else shell.Ending.EOF
+        verdict = shell.verdict(consolelog.read(plan.console_log), status, ending, "", plan.console_log)
+    else:
+        qemu.prepare_control(plan, "shell")
+        verdict = shell.console_shell(plan, script)
+    if verdict.message:
+        print(verdict.message, file=sys.stderr)
+    return verdict.exit_status
+
+
+HOST_SSHD = Path("/usr/sbin/sshd")
+
+
+def check_host_sshd(args: argparse.Namespace, sshd: Path = HOST_SSHD) -> None:
+    """--ssh on the host's own root needs the host's sshd: say so before anything boots."""
+    host_root = args.rootfs == qemu.HOST_ROOTFS or (args.rootfs == "auto" and arches.is_native(arches.get(args.arch)))
+    if host_root and not sshd.is_file():
+        raise UserError(
+            f"--ssh on the host's root needs {sshd}, which this host lacks: install openssh-server, "
+            "or use --rootfs image (the lab's image has it), or drop --ssh for the serial console"
+        )
 
 
 def _announce_gdb(args: argparse.Namespace, plan: qemu.BootPlan) -> None:
@@ -69,13 +90,15 @@ def _announce_gdb(args: argparse.Namespace, plan: qemu.BootPlan) -> None:
     _, doc = common.kernel_of(args, plan.arch)
     vmlinux = Path(doc.artifacts.vmlinux) if doc else Path("vmlinux")
     print(f"klab: gdb: {qemu.gdb_command(vmlinux, plan.gdb_port)}", file=sys.stderr)
+    if plan.gdb_wait:
+        print("klab: the guest waits for gdb's `continue` (QEMU -S); no boot deadline meanwhile", file=sys.stderr)
 
 
 def _add_boot_args(p: argparse.ArgumentParser) -> None:
     common.add_arch(p)
     common.add_kernel_choice(p)
     common.add_guest(p)
-    common.add_gdb(p)
+    common.add_gdb(p, wait=True)
 
 
 def register(sub: Any) -> None:
@@ -106,7 +129,15 @@ def register(sub: Any) -> None:
     sh = sub.add_parser(
         "shell",
         help="boot a kernel and give an interactive shell (console, or --ssh)",
-        epilog="example: klab shell --arch arm64 --kernel arch/arm64/boot/Image",
+        epilog=(
+            "The guest gets this terminal's size (and follows it), TERM, and your $SHELL if its rootfs has it.\n"
+            "Ctrl-a x leaves the guest (QEMU stopped, exit 130); Ctrl-a Ctrl-a sends Ctrl-a.\n"
+            "Piped stdin is run as a script: echo 'uname -r' | klab shell ...  (exit: the script's status).\n"
+            "Exit: the shell's status (exit N; poweroff: 0), 1 kernel panic, 2 bad input, 128 lab fault, 130 left.\n"
+            "--gdb-wait: the CPUs wait for gdb's `continue` (QEMU -S), no boot deadline meanwhile.\n"
+            "example: klab shell --arch arm64 --kernel arch/arm64/boot/Image\n"
+            "example: klab shell --arch x86_64 --build ~/.cache/kernel-lab/build/x86_64-linux-7.3-KEY --gdb-wait"
+        ),
     )
     _add_boot_args(sh)
     sh.add_argument("--ssh", action="store_true", help="use SSH (paramiko) instead of the serial console")

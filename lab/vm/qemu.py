@@ -41,6 +41,8 @@ GUEST_KLAB = "/run/klab"
 GUEST_RESULTS = "/run/results"
 # Boot deadline to the lab's init under KVM; TCG and slow arches scale it.
 BOOT_TIMEOUT_KVM = 30.0
+# The boot deadline of a guest that waits for gdb (--gdb-wait): a day, as good as none.
+GDB_WAIT_SECONDS = 24 * 3600.0
 TCG_FACTOR = 4.0
 
 
@@ -61,6 +63,7 @@ class BootPlan:
     agent: bool = False
     stdio: bool = False  # the command's stdin, stdout and stderr on virtio-serial ports of their own (lab.vm.relay)
     gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:PORT (`--gdb`); the kernel then boots with nokaslr
+    gdb_wait: bool = False  # QEMU's -S: the CPUs wait for gdb's `continue` (`--gdb-wait`); no boot deadline then
     qmp: bool = False  # a QMP socket, and a panic that halts instead of rebooting: the memory can be dumped
     klab_dir: Path = field(default=HOME)
     # UNIX sockets (agent, QMP) live apart from workdir: a socket path is limited to
@@ -171,6 +174,8 @@ def qemu_argv(plan: BootPlan) -> list[str]:
             argv += ["-device", f"virtserialport,chardev=klab-{stream},name={relay.port_name(stream)}"]
     if plan.gdb_port is not None:
         argv += ["-gdb", f"tcp:127.0.0.1:{plan.gdb_port}"]
+    if plan.gdb_wait:
+        argv.append("-S")
     if plan.qmp:
         argv += ["-qmp", f"unix:{plan.qmp_socket},server=on,wait=off"]
     if plan.ssh_port is not None:
@@ -296,7 +301,9 @@ class Machine:
 
     def wait_for_init(self, deadline: Deadline) -> float:
         """Wait until the lab's init runs; a panic or a silent hang first is a kernel failure."""
-        result = self.watcher().wait(consolelog.INIT_STARTED, deadline.within(self.plan.boot_timeout))
+        # Under --gdb-wait the boot starts when the debugger says so: only the caller's deadline holds.
+        limit = deadline if self.plan.gdb_wait else deadline.within(self.plan.boot_timeout)
+        result = self.watcher().wait(consolelog.INIT_STARTED, limit)
         if result.end is WatchEnd.MARKER:
             return time.monotonic() - self.started
         raise self.failure(result, "before the lab's init started")

@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import select
 import shlex
 import shutil
+import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,8 @@ from lab.errors import LabError
 from lab.proc import Deadline
 from lab.results.consolelog import SSHD_STARTED
 from lab.vm.console import WatchEnd
-from lab.vm.qemu import GUEST_RESULTS, BootPlan, Machine, prepare_control
+from lab.vm.qemu import GDB_WAIT_SECONDS, GUEST_RESULTS, BootPlan, Machine, prepare_control
+from lab.vm.shell import Ending, EscapeFilter, host_size, raw_terminal, safe_word, user_shell
 
 COMMAND_SECONDS = 60.0  # a session command's default limit, before the TCG stretch
 
@@ -193,7 +197,8 @@ class SSHSession(Session):
         (ctl / "ssh").write_text("")
         (ctl / "authorized_keys").write_text(f"{key.get_name()} {key.get_base64()} klab\n")
         self.vm.start()
-        deadline = Deadline.after(self.plan.boot_timeout + self.plan.scaled(60))
+        boot = GDB_WAIT_SECONDS if self.plan.gdb_wait else self.plan.boot_timeout
+        deadline = Deadline.after(boot + self.plan.scaled(60))
         self.boot_seconds = self.vm.wait_for_init(deadline)
         # slirp accepts the forwarded connection before sshd listens: connect once the init says sshd is up.
         up = self.vm.watcher().wait(SSHD_STARTED, deadline)
@@ -250,34 +255,65 @@ class SSHSession(Session):
             self.client = None
 
 
-def interactive_ssh(sess: SSHSession) -> int:
-    """Hand the user's terminal to a login shell over the session's SSH connection."""
-    import select
-    import sys
-    import termios
-    import tty
+def interactive_ssh(sess: SSHSession, script: bytes | None = None) -> int | Ending:
+    """Hand the user's terminal to a login shell over the session's SSH connection, or run `script` (piped stdin).
 
+    Returns the shell's exit status; Ending.LEFT when the user pressed the
+    escape key (Ctrl-a x, as on the serial console), Ending.EOF when the
+    connection closed without a status (the guest went away: its console says why).
+    """
     assert sess.client is not None
-    chan = sess.client.invoke_shell(term="xterm", width=shutil.get_terminal_size().columns)
+    if script is not None:
+        return _ssh_script(sess.client, script)
+    size = host_size()
+    term = safe_word(os.environ.get("TERM", ""), "xterm")
+    chan = sess.client.invoke_shell(term=term, width=size.columns, height=size.lines)
     fd = sys.stdin.fileno()
-    saved = termios.tcgetattr(fd) if sys.stdin.isatty() else None
+    escape = EscapeFilter()
+
+    def resized(signum: int, frame: object) -> None:
+        now = host_size()
+        chan.resize_pty(width=now.columns, height=now.lines)
+
+    previous = signal.signal(signal.SIGWINCH, resized)
     try:
-        if saved is not None:
-            tty.setraw(fd)
-        while not chan.exit_status_ready():
-            ready, _, _ = select.select([chan, fd], [], [], 1.0)
-            if chan in ready:
-                data = chan.recv(4096)
-                if not data:
-                    break
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-            if fd in ready:
-                data = os.read(fd, 1024)
-                if not data:
-                    break
-                chan.send(data)
+        with raw_terminal(fd):
+            while not chan.exit_status_ready() and not chan.closed:
+                ready, _, _ = select.select([chan, fd], [], [], 1.0)
+                if chan in ready:
+                    data = chan.recv(4096)
+                    if not data:
+                        break
+                    sys.stdout.buffer.write(data)
+                    sys.stdout.flush()
+                if fd in ready:
+                    keys, leave = escape.feed(os.read(fd, 1024))
+                    if keys:
+                        chan.send(keys)
+                    if leave:
+                        return Ending.LEFT
     finally:
-        if saved is not None:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-    return chan.recv_exit_status() if chan.exit_status_ready() else 0
+        signal.signal(signal.SIGWINCH, previous)
+    return chan.recv_exit_status() if chan.exit_status_ready() else Ending.EOF
+
+
+def _ssh_script(client: paramiko.SSHClient, script: bytes) -> int | Ending:
+    """`script` on the guest shell's stdin, its stdout and stderr apart, until it exits."""
+    transport = client.get_transport()
+    assert transport is not None
+    chan = transport.open_session()
+    chan.exec_command(f'exec "$(command -v {user_shell()} || echo /bin/sh)" -s')
+    chan.sendall(script)
+    chan.shutdown_write()  # EOF: the shell ends after the script, as in a pipe
+    while True:
+        while chan.recv_ready():
+            sys.stdout.buffer.write(chan.recv(65536))
+        while chan.recv_stderr_ready():
+            sys.stderr.buffer.write(chan.recv_stderr(65536))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            return chan.recv_exit_status()
+        if chan.closed:
+            return Ending.EOF
+        select.select([chan], [], [], 0.2)

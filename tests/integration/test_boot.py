@@ -23,6 +23,7 @@ from lab.paths import REPO_ROOT
 from lab.proc import Deadline
 from lab.run import prepare
 from lab.vm import accel, command, qemu, session
+from tests.integration import leftovers
 
 pytestmark = pytest.mark.kernel
 
@@ -36,21 +37,28 @@ def _image(arch: str) -> str:
 
 
 def klab(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    """klab, and no QEMU of its left once it has exited."""
+    tag, env = leftovers.tagged_env()
+    run = subprocess.run(
+        [sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env
     )
+    leftovers.assert_no_qemu_left(tag)
+    return run
 
 
 def klab_io(*args: str, stdin: bytes = b"", cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[bytes]:
-    """klab as a pipeline stage: bytes in, bytes out, from any directory."""
-    return subprocess.run(
+    """klab as a pipeline stage: bytes in, bytes out, from any directory; no QEMU of its left after."""
+    tag, env = leftovers.tagged_env(PYTHONPATH=str(REPO_ROOT))
+    run = subprocess.run(
         [sys.executable, "-m", "lab", *args],
         input=stdin,
         capture_output=True,
         timeout=900,
         cwd=cwd,
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        env=env,
     )
+    leftovers.assert_no_qemu_left(tag)
+    return run
 
 
 def _no_qemu_left(marker: str) -> None:
@@ -72,7 +80,6 @@ def test_run_propagates_exit_status_and_output(arch: str, rootfs: str) -> None:
     assert run.stdout == f"{arches.get(arch).machine}\ncapability,landlock,yama,bpf\nbtf\n"
     assert "klab: exit 7" in run.stderr
     assert "klab-init: init started" in run.stderr, "--verbose: the kernel's console on stderr"
-    _no_qemu_left(str(kernel))
 
 
 def test_run_gives_the_command_its_own_stdout_and_stderr() -> None:
