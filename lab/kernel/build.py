@@ -19,9 +19,9 @@ from pathlib import Path
 from lab import manifest, proc
 from lab.arches import Arch, cross_prefix
 from lab.errors import BuildError, ConfigMismatch, LabBaseError, UserError
-from lab.kernel import explain, kconfig
+from lab.kernel import explain, kconfig, kept
 from lab.kernel.record import CONFIG_STAMP, MANIFEST, Artifacts, BuildManifest, ConfigStamp, FragmentInfo, SourceInfo
-from lab.kernel.source import Source, digest, kernelversion
+from lab.kernel.source import Source, SourceKind, digest, kernelversion
 from lab.paths import cache_dir, cache_root, exclusive
 
 BUILD_TIMEOUT = 3 * 3600.0
@@ -36,6 +36,10 @@ class BuildRequest:
     llvm: bool = False
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     build_dir: Path | None = None  # default: keyed under the cache
+    # Workflows (bisect, try) build trees they or an earlier run built before: reuse the kernel kept
+    # for the same git tree content (lab.kernel.kept) instead of rebuilding, and keep what they build.
+    # Not for `klab build`, whose user expects the build dir they named, vmlinux included.
+    kept: bool = False
 
     @property
     def key(self) -> str:
@@ -236,6 +240,7 @@ class BuildResult:
 
     manifest: BuildManifest
     up_to_date: bool
+    reused: bool = False  # a kept kernel of the same tree content (lab.kernel.kept), not this build dir's
 
 
 def _previous(req: BuildRequest, bdir: Path) -> BuildManifest | None:
@@ -280,6 +285,10 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
     previous = _previous(req, bdir)
     if previous and previous.source.fingerprint == fingerprint.files and previous.image.is_file():
         return BuildResult(previous, up_to_date=True)
+    key = _content_key(req) if req.kept else None
+    found = kept.find(key) if key else None
+    if found is not None:
+        return BuildResult(found, up_to_date=True, reused=True)
     log = bdir / "build.log"
     t0 = time.monotonic()
     config = _config_is_current(req, bdir, fingerprint)
@@ -319,7 +328,18 @@ def _build_locked(req: BuildRequest, bdir: Path, progress: Callable[[str], None]
         finished=time.time(),
     )
     doc.write(bdir / MANIFEST)
+    if key:
+        kept.keep(key, doc)
     return BuildResult(doc, up_to_date=False)
+
+
+def _content_key(req: BuildRequest) -> str | None:
+    """Git trees only: their content has a name (the tree hash); a plain tree's would cost a full read."""
+    if req.source.kind is not SourceKind.GIT:
+        return None
+    toolchain = sorted(toolchain_versions(req).items())
+    parts = (req.arch.name, kconfig.fragments_digest(req.fragments), str(req.llvm), repr(toolchain))
+    return kept.content_key(req.source.path, *parts)
 
 
 def toolchain_versions(req: BuildRequest) -> dict[str, str]:

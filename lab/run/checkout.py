@@ -2,7 +2,8 @@
 
 A step of either workflow is the same: build the tree as checked out,
 incrementally in one build dir (a git tree's build dir is keyed by its path,
-so every step reuses it and its .config), keep the build log beside the
+so every step reuses it and its .config; a tree built before, by this run or an
+earlier one, is not built again: lab.kernel.kept), keep the build log beside the
 step's results (the next build rewrites the build dir's own), then boot the
 selected suites. A tree that does not build is untestable, not bad
 (`Built.error`); how the cells are judged is each workflow's own: git's
@@ -53,7 +54,9 @@ def build(checkout: Checkout, step_dir: Path) -> Built:
     start = time.monotonic()
     step_dir.mkdir(parents=True, exist_ok=True)
     try:
-        doc = prepare.build_kernel(checkout.tree, checkout.arch, checkout.fragments, build_dir=checkout.build_dir)
+        doc = prepare.build_kernel(
+            checkout.tree, checkout.arch, checkout.fragments, build_dir=checkout.build_dir, kept=True
+        )
     except (BuildError, ConfigMismatch) as exc:
         kept = _keep_log(exc.log if isinstance(exc, BuildError) else None, step_dir)
         return Built(None, build_failure(exc), kept, _since(start))

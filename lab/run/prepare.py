@@ -41,10 +41,11 @@ def build_kernel(
     log: IO[str] = sys.stderr,
     build_dir: Path | None = None,
     progress: Progress | None = None,
+    kept: bool = False,
 ) -> BuildManifest:
-    """Build (or find up to date) one kernel; returns its build.json."""
+    """Build (or find up to date, or kept: see BuildRequest.kept) one kernel; returns its build.json."""
     loaded = tuple(kconfig.load_fragments(fragments, f"arch/{arch.name}"))
-    req = build.BuildRequest(source.resolve(src), arch, loaded, build_dir=build_dir)
+    req = build.BuildRequest(source.resolve(src), arch, loaded, build_dir=build_dir, kept=kept)
     kconfig.merged_request(req.fragments)
     return run_build(req, log, progress)
 
@@ -57,8 +58,10 @@ def run_build(req: build.BuildRequest, log: IO[str] = sys.stderr, progress: Prog
         shown.phase(label, "building")
         result = build.build(req, progress=shown.make_steps(label))
         state = "up to date" if result.up_to_date else f"built in {time.monotonic() - start:.0f}s"
+        if result.reused:
+            state = "kept from an earlier build of the same tree"
         shown.phase(label, "done", verdict=state)
-    print(f"klab: {req.arch.name} {result.manifest.kernelrelease}: {state} ({req.directory()})", file=log)
+    print(f"klab: {req.arch.name} {result.manifest.kernelrelease}: {state} ({result.manifest.build_dir})", file=log)
     for option, why in result.manifest.not_applicable.items():
         print(f"klab: CONFIG_{option} not requested: {why}", file=log)
     return result.manifest
