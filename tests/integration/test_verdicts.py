@@ -99,10 +99,13 @@ def _children(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                found.append(int(child))
-                todo.append(int(child))
+        try:
+            tasks = [(task / "children").read_text() for task in Path(f"/proc/{parent}/task").iterdir()]
+        except FileNotFoundError:  # reaped meanwhile: it has no children any more
+            continue
+        for child in " ".join(tasks).split():
+            found.append(int(child))
+            todo.append(int(child))
     return found
 
 
