@@ -15,6 +15,13 @@ Two ends need care:
   and waits for the host's answer (a newline on stderr's port, which is
   bidirectional) before it powers off; the host passes everything before the
   mark on and drops the mark.
+- a reader that goes away (`klab run -- yes | head -1`): a pipe's writer gets
+  SIGPIPE, so the command must too, or it runs to --timeout. A guest's write
+  to a port whose host side is closed blocks rather than fails
+  (will_write_block: `!host_connected`), so klab keeps reading and dropping
+  that stream and asks the guest's init, on stderr's port, to send the
+  command's process group SIGPIPE (PIPE_ASK); the exit status is then 141,
+  as a shell reports a pipeline's writer.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ CHUNK = 64 * 1024
 # The end mark starts with ASCII's record separator, which text never holds: text output is never held
 # back waiting to see whether a mark begins. No NUL, no newline: the guest's shell keeps it in a variable.
 MARK_PREFIX = b"\x1eklab-end-"
+# Lines klab sends on stderr's port (bidirectional): the init reads them (lab/guest/init, `run`).
+PIPE_ASK = b"pipe\n"  # a reader of klab's went away: SIGPIPE the command
+END_ANSWER = b"end\n"  # both end marks came: the guest may power off
 
 
 def port_name(stream: str) -> str:
@@ -117,6 +127,7 @@ class Relay:
         self.ended: dict[str, bool] = {}  # output stream -> its end mark came
         self.gone: set[int] = set()  # klab's fds whose reader went away (`| head`)
         self._threads: list[threading.Thread] = []
+        self._to_guest = threading.Lock()  # both output threads and wait() write stderr's port
 
     def listen(self) -> None:
         """Before QEMU starts: it connects its chardevs (server=off) as it starts, before the guest runs."""
@@ -187,7 +198,18 @@ class Relay:
         try:
             _write_all(fd, data)
         except BrokenPipeError:
+            first = not self.gone
             self.gone.add(fd)
+            if first:
+                self._tell_guest(PIPE_ASK)
+
+    def _tell_guest(self, line: bytes) -> bool:
+        with self._to_guest:
+            try:
+                self.socks["stderr"].sendall(line)
+            except OSError:
+                return False
+        return True
 
     def wait(self, deadline: Deadline) -> bool:
         """True when both output streams ended with their mark by the deadline: nothing of them was lost.
@@ -198,11 +220,7 @@ class Relay:
             thread.join(deadline.left())
         if not all(self.ended.get(stream, False) for stream in STREAMS[1:]):
             return False
-        try:
-            self.socks["stderr"].sendall(b"\n")
-        except OSError:
-            return False
-        return True
+        return self._tell_guest(END_ANSWER)
 
     def close(self) -> None:
         """After QEMU is gone: let the output threads read what is left (a crash's last lines), then close."""

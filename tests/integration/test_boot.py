@@ -110,6 +110,25 @@ def test_run_runs_in_the_callers_directory(tmp_path: Path) -> None:
     assert not (tmp_path.parent / "scratch").exists()
 
 
+def test_a_reader_going_away_ends_the_command_with_sigpipe_as_a_pipe_does() -> None:
+    """`klab run -- yes | head -1`: the command's process group gets SIGPIPE (141), not a run to --timeout."""
+    tag, env = leftovers.tagged_env(PYTHONPATH=str(REPO_ROOT))
+    argv = ["run", "--arch", "x86_64", "--kernel", str(_kernel("x86_64")), "--timeout", "240", "--"]
+    guest = subprocess.Popen(
+        [sys.executable, "-m", "lab", *argv, "sh", "-c", "yes; echo never >&2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert guest.stdout is not None and guest.stderr is not None
+    first = guest.stdout.readline()
+    guest.stdout.close()  # what `head -1` does after its line
+    status = guest.wait(timeout=200)
+    said = guest.stderr.read().decode(errors="replace")
+    assert first == b"y\n"
+    assert status == 141, said[-2000:]  # 124 would be --timeout: the command ran on
+    assert "never" not in said, "the whole group got SIGPIPE: the shell around yes too"
+    leftovers.assert_no_qemu_left(tag)
+
+
 def test_session_api_runs_many_commands_and_copies_files(tmp_path: Path) -> None:
     arch = arches.get("x86_64")
     plan = command.make_plan(arch, _kernel("x86_64"), accel.decide(arch), agent=True, workdir=tmp_path / "vm")

@@ -92,7 +92,7 @@ def test_streams_pass_byte_exact_eof_reaches_the_guest_and_the_guest_is_told_to_
     guest["stdout"].sendall(blob[:1000] + b"\r\n\0" + blob[1000:] + MARK)
     guest["stderr"].sendall(b"err\n" + MARK)
     assert pipes.wait(Deadline.after(10))
-    assert guest["stderr"].recv(1) == b"\n", "the guest may power off now"
+    assert guest["stderr"].recv(16) == relay.END_ANSWER, "the guest may power off now"
 
     pipes.close()
     os.close(out_w)
@@ -157,3 +157,7 @@ def test_a_reader_that_goes_away_drops_its_stream_only(tmp_path: Path) -> None:
     os.close(err_w)
     assert pipes.gone == {out_w}
     assert os.read(err_r, 100) == b"still here\n"
+    told = b""
+    while len(told) < len(relay.PIPE_ASK + relay.END_ANSWER):
+        told += guest["stderr"].recv(16)
+    assert told == relay.PIPE_ASK + relay.END_ANSWER, "SIGPIPE for the command, once, then the end"
