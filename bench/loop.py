@@ -46,19 +46,21 @@ def make_test_phases() -> list[list[str]]:
     return [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def junit_tests(path: Path) -> list[tuple[str, float, str]]:
-    """(test id, seconds, outcome) for each test case in a JUnit file."""
+def junit_tests(path: Path) -> list[tuple[str, float, str, str]]:
+    """(test id, seconds, outcome, message) for each test case in a JUnit file."""
     rows = []
     for case in ET.parse(path).iter("testcase"):
-        outcome = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
-        rows.append((f"{case.get('classname')}::{case.get('name')}", float(case.get("time") or 0), outcome))
+        verdict = next((child for child in case if child.tag in ("failure", "error", "skipped")), None)
+        outcome = "passed" if verdict is None else verdict.tag
+        message = "" if verdict is None else verdict.get("message", "")
+        rows.append((f"{case.get('classname')}::{case.get('name')}", float(case.get("time") or 0), outcome, message))
     return rows
 
 
 def bench_make_test() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="klab-bench-loop-"))
     phases: list[tuple[str, float, int]] = []
-    tests: list[tuple[str, float, str]] = []
+    tests: list[tuple[str, float, str, str]] = []
     try:
         for n, argv in enumerate(make_test_phases()):
             if Path(argv[0]).name == "pytest":
@@ -77,14 +79,19 @@ def bench_make_test() -> int:
     for what, wall, rc in phases:
         print(f"{wall:>8.1f} {rc:>5}  {what}")
     per_file: dict[str, float] = defaultdict(float)
-    for test_id, seconds, _ in tests:
+    for test_id, seconds, _, _ in tests:
         per_file[".".join(test_id.split("::")[0].split(".")[:3])] += seconds  # tests.integration.test_x
     print(f"\n{'test s':>8}  test module (summed over its tests; -n 2 runs two at once)")
     for module, seconds in sorted(per_file.items(), key=lambda kv: -kv[1])[:15]:
         print(f"{seconds:>8.1f}  {module}")
     print(f"\n{'test s':>8}  slowest tests")
-    for test_id, seconds, outcome in sorted(tests, key=lambda t: -t[1])[:25]:
+    for test_id, seconds, outcome, _ in sorted(tests, key=lambda t: -t[1])[:25]:
         print(f"{seconds:>8.1f}  {test_id} [{outcome}]")
+    failed = [(test_id, message) for test_id, _, outcome, message in tests if outcome in ("failure", "error")]
+    if failed:
+        print("\nfailed (a warm `make test` must pass: these figures are not the loop's until it does)")
+        for test_id, message in failed:
+            print(f"  {test_id}: {message[:400]}")
     return max((rc for _, _, rc in phases), default=0)
 
 
