@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from lab import arches
 from lab.kernel import kconfig, record, source
 from lab.paths import REPO_ROOT
 from lab.run import prepare
+from tests.integration import leftovers
 
 pytestmark = pytest.mark.kernel
 
@@ -109,12 +109,12 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _start(kernel: record.BuildManifest, out: Path) -> tuple[subprocess.Popen[str], int]:
+def _start(kernel: record.BuildManifest, out: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
     """`klab test` of the landlock suite, once its guest's suites run: (klab, QEMU's pid)."""
     klab_run = subprocess.Popen(
         [sys.executable, "-m", "lab", "test", "--arch", "x86_64", "--build", str(kernel.build_dir),
          "--suite", "landlock", "--results", str(out)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -134,7 +134,8 @@ def test_a_qemu_killed_from_outside_is_a_lab_fault_not_a_kernel_failure(
     kernel: record.BuildManifest, tmp_path: Path
 ) -> None:
     out = tmp_path / "results"
-    klab_run, qemu = _start(kernel, out)
+    _, env = leftovers.tagged_env()
+    klab_run, qemu = _start(kernel, out, env)
     os.kill(qemu, signal.SIGKILL)  # what the OOM killer or a cancelling CI runner does
     stdout, stderr = klab_run.communicate(timeout=300)
     assert klab_run.returncode == 128, stdout + stderr
@@ -148,20 +149,18 @@ def test_a_qemu_killed_from_outside_is_a_lab_fault_not_a_kernel_failure(
 
 def test_ctrl_c_reports_what_finished_and_exits_130(kernel: record.BuildManifest, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    klab_run, _ = _start(kernel, out)
+    tag, env = leftovers.tagged_env()
+    klab_run, _ = _start(kernel, out, env)
     klab_run.send_signal(signal.SIGINT)
     stdout, stderr = klab_run.communicate(timeout=300)
     assert klab_run.returncode == 130, stdout + stderr
     doc = json.loads((out / "results.json").read_text())
-    assert doc["meta"]["interrupted"] is True and doc["exit_status"] == 130
+    assert doc["meta"]["interrupted"] is True and doc["exit_status"] == 130, doc["meta"]
     passed = [t for t in doc["tests"] if t["status"] == "PASS"]
-    assert len(passed) >= 5, "the tests that finished before Ctrl-C are reported"
-    assert (
-        "klab: interrupted:" in stderr and "run verdict: interrupted (only what finished is here) (exit 130)" in stdout
-    )
-    assert not shutil.which("qemu-system-x86_64") or not [
-        p for p in _children(os.getpid()) if "qemu-system" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-    ], "no QEMU outlives an interrupted run"
+    assert len(passed) >= 5, f"the tests that finished before Ctrl-C are reported: {doc['tests']}"
+    assert "klab: interrupted:" in stderr, stderr
+    assert "run verdict: interrupted (only what finished is here) (exit 130)" in stdout, stdout
+    leftovers.assert_no_qemu_left(tag)
 
 
 def test_a_guest_command_past_its_timeout_is_124_not_a_kernel_failure(kernel: record.BuildManifest) -> None:
