@@ -1,14 +1,15 @@
 """`klab try`: what a patch series changes, tested before it is merged, as BPF CI tests every series.
 
 A series is an mbox, a directory of `git format-patch` files, or a git range
-A..B of the user's tree. It is applied on a throwaway worktree (`git worktree
-add --detach` at the base, `git am` for patches; a range's commits already
-exist), and the worktree is then checked out step by step: the base, the tip
-(or, with --each, every patch in turn). The worktree keeps one path for the
-whole run, so every step is an incremental build of one build dir with its
-.config kept (lab.kernel.build keys a git tree's build dir by its path). The user's
-own tree, its HEAD, index and branches are never touched, and the worktree
-goes away at the end, on errors and on Ctrl-C/SIGTERM too.
+A..B of the user's tree. It is applied on the lab's own checkout of the tree
+(a `git clone --shared` in the cache, reset to the base; `git am` for patches,
+a range's commits already exist), which is then checked out step by step: the
+base, the tip (or, with --each, every patch in turn). The checkout keeps one
+path for every run on that tree, so every step is an incremental build of one
+build dir with its .config kept (lab.kernel.build keys a git tree's build dir
+by its path), and the next run's checkout rewrites only the files that differ.
+The user's own tree, its HEAD, index, branches and worktree list are never
+touched.
 
 The driver (`run_series`) takes its judge (build and test the checked-out
 step) as an argument, so the whole flow is tested on a toy repository in
@@ -22,8 +23,7 @@ from __future__ import annotations
 import enum
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,23 +96,42 @@ def patch_files(directory: Path) -> tuple[Path, ...]:
     return tuple(files)
 
 
-# --- the throwaway worktree --------------------------------------------------------------------------
+# --- the lab's checkout of the tree -----------------------------------------------------------------
 
 
-@contextmanager
-def worktree(repo: Path, path: Path, base: str) -> Iterator[Path]:
-    """A detached worktree of `repo` at `base` in `path`, removed at the end whatever happens."""
-    remove_worktree(repo, path)  # what a run killed with SIGKILL left behind
-    path.parent.mkdir(parents=True, exist_ok=True)
-    git(repo, "worktree", "add", "--quiet", "--detach", str(path), base)
-    try:
-        yield path
-    finally:
+def reset_worktree(repo: Path, path: Path, base: str) -> None:
+    """Make `path` the lab's checkout of `repo`, at `base` and clean; it is kept afterwards for the next run.
+
+    A shared clone reads the user's objects in place (nothing is copied, and
+    nothing is registered in the user's tree, as `git worktree add` would), and
+    keeping it means a checkout of 1.7 GB happens once per tree, not per run,
+    and make rebuilds only the files that changed since the last run. What a
+    killed run left (a half-done `git am`, untracked files) is reset here; a
+    clone that no longer works (the user's objects pruned under it, a lock a
+    killed git left) is made again.
+    """
+    if not _reset(repo, path, base):
         remove_worktree(repo, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git(repo, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(path))
+        git(path, "checkout", "--quiet", "--detach", base)
+
+
+def _reset(repo: Path, path: Path, base: str) -> bool:
+    """Bring a kept clone of `repo` to `base`, clean; False when there is none at `path` or it no longer works."""
+    alternates = path / ".git" / "objects" / "info" / "alternates"
+    if not alternates.is_file():
+        return False
+    objects = Path(git_out(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "objects"
+    if str(objects) not in alternates.read_text().split():
+        return False
+    git(path, "am", "--abort", check=False)  # a half-done `git am` of a killed run (none: a harmless error)
+    steps = (("checkout", "--quiet", "--force", "--detach", base), ("clean", "-ffdxq"))
+    return all(git(path, *args, check=False).returncode == 0 for args in steps)
 
 
 def remove_worktree(repo: Path, path: Path) -> None:
-    """Unregister and delete the worktree (forced: it holds the series' changes and maybe a half-done `git am`)."""
+    """Delete what is at `path`: a broken clone, or a `git worktree` an older klab registered in the user's tree."""
     if path.exists():
         git(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
         shutil.rmtree(path, ignore_errors=True)
@@ -200,7 +219,7 @@ class Tested:
     results_dir: str = ""
 
 
-Judge = Callable[[Path, Step], Tested]  # build and test the worktree as checked out at the step
+Judge = Callable[[Path, Step], Tested]  # build and test the checkout as it stands at the step
 
 
 # --- what changed -----------------------------------------------------------------------------------
@@ -277,17 +296,18 @@ def outcome(series: Series, tested: list[Tested]) -> Outcome:
 def run_series(
     repo: Path, series: Series, wt_path: Path, judge: Judge, each: bool, on_applied: Callable[[list[Step]], None]
 ) -> Outcome:
-    """Apply the series on a worktree, judge each step in it, compare; the worktree is gone when this returns."""
+    """Apply the series on the lab's checkout of the tree, judge each step in it, compare."""
     tested: list[Tested] = []
-    with proc.interrupts_raise(), worktree(repo, wt_path, series.base) as wt:
-        commits = apply_series(wt, series)
-        log = git_out(wt, "log", "--reverse", "--format=%H%x00%s", f"{series.base}..{commits[-1]}")
+    with proc.interrupts_raise():
+        reset_worktree(repo, wt_path, series.base)
+        commits = apply_series(wt_path, series)
+        log = git_out(wt_path, "log", "--reverse", "--format=%H%x00%s", f"{series.base}..{commits[-1]}")
         subjects = dict(line.split("\0", 1) for line in log.splitlines())
         plan = steps(series.base, [(c, subjects.get(c, "")) for c in commits], each)
         on_applied(plan)
         for step in plan:
-            git(wt, "checkout", "--quiet", "--detach", step.commit)
-            done = judge(wt, step)
+            git(wt_path, "checkout", "--quiet", "--detach", step.commit)
+            done = judge(wt_path, step)
             _check(done)
             tested.append(done)
     return outcome(series, tested)

@@ -1,7 +1,7 @@
 """`klab try SERIES --src TREE`: build and test a patch series against its base, and say what it changes.
 
-The flow (worktree, git am, steps, comparison) is lab.series'; here are
-the checks made before anything is checked out or built, the real judge
+The flow (the lab's checkout of the tree, git am, steps, comparison) is
+lab.series'; here are the checks made before anything is checked out or built, the real judge
 (one incremental build in the run's build dir, one boot of the selected
 suites) and the report. Exit 1 when the series (or, with --each, any patch on
 the way) breaks a test or the build, 0 otherwise, 2 on bad input (a series
@@ -46,7 +46,7 @@ class Settings:
     rootfs: str
     append: str
     accel: str
-    area: Path  # the cache dir of this tree's try runs: the worktree and (by default) the build dir
+    area: Path  # the cache dir of this tree's try runs: the checkout and (by default) the build dir
     build_dir: Path
 
     @property
@@ -56,13 +56,13 @@ class Settings:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Check every input before a worktree is made or a build starts: a typo must not cost a build."""
+    """Check every input before anything is checked out or built: a typo must not cost a build."""
     repo = Path(args.src).expanduser().resolve()
     if not repo.is_dir():
         raise UserError(f"--src {args.src}: no such directory")
     top = top_level(repo)
     if top is None:
-        raise UserError(f"--src {repo} is not a git tree: klab try applies the series on a worktree of it")
+        raise UserError(f"--src {repo} is not a git tree: klab try applies the series on a clone of it")
     if top != repo:
         raise UserError(f"--src {repo} is inside a git tree but not its top: pass the top of the kernel tree")
     if not (repo / "Kconfig").is_file() or not (repo / "scripts/kconfig/merge_config.sh").is_file():
@@ -89,7 +89,7 @@ def _fragments_key(fragments: list[kconfig.Fragment]) -> str:
 
 
 def make_judge(s: Settings, out: Path) -> Judge:
-    """Build the worktree as checked out (incremental: one build dir for every step), boot once, run the suites."""
+    """Build the checkout as it stands (incremental: one build dir for every step), boot once, run the suites."""
     step_checkout = checkout.Checkout(
         tree=s.worktree, arch=s.arch, fragments=s.fragments, suites=s.suites, patterns=s.patterns,
         build_dir=s.build_dir, rootfs=s.rootfs, append=s.append, accel=s.accel,
@@ -223,9 +223,9 @@ def cmd_try(args: argparse.Namespace, judge_for: Callable[[Settings, Path], Judg
         labels = ", ".join(p.label for p in plan)
         print(f"klab try: {plan[-1].total} patch(es) applied; testing {labels}", file=sys.stderr)
 
-    print(f"klab try: worktree {s.worktree} at {s.series.base[:12]}; results in {out}", file=sys.stderr)
+    print(f"klab try: checkout {s.worktree} at {s.series.base[:12]}; results in {out}", file=sys.stderr)
     try:
-        with exclusive(s.area):  # one try per tree at a time: they would share the worktree
+        with exclusive(s.area):  # one try per tree at a time: they would share the checkout
             outcome = run_series(s.repo, s.series, s.worktree, (judge_for or make_judge)(s, out), args.each, applied)
     except UserError:
         _drop_unused(s.area)
@@ -248,7 +248,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("series", metavar="SERIES", help="an mbox, a directory of git format-patch files, or A..B")
-    p.add_argument("--src", required=True, help="the kernel git tree (never modified: a worktree of it is used)")
+    p.add_argument("--src", required=True, help="the kernel git tree (never modified: klab works in a clone of it)")
     p.add_argument("--base", help="the commit the patches apply on (default: the tree's HEAD; a range has its own)")
     common.add_arch(p)
     common.add_selection(p)
@@ -259,7 +259,7 @@ def register(sub: Any) -> None:
     p.add_argument("--rootfs", default="auto", help="host, image, or an ext4 image path (default: auto)")
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--accel", default="auto", choices=common.ACCELS)
-    p.add_argument("--build-dir", type=Path, help="build every step here (default: beside the worktree, in the cache)")
+    p.add_argument("--build-dir", type=Path, help="build every step here (default: beside the checkout, in the cache)")
     p.add_argument("--results", help="results directory (default: results/try-DATE)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier try in --results (else refused)")
     p.set_defaults(func=cmd_try)

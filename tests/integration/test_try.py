@@ -8,8 +8,9 @@ difflib against the base), so the repository itself never changes:
   1/2  landlock: an off-by-one in landlock_merge_ruleset(): a domain gets 15 layers, not 16,
        so the 16th restrict_self() fails with E2BIG (the Landlock layer tests fail)
   2/2  landlock: a comment in fs.c (harmless)
-`klab try` builds base and patched incrementally in one build dir (its worktree sits
-under cache/try/<tree>/src/linux-6.12, so ccache serves the lab's own 6.12 objects).
+`klab try` builds base and patched incrementally in one build dir (its checkout, a shared
+clone kept between runs, sits under cache/try/<tree>/src/linux-6.12, so ccache serves the
+lab's own 6.12 objects).
 Run alone, under the build lock: `flock /tmp/klab-kernel-build.lock pytest -m kernel
 tests/integration/test_try.py -s -p no:xdist` prints what `klab try` printed and how long each step took.
 """
@@ -99,7 +100,7 @@ def write_mbox(repo: Path, path: Path) -> None:
 def repo() -> Path:
     if shutil.which("qemu-system-x86_64") is None or os.uname().machine != "x86_64":
         pytest.skip("needs an x86_64 host with qemu-system-x86_64 (the guest shares the host's /)")
-    # The lab's own 6.12 kernel first: its ccache objects make the worktree's first build a cache-hit rebuild.
+    # The lab's own 6.12 kernel first: its ccache objects make the checkout's first build a cache-hit rebuild.
     prepare.build_kernel(source.fetch("6.12"), arches.get("x86_64"), kconfig.DEFAULT_FRAGMENTS)
     return ensure_repo()
 
@@ -160,4 +161,5 @@ def test_try_names_the_new_failure_and_the_patch_that_broke_it(repo: Path, tmp_p
     assert per_step["2/2"] == []
     assert f"first breaking patch: 1/2 {doc['breaking'][0][:12]} '{PATCHES[0][0]}'" in each.stdout
     untouched(repo, head)
-    assert not list(cache_dir("try").glob("*/src/linux-6.12"))  # every worktree is gone
+    (kept,) = cache_dir("try").glob("*/src/linux-6.12")  # the lab's checkout of the tree, kept for the next run
+    assert git(kept, "status", "--porcelain") == "" and git(kept, "rev-parse", "HEAD") == doc["steps"][-1]["commit"]

@@ -152,7 +152,9 @@ def untouched(toy: dict[str, Any]) -> None:
     assert _git(repo, "status", "--porcelain") == ""
     assert len(_git(repo, "worktree", "list").splitlines()) == 1
     assert sorted(_git(repo, "branch", "--format=%(refname:short)").split()) == sorted([*BRANCHES, "work"])
-    assert not toy["wt"].exists()
+    if toy["wt"].exists():  # the lab's checkout, kept for the next run: a clone reading the user's objects
+        alternates = (toy["wt"] / ".git" / "objects" / "info" / "alternates").read_text().split()
+        assert alternates == [str(repo / ".git" / "objects")]
 
 
 def run(toy: dict[str, Any], spec: str, each: bool = False, base: str | None = None, judge: Any = None) -> Any:
@@ -281,16 +283,49 @@ def test_not_a_patch_at_all(toy: dict[str, Any]) -> None:
     untouched(toy)
 
 
-def test_sigterm_in_a_step_removes_the_worktree(toy: dict[str, Any]) -> None:
+def test_sigterm_in_a_step_leaves_the_users_tree_and_the_next_run_starts_clean(toy: dict[str, Any]) -> None:
     with pytest.raises(KeyboardInterrupt):
         run(toy, "work..series", judge=FakeJudge(interrupt_at=3))
     untouched(toy)
+    (toy["wt"] / "junk").write_text("half a build\n")
+    (toy["wt"] / "build").write_text("broken\n")  # a tracked file the killed step had changed
+    judge = FakeJudge()
+    assert run(toy, "work..midbreak", judge=judge).exit_status == 0
+    assert [label for label, _ in judge.seen] == ["base", "2/2"] and judge.seen[0][1] == toy["base"]
+    assert not (toy["wt"] / "junk").exists()
+    untouched(toy)
 
 
-def test_a_leftover_worktree_of_a_killed_run_is_replaced(toy: dict[str, Any]) -> None:
+def test_the_next_run_rewrites_only_the_files_that_differ(toy: dict[str, Any]) -> None:
+    """The kept checkout is what makes the next run's build incremental: an unchanged file is not written again."""
+
+    def stats() -> dict[str, tuple[int, int]]:
+        return {
+            p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [toy["wt"] / "build", *(toy["wt"] / "t").iterdir()]
+        }
+
+    assert run(toy, "work..series").exit_status == 1
+    before = stats()
+    assert run(toy, "work..series").exit_status == 1
+    after = stats()
+    assert sorted(name for name in after if after[name] != before[name]) == ["landlock.a", "landlock.b", "landlock.d"]
+    untouched(toy)
+
+
+def test_a_leftover_worktree_of_an_older_klab_is_replaced(toy: dict[str, Any]) -> None:
     _git(toy["repo"], "worktree", "add", "-q", "--detach", str(toy["wt"]), "work")
     (toy["wt"] / "junk").write_text("half a build\n")
     assert run(toy, "work..midbreak").exit_status == 0
+    assert (toy["wt"] / ".git").is_dir() and not (toy["wt"] / "junk").exists()
+    untouched(toy)
+
+
+def test_a_kept_checkout_that_no_longer_works_is_made_again(toy: dict[str, Any]) -> None:
+    assert run(toy, "work..midbreak").exit_status == 0
+    (toy["wt"] / ".git" / "index.lock").write_text("")  # what a git killed mid-checkout leaves
+    judge = FakeJudge()
+    assert run(toy, "work..midbreak", judge=judge).exit_status == 0
+    assert judge.seen[0] == ("base", toy["base"]) and not (toy["wt"] / ".git" / "index.lock").exists()
     untouched(toy)
 
 
@@ -378,7 +413,8 @@ def test_cli_prints_what_changed_and_exits_1(
     assert "first breaking patch: 2/3" in printed and "'landlock: Break a'" in printed
     assert printed.rstrip().endswith("klab try: the series breaks 1 test(s): exit 1")
     assert (out / "try.json").is_file() and (out / "try.txt").read_text() == printed
-    assert not list((toy["tmp"] / "cache" / "try").glob("*/src/linux"))  # the worktree is gone
+    (kept,) = (toy["tmp"] / "cache" / "try").glob("*/src/linux")  # the lab's checkout, kept for the next run
+    assert _git(kept, "status", "--porcelain") == ""
 
 
 def test_cli_bad_series_is_exit_2(toy: dict[str, Any], fake_lab: None, capsys: pytest.CaptureFixture[str]) -> None:
