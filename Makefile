@@ -63,7 +63,7 @@ test-fast:
 test: lint
 	$(PYTEST) -q -m "not kernel and not host and not lava" -n 2 tests
 	$(PYTEST) -q -m "host" tests
-	$(PYTEST) -q -m "kernel or lava" -n 2 --dist loadscope tests
+	$(PYTEST) -q -m "kernel or lava" -n 2 --dist loadscope --durations=15 tests
 
 # The main job: build each arch, build or reuse images, boot, run all suites, summary table.
 test-kernel:

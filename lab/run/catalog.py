@@ -44,7 +44,9 @@ def check(name: str, where: Path | str = "--suite", suite_dirs: tuple[Path, ...]
     """An unknown suite name is a usage error that lists the real ones."""
     known = (*all_suites(), *extra_suites(suite_dirs))
     if name not in known:
-        raise UserError(f"{where}: unknown suite {name!r}; choose from: {', '.join(known)}")
+        near = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise UserError(f"{where}: unknown suite {name!r}; {hint}choose from: {', '.join(known)}")
 
 
 def _dir_args(suite_dirs: tuple[Path, ...] | tuple[str, ...]) -> list[str]:

@@ -132,7 +132,7 @@ def test_a_typo_in_a_suite_name_is_caught_before_any_build(
 ) -> None:
     monkeypatch.setattr(prepare, "matrix_specs", lambda *a, **k: pytest.fail("built before checking --suite"))
     assert cli.main(["test-kernel", "--suite", "landlok"]) == EXIT_USAGE
-    assert "unknown suite 'landlok'; choose from: landlock" in capsys.readouterr().err
+    assert "unknown suite 'landlok'; did you mean landlock? choose from: landlock," in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
