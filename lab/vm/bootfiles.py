@@ -76,8 +76,8 @@ def check_kernel_image(arch: Arch, kernel: Path) -> None:
     size = kernel.stat().st_size
     if len(head) < _HEAD or not _has_magic(head, arch):
         raise UserError(
-            f"{kernel} is not a {arch.name} kernel image ({_describe(head)}); "
-            f"pass the {arch.image_path} of a {arch.name} build"
+            f"{kernel} is not a kernel image for {arch.name} ({_describe(head)}); "
+            f"pass the {arch.image_path} of a build for {arch.name}"
         )
     problem = _PAYLOAD_CHECKS[arch.image_target](head, size)
     if problem:

@@ -193,7 +193,7 @@ def test_forced_panic_through_the_api(tmp_path: Path) -> None:
 def test_wrong_arch_kernel_is_refused() -> None:
     run = klab("run", "--arch", "arm64", "--kernel", str(_kernel("x86_64")), "--", "true")
     assert run.returncode == 2
-    assert "is not a arm64 kernel image" in run.stderr and run.stderr.count("\n") == 1
+    assert "is not a kernel image for arm64" in run.stderr and run.stderr.count("\n") == 1
 
 
 def test_missing_kernel_is_refused(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def _truncated(kernel: record.BuildManifest, tmp_path: Path) -> str:
     [
         (["--rootfs", "/etc/passwd"], "--rootfs /etc/passwd is not an ext4 image (no superblock magic 0xEF53"),
         (["--kernel", "TRUNCATED"], "bzImage: its header promises"),
-        (["--kernel", "/etc/passwd"], "/etc/passwd is not a x86_64 kernel image (no kernel header found in it)"),
+        (["--kernel", "/etc/passwd"], "/etc/passwd is not a kernel image for x86_64 (no kernel header found in it)"),
         (["--suite", "landlock", "-k", "zzzz"], "no test matches -k zzzz in suites landlock, seccomp (see them all"),
     ],
 )

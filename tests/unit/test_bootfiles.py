@@ -69,7 +69,7 @@ def test_another_archs_kernel_is_named(tmp_path: Path, arch: arches.Arch, make: 
     path = make(tmp_path / "kernel")  # type: ignore[operator]
     with pytest.raises(UserError) as err:
         bootfiles.check_kernel_image(arch, path)
-    assert f"is not a {arch.name} kernel image ({said})" in str(err.value)
+    assert f"is not a kernel image for {arch.name} ({said})" in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_files_often_mistaken_for_a_kernel_are_described_not_dumped(tmp_path: Pa
     with pytest.raises(UserError) as err:
         bootfiles.check_kernel_image(X86, path)
     message = str(err.value)
-    assert f"({said}); pass the arch/x86/boot/bzImage of a x86_64 build" in message
+    assert f"({said}); pass the arch/x86/boot/bzImage of a build for x86_64" in message
     assert "\\x" not in message and "b'" not in message, "no Python bytes in a user's error"
 
 
