@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian 12 packages: build tools, cross compiler, pahole for BTF, QEMU, image builder,
 # and headless Chromium, which renders report.html in tests/integration/test_report_browser.py.
-APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev dwarves ccache cpio kmod rsync xz-utils \
+APT_PACKAGES := build-essential bc bison flex libelf-dev libssl-dev dwarves ccache cpio kmod rsync xz-utils lz4 \
 	gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu \
 	qemu-system-x86 qemu-system-arm qemu-utils \
 	mmdebstrap qemu-user-static debian-archive-keyring e2fsprogs arch-test gdb-multiarch \

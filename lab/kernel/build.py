@@ -97,6 +97,15 @@ def build_env() -> dict[str, str]:
     return env
 
 
+# Options whose build runs a host tool: (option, tool, the Debian package that has it).
+_TOOL_OPTIONS = (
+    ("DEBUG_INFO_BTF", "pahole", "dwarves"),
+    ("KERNEL_LZ4", "lz4", "lz4"),
+    ("KERNEL_XZ", "xz", "xz-utils"),
+    ("KERNEL_ZSTD", "zstd", "zstd"),
+)
+
+
 def preflight(req: BuildRequest) -> None:
     """Refuse early, with the fix, when a tool the build needs is missing."""
     tools = {"make": "make", "flex": "flex", "bison": "bison", "bc": "bc", "gcc": "gcc"}
@@ -107,8 +116,7 @@ def preflight(req: BuildRequest) -> None:
         if prefix:
             tools[f"{prefix}gcc"] = req.arch.cross_package
     wanted = kconfig.merged_request(req.fragments)
-    if wanted.get("DEBUG_INFO_BTF") == "y":
-        tools["pahole"] = "dwarves"
+    tools.update({tool: package for option, tool, package in _TOOL_OPTIONS if wanted.get(option) == "y"})
     for tool, package in tools.items():
         if shutil.which(tool) is None:
             raise UserError(f"{tool} not found: install the Debian package {package} (or run `make setup`)")

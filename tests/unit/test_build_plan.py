@@ -116,15 +116,24 @@ def test_missing_cross_compiler_names_the_package(tmp_path: Path, monkeypatch: p
         build.preflight(req)
 
 
-def test_missing_pahole_when_btf_requested(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("present", "error"),
+    [
+        ((), "pahole not found: install the Debian package dwarves"),  # BTF, for the BPF LSM
+        (("pahole",), "lz4 not found: install the Debian package lz4"),  # x86_64's image compression
+    ],
+)
+def test_a_missing_tool_an_option_needs_names_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, present: tuple[str, ...], error: str
+) -> None:
     req = _request(tmp_path, "x86_64", frags=("base", "bpf-lsm"))
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    for tool in ("make", "flex", "bison", "bc", "gcc"):
+    for tool in ("make", "flex", "bison", "bc", "gcc", *present):
         (bindir / tool).write_text("#!/bin/sh\n")
         (bindir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir))
-    with pytest.raises(UserError, match="pahole not found: install the Debian package dwarves"):
+    with pytest.raises(UserError, match=error):
         build.preflight(req)
 
 
