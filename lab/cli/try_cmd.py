@@ -1,11 +1,11 @@
 """`klab try SERIES --src TREE`: build and test a patch series against its base, and say what it changes.
 
 The flow (the lab's checkout of the tree, git am, steps, comparison) is
-lab.series'; here are the checks made before anything is checked out or built, the real judge
-(one incremental build in the run's build dir, one boot of the selected
-suites) and the report. Exit 1 when the series (or, with --each, any patch on
-the way) breaks a test or the build, 0 otherwise, 2 on bad input (a series
-that does not apply included).
+lab.series'; here are the checks made before anything is checked out or
+built, the real judge (one incremental build in the run's build dir, one boot
+of the selected suites) and the report. Exit 1 when the series (or, with
+--each, any patch on the way) breaks a test or the build, 0 otherwise, 2 on
+bad input (a series that does not apply included).
 """
 
 from __future__ import annotations
