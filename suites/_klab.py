@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # Per-arch facts the suites need: syscall numbers and seccomp audit arch.
 # Same keys on every arch; add an arch by adding an entry.
@@ -416,71 +416,173 @@ def in_child(fn: Callable[..., object], *args: object) -> int:
 
 
 class Suite:
-    """A named, ordered list of tests; names are stable (the bisect driver selects by them)."""
+    """A named, ordered list of tests; names are stable (the bisect driver selects by them).
 
-    def __init__(self, name: str) -> None:
+    A suite built with parallel=True lets its tests run beside each other on
+    the guest's CPUs; a test that changes or reads machine-wide state (a
+    sysctl, the audit netlink, a globally attached BPF program, a mount over a
+    shared path) registers with alone=True and runs with nothing beside it.
+    A suite that does not say parallel=True runs every test alone.
+    """
+
+    def __init__(self, name: str, parallel: bool = False) -> None:
         self.name = name
+        self.parallel = parallel
         self.tests: list[tuple[str, object]] = []
+        self._alone: set[str] = set()
 
-    def test(self, fn):  # type: ignore[no-untyped-def]
-        self.tests.append((fn.__name__, fn))
-        return fn
+    def test(self, fn=None, *, alone: bool = False):  # type: ignore[no-untyped-def]
+        """Register fn as a test: `@suite.test`, or `@suite.test(alone=True)` for one that needs the machine."""
 
-    def add(self, name: str, fn) -> None:  # type: ignore[no-untyped-def]
+        def register(f):  # type: ignore[no-untyped-def]
+            self.add(f.__name__, f, alone=alone)
+            return f
+
+        return register if fn is None else register(fn)
+
+    def add(self, name: str, fn, alone: bool = False) -> None:  # type: ignore[no-untyped-def]
         """Register a generated test (e.g. one per variant of a matrix)."""
         self.tests.append((name, fn))
+        if alone:
+            self._alone.add(name)
+
+    def runs_alone(self, name: str) -> bool:
+        return not self.parallel or name in self._alone
 
 
-def _run_one(fn: Callable[[], object]) -> dict:
-    """Run one test in a forked child, in its own process group; the verdict comes back over a pipe."""
-    start = time.monotonic()
+# Read ends of the verdict pipes of the tests running now: a test forked beside them closes its copies.
+_harness_fds: set[int] = set()
 
-    def body(wfd: int) -> int:
-        test_pid = os.getpid()
-        verdict: dict = {"status": "PASS", "reason": ""}
-        try:
-            fn()
-        except Skip as exc:
-            verdict = {"status": "SKIP", "reason": str(exc)}
-        except Failure as exc:
-            verdict = {"status": "FAIL", "reason": str(exc)}
-        except BaseException as exc:  # noqa: BLE001
-            verdict = {"status": "ERROR", "reason": f"{type(exc).__name__}: {exc}", "log": traceback.format_exc()}
-        # A grandchild the test forked that returns out of fn() lands here too: only the test process speaks.
-        if os.getpid() == test_pid:
-            os.write(wfd, json.dumps(verdict).encode())
-        return 0
 
-    pid, rfd = fork_pipe(body, own_group=True)
-    data, timed_out = read_pipe(rfd, start + TEST_TIMEOUT)
-    if timed_out:
-        for target in (-pid, pid):
+class _Attempt:
+    """One run of one test: a forked child in its own process group, its verdict coming back over a pipe."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.start = time.monotonic()
+        self.deadline = self.start + TEST_TIMEOUT
+        self.chunks: list[bytes] = []
+
+        def body(wfd: int) -> int:
+            for fd in _harness_fds:
+                os.close(fd)
+            test_pid = os.getpid()
+            verdict: dict = {"status": "PASS", "reason": ""}
             try:
-                os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    _, status = os.waitpid(pid, 0)
-    # Reap the test's stray grandchildren so they cannot outlive it.
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    duration = time.monotonic() - start
-    if timed_out:
-        return {"status": "FAIL", "reason": f"timed out after {TEST_TIMEOUT:.0f}s", "duration": duration}
-    if not data:
-        how = (
-            f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-            if os.WIFSIGNALED(status)
-            else f"exit {os.WEXITSTATUS(status)}"
-        )
-        return {"status": "ERROR", "reason": f"test process died without a verdict ({how})", "duration": duration}
-    try:
-        verdict, _ = json.JSONDecoder().raw_decode(data.decode(errors="replace"))
-    except ValueError:
-        verdict = {"status": "ERROR", "reason": "the test process sent an unreadable verdict"}
-    verdict["duration"] = duration
-    return verdict
+                fn()
+            except Skip as exc:
+                verdict = {"status": "SKIP", "reason": str(exc)}
+            except Failure as exc:
+                verdict = {"status": "FAIL", "reason": str(exc)}
+            except BaseException as exc:  # noqa: BLE001
+                verdict = {"status": "ERROR", "reason": f"{type(exc).__name__}: {exc}", "log": traceback.format_exc()}
+            # A grandchild the test forked that returns out of fn() lands here too: only the test process speaks.
+            if os.getpid() == test_pid:
+                os.write(wfd, json.dumps(verdict).encode())
+            return 0
+
+        self.pid, self.rfd = fork_pipe(body, own_group=True)
+        _harness_fds.add(self.rfd)
+
+    def read(self) -> bool:
+        """Take what the pipe holds; True at end of file (the test process and its children are done with it)."""
+        chunk = os.read(self.rfd, 65536)
+        self.chunks.append(chunk)
+        return not chunk
+
+    def finish(self, timed_out: bool) -> dict:
+        """Reap the test and every process it left in its group; its verdict, with the duration."""
+        _harness_fds.discard(self.rfd)
+        os.close(self.rfd)
+        if timed_out:
+            for target in (-self.pid, self.pid):
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        _, status = os.waitpid(self.pid, 0)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        duration = time.monotonic() - self.start
+        data = b"".join(self.chunks)
+        if timed_out:
+            return {"status": "FAIL", "reason": f"timed out after {TEST_TIMEOUT:.0f}s", "duration": duration}
+        if not data:
+            how = (
+                f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+                if os.WIFSIGNALED(status)
+                else f"exit {os.WEXITSTATUS(status)}"
+            )
+            return {"status": "ERROR", "reason": f"test process died without a verdict ({how})", "duration": duration}
+        try:
+            verdict, _ = json.JSONDecoder().raw_decode(data.decode(errors="replace"))
+        except ValueError:
+            verdict = {"status": "ERROR", "reason": "the test process sent an unreadable verdict"}
+        verdict["duration"] = duration
+        return verdict
+
+
+def _combine(runs: list[dict]) -> dict:
+    """One record for a test run several times: the same outcome every time is that outcome, mixed is FLAKY."""
+    if len(runs) == 1:
+        return runs[0]
+    statuses = [r["status"] for r in runs]
+    failures = [r for r in runs if r["status"] in ("FAIL", "ERROR")]
+    if len(set(statuses)) == 1:
+        rec = dict(failures[0] if failures else runs[-1])
+    else:
+        passed = statuses.count("PASS")
+        first = failures[0] if failures else next(r for r in runs if r["status"] != "PASS")
+        reason = f"passed {passed} of {len(runs)} runs; {first['status']}: {first.get('reason', '')}"
+        rec = {"status": "FLAKY", "reason": reason, "log": first.get("log", "")}
+    rec["runs"] = statuses
+    rec["duration"] = sum(r["duration"] for r in runs)
+    return rec
+
+
+def _results_in_order(tests: list[tuple[Callable[[], object], bool]], jobs: int, repeat: int) -> Iterator[dict]:
+    """Run (fn, alone) tests, up to `jobs` at once, each `repeat` times in a row; yield the records in list order.
+
+    Tests start in list order. One that runs alone waits until nothing runs
+    and holds the machine until its last run ends; the next test waits for it.
+    A record is yielded as soon as it and every record before it are done, so
+    the KTAP stream stays in order and still shows progress while tests run.
+    """
+    running: dict[int, tuple[int, _Attempt]] = {}  # pipe fd -> (test index, attempt)
+    runs: dict[int, list[dict]] = {}
+    done: dict[int, dict] = {}
+    next_start = next_yield = 0
+    alone_running = False
+    while next_yield < len(tests):
+        while next_start < len(tests) and len(running) < jobs and not alone_running:
+            fn, alone = tests[next_start]
+            if alone and running:
+                break
+            attempt = _Attempt(fn)
+            running[attempt.rfd] = (next_start, attempt)
+            runs[next_start] = []
+            alone_running = alone
+            next_start += 1
+        if running:
+            wait = max(0.0, min(a.deadline for _, a in running.values()) - time.monotonic())
+            ready = set(select.select(list(running), [], [], wait)[0])
+            now = time.monotonic()
+            for fd, (index, attempt) in list(running.items()):
+                ended = fd in ready and attempt.read()
+                if not ended and now < attempt.deadline:
+                    continue
+                del running[fd]
+                runs[index].append(attempt.finish(timed_out=not ended))
+                if len(runs[index]) < repeat:
+                    again = _Attempt(tests[index][0])
+                    running[again.rfd] = (index, again)
+                else:
+                    done[index] = _combine(runs.pop(index))
+                    alone_running = alone_running and not tests[index][1]
+        while next_yield in done:
+            yield done.pop(next_yield)
+            next_yield += 1
 
 
 def _ktap_escape(text: str) -> str:
@@ -491,30 +593,13 @@ def _selected(full: str, patterns: list[str]) -> bool:
     return not patterns or any(p in full for p in patterns)
 
 
-def _run_repeated(fn, repeat: int) -> dict:  # type: ignore[no-untyped-def]
-    """Run a test `repeat` times; the same outcome every time is that outcome, mixed outcomes are FLAKY."""
-    runs = [_run_one(fn) for _ in range(repeat)]
-    if repeat == 1:
-        return runs[0]
-    statuses = [r["status"] for r in runs]
-    failures = [r for r in runs if r["status"] in ("FAIL", "ERROR")]
-    if len(set(statuses)) == 1:
-        rec = dict(failures[0] if failures else runs[-1])
-    else:
-        passed = statuses.count("PASS")
-        first = failures[0] if failures else next(r for r in runs if r["status"] != "PASS")
-        reason = f"passed {passed} of {repeat} runs; {first['status']}: {first.get('reason', '')}"
-        rec = {"status": "FLAKY", "reason": reason, "log": first.get("log", "")}
-    rec["runs"] = statuses
-    rec["duration"] = sum(r["duration"] for r in runs)
-    return rec
-
-
-def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout, repeat: int = 1) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Run the selected tests (each `repeat` times), streaming nested KTAP; return one record per test."""
+def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout, repeat: int = 1, jobs: int = 1) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Run the selected tests (each `repeat` times, `jobs` at once), streaming nested KTAP; a record per test."""
     chosen = [(s, [(n, f) for n, f in s.tests if _selected(f"{s.name}.{n}", patterns)]) for s in suites]
     chosen = [(s, t) for s, t in chosen if t]
     records: list[dict] = []
+    flat = [(fn, suite.runs_alone(name)) for suite, tests in chosen for name, fn in tests]
+    results = _results_in_order(flat, jobs, repeat)
 
     def emit(line: str) -> None:
         out.write(line + "\n")
@@ -527,8 +612,8 @@ def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout, repeat:
         emit(f"    # Subtest: {suite.name}")
         emit(f"    1..{len(tests)}")
         counts = {"PASS": 0, "FAIL": 0, "SKIP": 0, "ERROR": 0, "FLAKY": 0}
-        for ti, (name, fn) in enumerate(tests, 1):
-            rec = _run_repeated(fn, repeat)
+        for ti, (name, _) in enumerate(tests, 1):
+            rec = next(results)
             rec.update(suite=suite.name, name=name)
             records.append(rec)
             counts[rec["status"]] += 1

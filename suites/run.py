@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run kernel-lab's in-guest suites: KTAP on stdout, JSON to --json.
 
-Usage: run.py [--suite NAME ...] [-k SUBSTRING ...] [--json PATH] [--list] [--repeat N] [--suite-dir DIR ...]
+Usage: run.py [--suite NAME ...] [-k SUBSTRING ...] [--json PATH] [--list] [--repeat N] [--jobs N] [--suite-dir DIR ...]
 
 Works the same inside a lab guest and directly on a Linux host. Exit status:
 0 when nothing failed, 1 when a test failed or errored, 2 on bad usage.
@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print SUITE.TEST names and exit")
     parser.add_argument("--list-suites", action="store_true", help="print the suite names, in run order, and exit")
     parser.add_argument("--repeat", type=int, default=1, help="run each test N times; mixed outcomes are FLAKY")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="tests to run at once, in suites that allow it (default: one per CPU)",
+    )
     parser.add_argument("--suite-dir", action="append", default=[], help="another dir of suite packages")
     args = parser.parse_args(argv)
     extra = extra_suites(args.suite_dir)
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.repeat < 1:
         raise SystemExit("run.py: --repeat must be 1 or more")
+    if args.jobs < 1:
+        raise SystemExit("run.py: --jobs must be 1 or more")
     suites = load(args.suite or list(SUITES), extra)
     if args.list:
         for suite in suites:
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{suite.name}.{name}")
         return 0
     start = time.time()
-    records = _klab.run_suites(suites, args.patterns, repeat=args.repeat)
+    records = _klab.run_suites(suites, args.patterns, repeat=args.repeat, jobs=args.jobs)
     if args.json:
         doc = {
             "kernel": os.uname().release,
