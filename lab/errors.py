@@ -5,6 +5,8 @@ Only `lab.cli` maps them to exit codes (see EXIT_* below and the README).
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 EXIT_OK = 0
@@ -14,6 +16,17 @@ EXIT_TIMEOUT = 124  # klab run: the guest command outlived --timeout (timeout(1)
 EXIT_UNTESTABLE = 125  # could not test this kernel (build failure, unrelated boot failure)
 EXIT_LAB = 128  # lab infrastructure fault: never a verdict on the kernel
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: what finished is reported, marked interrupted
+
+
+def did_you_mean(words: Iterable[str], choices: Iterable[str], n: int = 1) -> str:
+    """'did you mean A or B?': up to n choices close to each misspelt word, '' when none is close.
+
+    Every "unknown X" message of the lab says it the same way: commands,
+    options and suite names alike.
+    """
+    known = list(choices)
+    near = [m for word in words for m in difflib.get_close_matches(word, known, n=n)]
+    return f"did you mean {' or '.join(dict.fromkeys(near))}?" if near else ""
 
 
 class LabBaseError(Exception):

@@ -10,7 +10,6 @@ the traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import difflib
 import errno
 import re
 import sys
@@ -20,7 +19,7 @@ from importlib import metadata
 from typing import Any, NoReturn
 
 from lab.cli import bisect_cmd, build_cmds, ci_cmds, guest_cmds, report_cmds, reproduce_cmd, test_cmds, try_cmd
-from lab.errors import EXIT_LAB, EXIT_USAGE, LabBaseError
+from lab.errors import EXIT_LAB, EXIT_USAGE, LabBaseError, did_you_mean
 from lab.paths import cache_dir, cache_root, check_cache_root
 from lab.proc import interrupts_raise
 
@@ -55,18 +54,16 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         choice = _INVALID_CHOICE.search(message)
         if choice:
-            names = [c.strip().strip("'") for c in choice.group(2).split(",")]
-            near = difflib.get_close_matches(choice.group(1), names, n=3)
-            if near:
-                message += f"; did you mean {' or '.join(near)}?"
+            hint = did_you_mean([choice.group(1)], (c.strip().strip("'") for c in choice.group(2).split(",")), n=3)
+            if hint:
+                message += f"; {hint}"
         super().error(message)
 
     def reject_unknown(self, extra: list[str]) -> NoReturn:
         """An unknown argument, said by the subcommand it was given to, with the option it is closest to."""
         options = [a for a in extra if a.startswith("-")]
-        near = [m for a in options for m in difflib.get_close_matches(a.split("=")[0], self.options(), n=1)]
-        hint = f"; did you mean {' or '.join(dict.fromkeys(near))}?" if near else ""
-        self.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        hint = did_you_mean((a.split("=")[0] for a in options), self.options())
+        self.error(f"unrecognized arguments: {' '.join(extra)}{'; ' + hint if hint else ''}")
 
 
 def _chosen_subparser(p: argparse.ArgumentParser, args: argparse.Namespace) -> Parser:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lab import proc
-from lab.errors import LabError, UserError
+from lab.errors import LabError, UserError, did_you_mean
 from lab.paths import SUITES
 
 RUNNER = SUITES / "run.py"
@@ -44,9 +44,8 @@ def check(name: str, where: Path | str = "--suite", suite_dirs: tuple[Path, ...]
     """An unknown suite name is a usage error that lists the real ones."""
     known = (*all_suites(), *extra_suites(suite_dirs))
     if name not in known:
-        near = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {near[0]}? " if near else ""
-        raise UserError(f"{where}: unknown suite {name!r}; {hint}choose from: {', '.join(known)}")
+        hint = did_you_mean([name], known)
+        raise UserError(f"{where}: unknown suite {name!r}; {hint + ' ' if hint else ''}choose from: {', '.join(known)}")
 
 
 def _dir_args(suite_dirs: tuple[Path, ...] | tuple[str, ...]) -> list[str]:
