@@ -5,6 +5,14 @@ never denies anything to the harness, the rest of the guest or the host. Each
 deny test checks the denied side (exact errno, which process) and the allowed
 side (another process, and the same process before attach or after detach).
 
+The tests run side by side (parallel=True). A program attaches globally, so
+each one decides or records only for what its own test owns: a worker's or
+the test process's tgid, a task or inode label in the test's own storage
+map, a cgroup of the test's own tree. Every counter, ring buffer and perf
+ring belongs to one test, and no test counts or enumerates machine-wide
+objects. Pins go in the shared bpffs under unique names; a guest without
+bpffs or securityfs gets them mounted in the test's own mount namespace.
+
 Gates: `bpf` must be in /sys/kernel/security/lsm (else LSM programs load and
 attach but never run: the canary fails and every other test skips), vmlinux
 BTF must be present, and on arm64 the kernel must have BPF trampolines.
@@ -16,7 +24,7 @@ import importlib
 
 import _klab
 
-suite = _klab.Suite("bpf_lsm")
+suite = _klab.Suite("bpf_lsm", parallel=True)
 
 # Importing a module registers its tests: this order is the run order.
 MODULES = (

@@ -84,17 +84,35 @@ VMLINUX, BTF_ERROR = _resolve_btf()
 BTF: dict[str, _bpf.BtfFunc] = VMLINUX.funcs if VMLINUX else {}
 
 
-def _mount(source: str, target: str, fstype: str) -> int:
-    """mount(2) through libc; returns 0 or the errno."""
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
-        return ctypes.get_errno()
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 1 << 18
+
+
+def private_mount(fstype: str, target: str) -> int:
+    """Mount `fstype` on `target` in a mount namespace of the calling test process's own; 0 or the errno.
+
+    For a guest or host that lacks the mount: the test's children forked
+    after this see it too, nothing else does (tests running side by side
+    never stack mounts on one shared path), and it goes away with the test
+    process whatever happens.
+    """
+    ret, err = _klab.syscall("unshare", CLONE_NEWNS)
+    if ret < 0:
+        return err
+    # Private first: with a shared / the new mount would propagate back into the parent namespace.
+    for source, where, kind, flags in (
+        (None, b"/", None, MS_REC | MS_PRIVATE),
+        (fstype.encode(), target.encode(), fstype.encode(), 0),
+    ):
+        if _libc.mount(source, where, kind, flags, None) != 0:
+            return ctypes.get_errno()
     return 0
 
 
 def active_lsms() -> list[str] | None:
     """The active LSMs in call order, or None when securityfs cannot be read."""
     if not os.path.exists(LSM_LIST) and os.geteuid() == 0:
-        _mount("securityfs", "/sys/kernel/security", "securityfs")
+        private_mount("securityfs", "/sys/kernel/security")
     try:
         with open(LSM_LIST) as f:
             return [name for name in f.read().strip().split(",") if name]

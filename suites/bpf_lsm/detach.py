@@ -15,13 +15,13 @@ from _worker import Worker, expect_eventually, expect_result
 from bpf_lsm import suite
 from bpf_lsm.common import (
     BPFFS,
-    _mount,
     _skip_if_no_trampoline,
     attach,
     enforce,
     errno_of,
     hook_id,
     load,
+    private_mount,
     require,
     tgid_prog,
 )
@@ -77,11 +77,16 @@ def raw_tracepoint_open_attaches_lsm() -> None:
 
 
 def bpffs_dir() -> str:
-    """/sys/fs/bpf as a mounted bpffs (mounted here if needed)."""
+    """/sys/fs/bpf as a mounted bpffs: the machine's, or else one in the test's own mount namespace.
+
+    A bpffs mounted for the test (common.private_mount) is a superblock of its
+    own that nothing else sees: two tests mounting at once never hide each
+    other's pins under a second mount, and the host is left as it was.
+    """
     with open("/proc/self/mounts") as f:
         if any(line.split()[1:3] == [BPFFS, "bpf"] for line in f):
             return BPFFS
-    err = _mount("bpf", BPFFS, "bpf")
+    err = private_mount("bpf", BPFFS)
     if err:
         raise Skip(f"no bpffs at {BPFFS} and mounting one failed: {errname(err)}")
     return BPFFS

@@ -11,6 +11,12 @@ Restricted code runs in forked children (in_child) so that the unrestricted
 test process can create and remove its fresh /tmp tree. Everything the
 restricted side calls is imported up front: a lazy import after a READ_FILE
 restriction would fail for reasons unrelated to the kernel under test.
+
+Tests run beside each other (and beside other suites' tests): each owns a
+mkdtemp directory, abstract socket names carry the test's pid, network tests
+get a network namespace of their own, mounts happen in private mount
+namespaces. Only the audit tests (audit_log, quiet), which need the one
+machine-wide audit daemon role, run alone.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import importlib
 
 import _klab
 
-suite = _klab.Suite("landlock")
+suite = _klab.Suite("landlock", parallel=True)
 
 # Importing a module registers its tests: this order is the run order.
 MODULES = (

@@ -12,6 +12,11 @@ Absence is proven with a barrier: after the denial that must not be logged,
 a fresh domain makes a denial that is, and the records are read up to it
 (kauditd delivers in order). Each test owns a fresh /tmp directory, so
 records are selected by path, pid or domain ID, never by arrival alone.
+
+Every test here runs alone: the audit daemon role is one pid for the whole
+machine (a second AuditLog waits for it, then fails), audit_disabled_*
+switches audit off for everyone, and an absence proven by the barrier holds
+only when no other test can be the one that sees, or swallows, a record.
 """
 
 from __future__ import annotations
@@ -207,7 +212,7 @@ def _deny_write(path: str, what: str = "write") -> None:
 # --- tests ---------------------------------------------------------------------------
 
 
-@test
+@test(alone=True)
 def audit_denial_names_domain_blocker_and_creator() -> None:
     """ABI 7: one ACCESS record per denial (domain, blocker, path), one allocation record, one deallocation."""
     ll.require_abi(7)
@@ -229,7 +234,7 @@ def audit_denial_names_domain_blocker_and_creator() -> None:
         expect_eq(dealloc.fields.get("denials"), "2", f"denial count of domain {domain:x} at deallocation")
 
 
-@test
+@test(alone=True)
 def audit_stacked_layers_name_the_youngest_denier() -> None:
     """ABI 7: with two layers, a denial names the youngest layer that denies it, and the younger ID is greater."""
     ll.require_abi(7)
@@ -251,7 +256,7 @@ def audit_stacked_layers_name_the_youngest_denier() -> None:
         _check_allocated(records, outer, pid)
 
 
-@test
+@test(alone=True)
 def audit_same_exec_off_silences_the_creator() -> None:
     """ABI 7: LOG_SAME_EXEC_OFF: denials of the creating program (and its forks) are not logged; others are."""
     ll.require_abi(7)
@@ -273,7 +278,7 @@ def audit_same_exec_off_silences_the_creator() -> None:
 _EXEC_DENY = ': > "$1"'  # sh opens $1 for writing: the denial happens in the new program
 
 
-@test
+@test(alone=True)
 def audit_exec_flags_select_which_program_is_logged() -> None:
     """ABI 7: by default only the creating program is logged; NEW_EXEC_ON adds programs it execs."""
     ll.require_abi(7)
@@ -305,7 +310,7 @@ def audit_exec_flags_select_which_program_is_logged() -> None:
                 expect_eq(got, int(want), f"ACCESS records for the denial {when} execve with flags {flags:#x}")
 
 
-@test
+@test(alone=True)
 def audit_log_subdomains_off_mutes_nested_domains_only() -> None:
     """ABI 7: LOG_SUBDOMAINS_OFF leaves its own domain logged and mutes domains created later, also across fork."""
     ll.require_abi(7)
@@ -334,7 +339,7 @@ def audit_log_subdomains_off_mutes_nested_domains_only() -> None:
         expect_eq(len(allocs), 1, f"allocation records of domains created by pid {pid} (only the outer one)")
 
 
-@test
+@test(alone=True)
 def audit_log_subdomains_off_without_a_ruleset() -> None:
     """ABI 7: restrict_self(-1, LOG_SUBDOMAINS_OFF) mutes every later domain; without it the same domain is logged."""
     ll.require_abi(7)
@@ -356,7 +361,7 @@ def audit_log_subdomains_off_without_a_ruleset() -> None:
         expect_eq(len(_access(records, logged)), 2, f"ACCESS records for {logged} (two domains, both logged)")
 
 
-@test
+@test(alone=True)
 def audit_disabled_denials_still_count() -> None:
     """ABI 7: with audit disabled nothing is logged, not even with a daemon, but the domain counts the denial."""
     ll.require_abi(7)
@@ -419,7 +424,7 @@ class _Parked:
             raise self._errors[0]
 
 
-@test
+@test(alone=True)
 def audit_tsync_siblings_share_the_callers_domain() -> None:
     """ABI 8: after TSYNC every thread's denial names the same domain, allocated once by the process.
 
@@ -449,7 +454,7 @@ def audit_tsync_siblings_share_the_callers_domain() -> None:
         expect_eq(dealloc.fields.get("denials"), str(len(paths)), f"denials of domain {domain:x} (one per thread)")
 
 
-@test
+@test(alone=True)
 def audit_racing_first_denials_may_repeat_the_allocation_record() -> None:
     """ABI 7: threads of one domain making its first denials at once: every denial is logged with the
     domain, the allocation record comes once or up to once per thread, every copy complete and
@@ -477,7 +482,7 @@ def audit_racing_first_denials_may_repeat_the_allocation_record() -> None:
         expect_eq(dealloc.fields.get("denials"), str(len(paths)), f"denials of domain {domain:x} (one per thread)")
 
 
-@test
+@test(alone=True)
 def audit_log_subdomains_off_tsync_reaches_siblings() -> None:
     """ABI 8: restrict_self(-1, LOG_SUBDOMAINS_OFF | TSYNC) mutes domains a sibling thread creates later."""
     ll.require_abi(8)
@@ -514,7 +519,7 @@ def audit_log_subdomains_off_tsync_reaches_siblings() -> None:
         expect_eq(len(_access(records, logged)), 1, "ACCESS records of the sibling when only the caller muted")
 
 
-@test
+@test(alone=True)
 def audit_tsync_overrides_a_siblings_log_subdomains_off() -> None:
     """ABI 8: TSYNC copies the caller's logging state too: a sibling's own LOG_SUBDOMAINS_OFF is undone."""
     ll.require_abi(8)

@@ -1,4 +1,10 @@
-"""landlock: network (ABI 4)."""
+"""landlock: network (ABI 4).
+
+Every test that binds or connects first moves into a network namespace of
+its own (_own_netns): its ports, picked free by binding to port 0, then
+closed and bound again, cannot be taken in between by a test running beside
+it, and nothing it binds or connects reaches another test's sockets.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import os
 import socket
 import struct
 
+import _klab
 import _landlock as ll
-from _klab import Skip, expect_errno, in_child
+from _klab import Failure, Skip, errname, expect_errno, in_child
 
 from landlock import suite
 from landlock.common import (
@@ -38,6 +45,21 @@ def _ensure_lo_up() -> None:
                 fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | IFF_UP))
             except OSError as exc:
                 raise Skip(f"loopback is down and cannot be brought up: {exc}") from exc
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def _own_netns() -> None:
+    """Move the test process into a fresh network namespace and bring its lo up.
+
+    Its port space and loopback are then the test's alone, so ports it picked and released stay free for
+    it while other tests run beside it. The lab kernels have CONFIG_NET_NS (NAMESPACES and NET imply it).
+    """
+    ret, err = _klab.syscall("unshare", CLONE_NEWNET)
+    if ret != 0:
+        raise Failure(f"unshare(CLONE_NEWNET): {errname(err)} ({err}); the suite needs CONFIG_NET_NS")
+    _ensure_lo_up()
 
 
 def _free_ports(n: int, family: int = socket.AF_INET, host: str = "127.0.0.1") -> list[int]:
@@ -95,7 +117,7 @@ def net_rule_validation() -> None:
 def net_tcp_bind_connect() -> None:
     """ABI 4: handled TCP bind/connect are EACCES except on granted ports; UDP is not affected."""
     ll.require_abi(4)
-    _ensure_lo_up()
+    _own_netns()
     b_ok, b_no, c_ok, c_no = _free_ports(4)
     listeners = [_listener(c_ok), _listener(c_no)]
     both = ll.ACCESS_NET_BIND_TCP | ll.ACCESS_NET_CONNECT_TCP
@@ -121,7 +143,7 @@ def net_tcp_bind_connect() -> None:
 def net_tcp_layers_intersect() -> None:
     """ABI 4: a port works only if every layer handling that access grants it."""
     ll.require_abi(4)
-    _ensure_lo_up()
+    _own_netns()
     b1, b2, c1, c2, c3 = _free_ports(5)
     listeners = [_listener(c1), _listener(c2), _listener(c3)]
     bind, conn = ll.ACCESS_NET_BIND_TCP, ll.ACCESS_NET_CONNECT_TCP
@@ -145,7 +167,7 @@ def net_tcp_layers_intersect() -> None:
 def net_tcp_ipv6() -> None:
     """ABI 4: the same port rules apply to IPv6 TCP on ::1."""
     ll.require_abi(4)
-    _ensure_lo_up()
+    _own_netns()
     try:
         ok, no = _free_ports(2, socket.AF_INET6, "::1")
     except OSError as exc:

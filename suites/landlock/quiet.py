@@ -84,7 +84,7 @@ def quiet_fields_and_flag_validation() -> None:
     os.close(fd)
 
 
-@test
+@test(alone=True)  # the audit daemon role is machine-wide (see audit_log)
 def quiet_rule_silences_only_quiet_rights_beneath_it() -> None:
     """ABI 10: a quiet rule on a directory silences denials beneath it of quiet rights only; all are counted."""
     ll.require_abi(10)
@@ -119,7 +119,7 @@ def quiet_rule_silences_only_quiet_rights_beneath_it() -> None:
         expect_eq(dealloc.fields.get("denials"), "5", f"denials counted by domain {domain:x} (3 logged, 2 quiet)")
 
 
-@test
+@test(alone=True)  # the audit daemon role is machine-wide (see audit_log)
 def quiet_cannot_hide_an_outer_layers_denial() -> None:
     """ABI 10: a quiet rule in a layer that allows the access leaves the outer layer's denial logged."""
     ll.require_abi(10)
@@ -152,7 +152,7 @@ def _net_denials(records: list[Record], port: int) -> list[Record]:
     return [r for r in records if r.type == AUDIT_LANDLOCK_ACCESS and r.fields.get("src") == str(port)]
 
 
-@test
+@test(alone=True)  # the audit daemon role is machine-wide (see audit_log)
 def quiet_port_rule_silences_its_port() -> None:
     """ABI 10: quiet_access_net with a quiet port rule silences that port's denials; other ports stay logged."""
     ll.require_abi(10)
@@ -173,7 +173,7 @@ def quiet_port_rule_silences_its_port() -> None:
         _check_allocated(records, _id(found[0].fields["domain"]), pid)
 
 
-@test
+@test(alone=True)  # the audit daemon role is machine-wide (see audit_log)
 def quiet_scoped_silences_one_scope() -> None:
     """ABI 10: quiet_scoped=SIGNAL silences signal scope denials but not abstract socket ones, and not other layers'."""
     ll.require_abi(10)

@@ -8,6 +8,8 @@ destination, whatever the socket is connected to; a send without an address
 on a connected socket is not checked again. connect(AF_UNSPEC) dissolves the
 association and is always allowed. The unrestricted test process owns the
 receiving sockets, so a datagram that was allowed is also seen to arrive.
+Each test that sends or binds runs in a network namespace of its own
+(net._own_netns), so no test beside it can take its ports or send to them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from _klab import expect, expect_eq, expect_errno, in_child
 
 from landlock import suite
 from landlock.common import EACCES, EINVAL, _op
-from landlock.net import _ensure_lo_up
+from landlock.net import _own_netns
 
 test = suite.test
 
@@ -127,7 +129,7 @@ def _bind_cases(family: int, host: str, ok: int, no: int) -> None:
 def udp_bind_is_per_port() -> None:
     """ABI 10: with BIND_UDP handled, bind works on granted ports only (IPv4 and IPv6); TCP is untouched."""
     ll.require_abi(10)
-    _ensure_lo_up()
+    _own_netns()
     for family, host in FAMILIES:
         ok, no = _free_udp_ports(2, family, host)
         in_child(_bind_cases, family, host, ok, no)
@@ -138,7 +140,7 @@ def udp_bind_is_per_port() -> None:
 def udp_bind_port_zero_means_the_ephemeral_range() -> None:
     """ABI 10: a BIND_UDP rule on port 0 allows bind(0), which gets an ephemeral port, and nothing else."""
     ll.require_abi(10)
-    _ensure_lo_up()
+    _own_netns()
     low, high = _ephemeral_range()
     (no,) = _free_udp_ports(1, socket.AF_INET, "127.0.0.1")
 
@@ -169,7 +171,7 @@ def _connect_cases(family: int, host: str, ok: int, no: int) -> None:
 def udp_connect_is_per_port() -> None:
     """ABI 10: with CONNECT_SEND_UDP handled, connect works on granted ports only; TCP connect is untouched."""
     ll.require_abi(10)
-    _ensure_lo_up()
+    _own_netns()
     for family, host in FAMILIES:
         ok, no = _free_udp_ports(2, family, host)
         in_child(_connect_cases, family, host, ok, no)
@@ -192,7 +194,7 @@ def _sendto_cases(family: int, host: str, ok: int, no: int, early: socket.socket
 def udp_sendto_checks_every_explicit_destination() -> None:
     """ABI 10: sendto checks its address even on a connected socket; send() on a connected socket is not rechecked."""
     ll.require_abi(10)
-    _ensure_lo_up()
+    _own_netns()
     for family, host in FAMILIES:
         net = _name(family)
         rx_ok, rx_no = _receivers(2, family, host)
@@ -236,7 +238,7 @@ def _send_only_cases(family: int, host: str, dest: int) -> None:
 def udp_autobind_needs_bind_on_port_zero() -> None:
     """ABI 10: connect or a first send auto-binds: with BIND_UDP handled that needs a rule on port 0."""
     ll.require_abi(10)
-    _ensure_lo_up()
+    _own_netns()
     for family, host in FAMILIES:
         (rx,) = _receivers(1, family, host)
         dest = rx.getsockname()[1]
@@ -270,7 +272,7 @@ def _unspec_cases(family: int, ok: int, no: int, conn: socket.socket) -> None:
 def udp_af_unspec_disconnect_is_always_allowed() -> None:
     """ABI 10: connect(AF_UNSPEC) disconnects even with no rule; sendto(AF_UNSPEC) is a port on IPv4, denied on IPv6."""
     ll.require_abi(10)
-    _ensure_lo_up()
+    _own_netns()
     for family, host in FAMILIES:
         (rx,) = _receivers(1, family, host)
         ok = rx.getsockname()[1]
@@ -287,7 +289,7 @@ def udp_af_unspec_disconnect_is_always_allowed() -> None:
 def udp_and_tcp_rights_are_separate() -> None:
     """ABI 10: a TCP rule never grants UDP on the same port, nor the other way round."""
     ll.require_abi(10)
-    _ensure_lo_up()
+    _own_netns()
     tcp, udp = _free_udp_ports(2, socket.AF_INET, "127.0.0.1")
     bind_tcp = ll.ACCESS_NET_BIND_TCP
 

@@ -36,7 +36,7 @@ import importlib
 
 import _klab
 
-suite = _klab.Suite("landlock_ptrace")
+suite = _klab.Suite("landlock_ptrace", parallel=True)
 
 # Importing a module registers its tests: this order is the run order.
 MODULES = ("matrix", "domains", "generations", "caps", "yama")

@@ -29,7 +29,9 @@ def with_yama_scope(scope: int, scenario: Callable[[], None]) -> None:
     """Run `scenario` in a child with kernel.yama.ptrace_scope set to `scope`; always restore it.
 
     The scenario runs in a child because it drops capabilities, and restoring the sysctl needs
-    CAP_SYS_PTRACE. Scope 3 is never written: Yama makes it sticky until reboot.
+    CAP_SYS_PTRACE. Scope 3 is never written: Yama makes it sticky until reboot. The sysctl is
+    machine-wide (every ptrace check of every process, and the scope each Lab reads): every test
+    calling this registers with alone=True, so no other test runs while it is changed.
     """
     _klab.require_root()
     if not yama_active():
@@ -66,7 +68,7 @@ def _yama_test(scope: int, variant: str) -> Callable[[], None]:
 
 for _scope in (0, 1, 2):
     for _variant in VARIANTS:
-        suite.add(f"yama_scope{_scope}__{_variant}", _yama_test(_scope, _variant))
+        suite.add(f"yama_scope{_scope}__{_variant}", _yama_test(_scope, _variant), alone=True)
 
 
 def _ptracer_test(variant: str, any_tracer: bool) -> Callable[[], None]:
@@ -91,13 +93,13 @@ def _ptracer_test(variant: str, any_tracer: bool) -> Callable[[], None]:
 
 
 for _variant in VARIANTS:
-    suite.add(f"yama_set_ptracer__{_variant}", _ptracer_test(_variant, any_tracer=False))
+    suite.add(f"yama_set_ptracer__{_variant}", _ptracer_test(_variant, any_tracer=False), alone=True)
 
 for _variant in ("without_domain", "child_domain", "sibling_domain", "inherited_domain"):
-    suite.add(f"yama_set_ptracer_any__{_variant}", _ptracer_test(_variant, any_tracer=True))
+    suite.add(f"yama_set_ptracer_any__{_variant}", _ptracer_test(_variant, any_tracer=True), alone=True)
 
 
-@suite.test
+@suite.test(alone=True)
 def yama_set_ptracer_ignored_at_scope2() -> None:
     """At Yama scope 2 only CAP_SYS_PTRACE counts: PR_SET_PTRACER does not let P2 attach to P1."""
 

@@ -13,7 +13,7 @@ import importlib
 
 import _klab
 
-suite = _klab.Suite("seccomp")
+suite = _klab.Suite("seccomp", parallel=True)
 
 # Importing a module registers its tests: this order is the run order.
 MODULES = (

@@ -137,20 +137,40 @@ def kill_thread_in_single_thread_process_kills_it() -> None:
     expect_eq(data, b"", "child output after the killed call")
 
 
+THREAD_HIT_WAIT = 15.0  # seconds the main thread waits for the calling thread to end (fork_status waits 20)
+
+
 def _thread_hits(action: int) -> tuple[int, bytes]:
     """Fork a process whose second thread calls the target under a filter returning `action`.
 
-    Returns (wait status, what the main thread wrote): the main thread writes
-    only if it is still alive five seconds later.
+    Returns (wait status, what the main thread wrote). The main thread waits for the calling
+    thread to be gone from /proc/self/task (the call returned, or killed the thread alone), or
+    for THREAD_HIT_WAIT seconds, and then writes: it writes nothing only when the call took the
+    whole process down. Waiting for the thread, not a fixed time, keeps a slow start of the thread
+    on a loaded machine from reading as a survival.
     """
 
     def child(wfd: int) -> None:
         _klab.set_no_new_privs()
         sc.must_install(deny(action))
-        thread = threading.Thread(target=target, daemon=True)
-        thread.start()
-        time.sleep(5)
-        os.write(wfd, b"main thread survived")
+        started = threading.Event()
+        box: dict[str, int] = {}
+
+        def call() -> None:
+            box["tid"] = threading.get_native_id()
+            started.set()
+            target()
+
+        deadline = time.monotonic() + THREAD_HIT_WAIT
+        threading.Thread(target=call, daemon=True).start()
+        if not started.wait(THREAD_HIT_WAIT):
+            os.write(wfd, b"main thread survived (the calling thread never started)")
+            return
+        task = f"/proc/self/task/{box['tid']}"
+        while os.path.exists(task) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        still = os.path.exists(task)
+        os.write(wfd, b"main thread survived" + (b" (the calling thread still runs)" if still else b""))
 
     return sc.fork_status(child)
 

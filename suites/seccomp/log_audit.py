@@ -6,6 +6,10 @@ SECCOMP_FILTER_FLAG_LOG; ALLOW is never logged. /proc/sys/kernel/seccomp/actions
 actions system-wide, so expectations are computed from it. The record's code is the action without
 its data, so the calls are told apart by syscall number. The test process is the audit daemon
 (suites/_audit.py) while the filtered work happens in forked children.
+
+Both tests run alone: the kernel has one audit daemon at a time (a second AuditLog, of any suite,
+waits and then fails), one test writes kernel.seccomp.actions_logged, which silences actions for
+every process, and the other computes its expectations from that sysctl.
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ def _killed_child(wfd: int) -> int:
     return 0
 
 
-@test
+@test(alone=True)
 def filter_flag_log_records_the_deciding_filters_verdict() -> None:
     """An ERRNO verdict is logged when the filter that decided it has FLAG_LOG (getppid(MAGIC) from A),
     not when another filter decided (getpid(MAGIC) from B while A allows it; getppid(MAGIC+1), where
@@ -134,7 +138,7 @@ def filter_flag_log_records_the_deciding_filters_verdict() -> None:
         expect_eq(kills, want_kill, "killed child's AUDIT_SECCOMP (syscall, sig, code)")
 
 
-@test
+@test(alone=True)
 def actions_logged_sysctl_silences_an_action() -> None:
     """Without errno in actions_logged, FLAG_LOG'd ERRNO verdicts are not recorded while LOG verdicts
     still are; each write of the sysctl is an AUDIT_CONFIG_CHANGE record (op=seccomp-logging, the
