@@ -74,10 +74,11 @@ def test_run_propagates_exit_status_and_output(arch: str, rootfs: str) -> None:
     kernel = _kernel(arch)
     if rootfs == "image":
         _image(arch)
-    script = "uname -m; cat /sys/kernel/security/lsm; echo; test -e /sys/kernel/btf/vmlinux && echo btf; exit 7"
+    script = "uname -m; nproc; cat /sys/kernel/security/lsm; echo; test -e /sys/kernel/btf/vmlinux && echo btf; exit 7"
     run = klab("run", "-v", "--arch", arch, "--kernel", str(kernel), "--rootfs", rootfs, "--", "sh", "-c", script)
     assert run.returncode == 7, run.stderr[-3000:]
-    assert run.stdout == f"{arches.get(arch).machine}\ncapability,landlock,yama,bpf\nbtf\n"
+    want = f"{arches.get(arch).machine}\n{arches.get(arch).cpus}\ncapability,landlock,yama,bpf\nbtf\n"
+    assert run.stdout == want, "the arch's CPUs all online (x86_64 finds them through ACPI)"
     assert "klab: exit 7" in run.stderr
     assert "klab-init: init started" in run.stderr, "--verbose: the kernel's console on stderr"
 
