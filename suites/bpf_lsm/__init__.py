@@ -5,8 +5,11 @@ never denies anything to the harness, the rest of the guest or the host. Each
 deny test checks the denied side (exact errno, which process) and the allowed
 side (another process, and the same process before attach or after detach).
 
-The tests run side by side (parallel=True). A program attaches globally, so
-each one decides or records only for what its own test owns: a worker's or
+The suite runs one test at a time (not parallel=True) although its tests are
+written to run side by side: Linux 7.3 x86_64 oopses (NULL RIP in a BPF
+trampoline under bpf_lsm_file_open) when two processes attach and detach
+file_open programs while both open files, as two of these tests do. A program
+attaches globally, so each one decides or records only for what its own test owns: a worker's or
 the test process's tgid, a task or inode label in the test's own storage
 map, a cgroup of the test's own tree. Every counter, ring buffer and perf
 ring belongs to one test, and no test counts or enumerates machine-wide
@@ -24,7 +27,7 @@ import importlib
 
 import _klab
 
-suite = _klab.Suite("bpf_lsm", parallel=True)
+suite = _klab.Suite("bpf_lsm")
 
 # Importing a module registers its tests: this order is the run order.
 MODULES = (
