@@ -553,16 +553,14 @@ def _results_in_order(tests: list[tuple[Callable[[], object], bool]], jobs: int,
     runs: dict[int, list[dict]] = {}
     done: dict[int, dict] = {}
     next_start = next_yield = 0
-    alone_running = False
     while next_yield < len(tests):
-        while next_start < len(tests) and len(running) < jobs and not alone_running:
+        while next_start < len(tests) and len(running) < jobs and not any(tests[i][1] for i, _ in running.values()):
             fn, alone = tests[next_start]
             if alone and running:
                 break
             attempt = _Attempt(fn)
             running[attempt.rfd] = (next_start, attempt)
             runs[next_start] = []
-            alone_running = alone
             next_start += 1
         if running:
             wait = max(0.0, min(a.deadline for _, a in running.values()) - time.monotonic())
@@ -579,7 +577,6 @@ def _results_in_order(tests: list[tuple[Callable[[], object], bool]], jobs: int,
                     running[again.rfd] = (index, again)
                 else:
                     done[index] = _combine(runs.pop(index))
-                    alone_running = alone_running and not tests[index][1]
         while next_yield in done:
             yield done.pop(next_yield)
             next_yield += 1
