@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from lab import arches
@@ -94,7 +95,19 @@ def kernel_of(args: argparse.Namespace, arch: arches.Arch) -> tuple[Path, BuildM
         return Path(args.kernel), None
     doc = record.load(Path(args.build), arch)
     bootfiles.check_kernel_image(arch, doc.image)
+    warn_past_nr_cpus(getattr(args, "cpus", 0), Path(doc.artifacts.config))
     return doc.image, doc
+
+
+def warn_past_nr_cpus(cpus: int, config: Path) -> None:
+    """QEMU starts every `-smp` CPU but the kernel brings up at most CONFIG_NR_CPUS: say so, not silently fewer."""
+    limit = kconfig.read_config(config).get("NR_CPUS", "") if cpus and config.is_file() else ""
+    if limit.isdigit() and cpus > int(limit):
+        print(
+            f"klab: warning: --cpus {cpus}, but the kernel has CONFIG_NR_CPUS={limit}: the guest brings up {limit};"
+            " raise CONFIG_NR_CPUS in a fragment (--fragment) and rebuild",
+            file=sys.stderr,
+        )
 
 
 _MEMORY_UNITS = {"": 1, "M": 1, "MB": 1, "MIB": 1, "G": 1024, "GB": 1024, "GIB": 1024}

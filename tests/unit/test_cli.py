@@ -292,3 +292,15 @@ def test_a_prefix_never_matches_the_hidden_suite_dir(capsys: pytest.CaptureFixtu
 def test_a_fragment_option_takes_one_value_and_leaves_the_series(capsys: pytest.CaptureFixture[str]) -> None:
     args = cli.parser().parse_args(["try", "-f", "debug", "series.mbox", "--src", "/k", "--arch", "x86_64"])
     assert (args.fragments, args.series) == (["debug"], "series.mbox")
+
+
+@pytest.mark.parametrize(("cpus", "warned"), [(4, True), (2, False), (0, False)])
+def test_more_cpus_than_the_kernel_brings_up_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cpus: int, warned: bool
+) -> None:
+    config = tmp_path / ".config"
+    config.write_text("CONFIG_SMP=y\nCONFIG_NR_CPUS=2\n")
+    common.warn_past_nr_cpus(cpus, config)
+    err = capsys.readouterr().err
+    assert ("--cpus 4, but the kernel has CONFIG_NR_CPUS=2: the guest brings up 2" in err) is warned
+    assert err == "" or warned
