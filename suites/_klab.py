@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 # Per-arch facts the suites need: syscall numbers and seccomp audit arch.
 # Same keys on every arch; add an arch by adding an entry.
@@ -423,6 +424,11 @@ class Suite:
     sysctl, the audit netlink, a globally attached BPF program, a mount over a
     shared path) registers with alone=True and runs with nothing beside it.
     A suite that does not say parallel=True runs every test alone.
+
+    A test that writes a sysctl names it in restores=(path, ...) (and so runs
+    alone): the harness reads it before the test and writes it back after,
+    however the test ended. A test killed at its deadline cannot restore it
+    itself, and every later test of the boot would run under its value.
     """
 
     def __init__(self, name: str, parallel: bool = False) -> None:
@@ -430,24 +436,68 @@ class Suite:
         self.parallel = parallel
         self.tests: list[tuple[str, object]] = []
         self._alone: set[str] = set()
+        self._restores: dict[str, tuple[str, ...]] = {}
 
-    def test(self, fn=None, *, alone: bool = False):  # type: ignore[no-untyped-def]
+    def test(self, fn=None, *, alone: bool = False, restores: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
         """Register fn as a test: `@suite.test`, or `@suite.test(alone=True)` for one that needs the machine."""
 
         def register(f):  # type: ignore[no-untyped-def]
-            self.add(f.__name__, f, alone=alone)
+            self.add(f.__name__, f, alone=alone, restores=restores)
             return f
 
         return register if fn is None else register(fn)
 
-    def add(self, name: str, fn, alone: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def add(self, name: str, fn, alone: bool = False, restores: tuple[str, ...] = ()) -> None:  # type: ignore[no-untyped-def]
         """Register a generated test (e.g. one per variant of a matrix)."""
         self.tests.append((name, fn))
-        if alone:
+        if alone or restores:
             self._alone.add(name)
+        if restores:
+            self._restores[name] = restores
 
     def runs_alone(self, name: str) -> bool:
         return not self.parallel or name in self._alone
+
+    def restores(self, name: str) -> tuple[str, ...]:
+        return self._restores.get(name, ())
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A selected test as the scheduler sees it."""
+
+    fn: Callable[[], object]
+    alone: bool
+    restores: tuple[str, ...] = ()
+
+
+def _read_settings(paths: tuple[str, ...]) -> dict[str, str]:
+    """The settings' values now; one this kernel lacks (Yama not built in) is left out."""
+    values = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                values[path] = f.read()
+        except FileNotFoundError:
+            continue
+    return values
+
+
+def _put_back(saved: dict[str, str]) -> list[str]:
+    """Write back every setting that differs from `saved`; one line per setting the test left changed."""
+    left = []
+    for path, value in saved.items():
+        with open(path) as f:
+            now = f.read()
+        if now == value:
+            continue
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+            left.append(f"{path} left at {now.strip()!r} (was {value.strip()!r}): restored")
+        except OSError as exc:
+            left.append(f"{path} left at {now.strip()!r} (was {value.strip()!r}): cannot restore it: {exc}")
+    return left
 
 
 # Read ends of the verdict pipes of the tests running now: a test forked beside them closes its copies.
@@ -457,10 +507,11 @@ _harness_fds: set[int] = set()
 class _Attempt:
     """One run of one test: a forked child in its own process group, its verdict coming back over a pipe."""
 
-    def __init__(self, fn: Callable[[], object]) -> None:
+    def __init__(self, fn: Callable[[], object], restores: tuple[str, ...] = ()) -> None:
         self.start = time.monotonic()
         self.deadline = self.start + TEST_TIMEOUT
         self.chunks: list[bytes] = []
+        self.saved = _read_settings(restores)
 
         def body(wfd: int) -> int:
             for fd in _harness_fds:
@@ -504,22 +555,30 @@ class _Attempt:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        duration = time.monotonic() - self.start
+        verdict = self._verdict(timed_out, status)
+        left = _put_back(self.saved)
+        if left and verdict["status"] in ("PASS", "SKIP"):
+            verdict = {"status": "ERROR", "reason": "; ".join(left)}
+        elif left:
+            verdict["reason"] = f"{verdict['reason']}; {'; '.join(left)}"
+        verdict["duration"] = time.monotonic() - self.start
+        return verdict
+
+    def _verdict(self, timed_out: bool, status: int) -> dict:
         data = b"".join(self.chunks)
         if timed_out:
-            return {"status": "FAIL", "reason": f"timed out after {TEST_TIMEOUT:.0f}s", "duration": duration}
+            return {"status": "FAIL", "reason": f"timed out after {TEST_TIMEOUT:.0f}s"}
         if not data:
             how = (
                 f"signal {signal.Signals(os.WTERMSIG(status)).name}"
                 if os.WIFSIGNALED(status)
                 else f"exit {os.WEXITSTATUS(status)}"
             )
-            return {"status": "ERROR", "reason": f"test process died without a verdict ({how})", "duration": duration}
+            return {"status": "ERROR", "reason": f"test process died without a verdict ({how})"}
         try:
             verdict, _ = json.JSONDecoder().raw_decode(data.decode(errors="replace"))
         except ValueError:
             verdict = {"status": "ERROR", "reason": "the test process sent an unreadable verdict"}
-        verdict["duration"] = duration
         return verdict
 
 
@@ -541,8 +600,8 @@ def _combine(runs: list[dict]) -> dict:
     return rec
 
 
-def _results_in_order(tests: list[tuple[Callable[[], object], bool]], jobs: int, repeat: int) -> Iterator[dict]:
-    """Run (fn, alone) tests, up to `jobs` at once, each `repeat` times in a row; yield the records in list order.
+def _results_in_order(tests: list[_Planned], jobs: int, repeat: int) -> Iterator[dict]:
+    """Run the tests, up to `jobs` at once, each `repeat` times in a row; yield the records in list order.
 
     Tests start in list order. One that runs alone waits until nothing runs
     and holds the machine until its last run ends; the next test waits for it.
@@ -554,11 +613,11 @@ def _results_in_order(tests: list[tuple[Callable[[], object], bool]], jobs: int,
     done: dict[int, dict] = {}
     next_start = next_yield = 0
     while next_yield < len(tests):
-        while next_start < len(tests) and len(running) < jobs and not any(tests[i][1] for i, _ in running.values()):
-            fn, alone = tests[next_start]
-            if alone and running:
+        while next_start < len(tests) and len(running) < jobs and not any(tests[i].alone for i, _ in running.values()):
+            planned = tests[next_start]
+            if planned.alone and running:
                 break
-            attempt = _Attempt(fn)
+            attempt = _Attempt(planned.fn, planned.restores)
             running[attempt.rfd] = (next_start, attempt)
             runs[next_start] = []
             next_start += 1
@@ -573,7 +632,7 @@ def _results_in_order(tests: list[tuple[Callable[[], object], bool]], jobs: int,
                 del running[fd]
                 runs[index].append(attempt.finish(timed_out=not ended))
                 if len(runs[index]) < repeat:
-                    again = _Attempt(tests[index][0])
+                    again = _Attempt(tests[index].fn, tests[index].restores)
                     running[again.rfd] = (index, again)
                 else:
                     done[index] = _combine(runs.pop(index))
@@ -595,7 +654,11 @@ def run_suites(suites: list[Suite], patterns: list[str], out=sys.stdout, repeat:
     chosen = [(s, [(n, f) for n, f in s.tests if _selected(f"{s.name}.{n}", patterns)]) for s in suites]
     chosen = [(s, t) for s, t in chosen if t]
     records: list[dict] = []
-    flat = [(fn, suite.runs_alone(name)) for suite, tests in chosen for name, fn in tests]
+    flat = [
+        _Planned(fn, suite.runs_alone(name), suite.restores(name))  # type: ignore[arg-type]
+        for suite, tests in chosen
+        for name, fn in tests
+    ]
     results = _results_in_order(flat, jobs, repeat)
 
     def emit(line: str) -> None:

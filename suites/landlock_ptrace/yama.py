@@ -12,6 +12,7 @@ from _klab import Skip
 from landlock_ptrace import suite
 from landlock_ptrace.common import VARIANTS, make_pair
 from landlock_ptrace.lab import (
+    YAMA_SYSCTL,
     Lab,
     available,
     run_lab,
@@ -22,6 +23,7 @@ from landlock_ptrace.lab import (
 
 test = suite.test
 
+YAMA = (YAMA_SYSCTL,)  # what every Yama test changes and the harness restores
 YAMA_CHECKS = ("attach", "proc_mem", "process_vm_readv", "pidfd_getfd", "proc_environ", "kcmp")
 
 
@@ -31,7 +33,8 @@ def with_yama_scope(scope: int, scenario: Callable[[], None]) -> None:
     The scenario runs in a child because it drops capabilities, and restoring the sysctl needs
     CAP_SYS_PTRACE. Scope 3 is never written: Yama makes it sticky until reboot. The sysctl is
     machine-wide (every ptrace check of every process, and the scope each Lab reads): every test
-    calling this registers with alone=True, so no other test runs while it is changed.
+    calling this registers with restores=(YAMA_SYSCTL,), so no other test runs while it is changed
+    and the harness puts it back when the test is killed before its `finally` runs.
     """
     _klab.require_root()
     if not yama_active():
@@ -68,7 +71,7 @@ def _yama_test(scope: int, variant: str) -> Callable[[], None]:
 
 for _scope in (0, 1, 2):
     for _variant in VARIANTS:
-        suite.add(f"yama_scope{_scope}__{_variant}", _yama_test(_scope, _variant), alone=True)
+        suite.add(f"yama_scope{_scope}__{_variant}", _yama_test(_scope, _variant), restores=YAMA)
 
 
 def _ptracer_test(variant: str, any_tracer: bool) -> Callable[[], None]:
@@ -93,13 +96,13 @@ def _ptracer_test(variant: str, any_tracer: bool) -> Callable[[], None]:
 
 
 for _variant in VARIANTS:
-    suite.add(f"yama_set_ptracer__{_variant}", _ptracer_test(_variant, any_tracer=False), alone=True)
+    suite.add(f"yama_set_ptracer__{_variant}", _ptracer_test(_variant, any_tracer=False), restores=YAMA)
 
 for _variant in ("without_domain", "child_domain", "sibling_domain", "inherited_domain"):
-    suite.add(f"yama_set_ptracer_any__{_variant}", _ptracer_test(_variant, any_tracer=True), alone=True)
+    suite.add(f"yama_set_ptracer_any__{_variant}", _ptracer_test(_variant, any_tracer=True), restores=YAMA)
 
 
-@suite.test(alone=True)
+@suite.test(restores=YAMA)
 def yama_set_ptracer_ignored_at_scope2() -> None:
     """At Yama scope 2 only CAP_SYS_PTRACE counts: PR_SET_PTRACER does not let P2 attach to P1."""
 

@@ -138,7 +138,7 @@ def filter_flag_log_records_the_deciding_filters_verdict() -> None:
         expect_eq(kills, want_kill, "killed child's AUDIT_SECCOMP (syscall, sig, code)")
 
 
-@test(alone=True)
+@test(restores=(ACTIONS_LOGGED,))
 def actions_logged_sysctl_silences_an_action() -> None:
     """Without errno in actions_logged, FLAG_LOG'd ERRNO verdicts are not recorded while LOG verdicts
     still are; each write of the sysctl is an AUDIT_CONFIG_CHANGE record (op=seccomp-logging, the

@@ -149,3 +149,38 @@ def test_a_test_does_not_hold_the_verdict_pipes_of_the_tests_beside_it(tmp_path:
     suite.add("second", holds_none)
     records, _ = _run(suite, jobs=2)
     assert [r["status"] for r in records] == ["PASS", "PASS"], records
+
+
+def _sets(setting: Path, value: str, then: Callable[[], None] = lambda: None) -> Callable[[], None]:
+    def test() -> None:
+        setting.write_text(value)
+        then()
+
+    return test
+
+
+def test_a_setting_a_test_changed_is_put_back_however_the_test_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sysctl stand-in: killed at the deadline, passing while leaving it changed, restoring it itself."""
+    setting = tmp_path / "ptrace_scope"
+    setting.write_text("1\n")
+    suite = _klab.Suite("settings", parallel=True)
+    suite.add("hangs", _sets(setting, "2\n", lambda: time.sleep(30)), restores=(str(setting),))
+    suite.add("sees_it_restored", lambda: _klab.expect_eq(setting.read_text(), "1\n", "the setting"))
+    suite.add("leaves_it", _sets(setting, "3\n"), restores=(str(setting),))
+    suite.add("tidy", _sets(setting, "0\n", lambda: setting.write_text("1\n")), restores=(str(setting),))
+    suite.add("before", _busy(tmp_path, "before"))
+    suite.add("alone_by_restores", lambda: _by_itself(tmp_path), restores=(str(setting),))
+    suite.add("after", _busy(tmp_path, "after"))
+    monkeypatch.setattr(_klab, "TEST_TIMEOUT", 1.0)
+    records, _ = _run(suite, jobs=2)
+    seen = [f"{r['name']} {r['status']}: {r['reason']}" for r in records]
+    assert seen[:4] == [
+        "hangs FAIL: timed out after 1s; " + f"{setting} left at '2' (was '1'): restored",
+        "sees_it_restored PASS: ",
+        "leaves_it ERROR: " + f"{setting} left at '3' (was '1'): restored",
+        "tidy PASS: ",
+    ], seen
+    assert [r["status"] for r in records[4:]] == ["PASS"] * 3, seen
+    assert setting.read_text() == "1\n"
