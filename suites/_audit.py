@@ -196,19 +196,23 @@ class AuditLog:
 
     # --- records ---------------------------------------------------------------
 
-    def records(self, types: set[int] | None = None, settle: float = 0.2) -> list[Record]:
+    def records(self, types: set[int] | None = None, settle: float = 0.2, limit: float = 5.0) -> list[Record]:
         """Drain what arrived: read until no record came for `settle` seconds; return those of `types`.
 
-        Every record read is consumed, including those of other types.
+        Every record read is consumed, including those of other types. Reading stops after `limit`
+        seconds even while records keep coming (another audit user flooding the log): the caller
+        checks what it got instead of waiting for a quiet that never comes until its test's deadline.
         """
         got = self._pending
         self._pending = []
+        stop = time.monotonic() + limit
         while True:
             if self._queue:
                 mtype, _seq, payload = self._queue.pop(0)
             else:
                 assert self._sock is not None
-                if not select.select([self._sock], [], [], settle)[0]:
+                left = stop - time.monotonic()
+                if left <= 0 or not select.select([self._sock], [], [], min(settle, left))[0]:
                     break
                 self._queue = list(_split(self._sock.recv(1 << 16)))
                 continue
@@ -220,8 +224,8 @@ class AuditLog:
         """Collect records (of `types`) until one satisfies pred or `timeout` passes; returns all collected."""
         deadline = time.monotonic() + timeout
         got: list[Record] = []
-        while time.monotonic() < deadline:
-            new = self.records(types, settle=0.05)
+        while (left := deadline - time.monotonic()) > 0:
+            new = self.records(types, settle=0.05, limit=left)
             got += new
             if any(pred(r) for r in new):
                 break
