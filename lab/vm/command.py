@@ -21,7 +21,7 @@ from lab.results import consolelog
 from lab.vm import relay
 from lab.vm.accel import Decision
 from lab.vm.console import WatchEnd
-from lab.vm.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
+from lab.vm.qemu import GDB_WAIT_SECONDS, HOST_ROOTFS, BootPlan, Machine, prepare_control
 
 COMMAND_TIMEOUT = 600.0
 
@@ -153,21 +153,23 @@ def run_command(
     fds: relay.StdFds | None = None,
     cwd: str | None = None,
 ) -> RunResult:
-    """Boot, run `command` (a shell command line) in the guest, power off, all within `timeout` seconds.
+    """Boot, run `command` (a shell command line) in the guest within `timeout` seconds, power off.
 
     With `fds` (a plan made with stdio=True) the command reads klab's stdin and
     writes klab's stdout and stderr, byte for byte (lab.vm.relay); without, its
     output goes to the console with the kernel's (where the suites' harness is
     read) and its stdin is empty. `cwd`: its directory in the guest (default /tmp).
-    The boot, the command and the power-off draw on one deadline, `timeout`
-    stretched under TCG. Raises KernelFailure when the kernel crashes or hangs
-    (before or during the command), CommandTimeout when the command outlives
-    the deadline while the kernel says nothing, LabError when the lab could not
+    The boot has its own deadline (the plan's boot timeout: a loaded host
+    slows the boot, and a short --timeout is the command's, not the boot's);
+    the command and the power-off then draw on `timeout`, stretched under TCG.
+    Raises KernelFailure when the kernel crashes or hangs (before or during
+    the command), CommandTimeout when the command outlives its deadline while
+    the kernel says nothing, LabError when the lab could not
     do its part (QEMU killed from outside included).
     """
     if fds is not None and not plan.stdio:
         raise ValueError("run_command with fds needs a plan made with stdio=True")
-    deadline = Deadline.after(plan.scaled(timeout))
+    booting = Deadline.after(GDB_WAIT_SECONDS if plan.gdb_wait else plan.boot_timeout)
     ctl = prepare_control(plan, "run", command)
     if cwd is not None:
         (ctl / "cwd").write_text(cwd)
@@ -185,8 +187,9 @@ def run_command(
                 vm.child.logfile_read = _Tee(vm._logf, stream)
             try:
                 if pipes is not None:
-                    _connect(vm, pipes, deadline)
-                boot = vm.wait_for_init(deadline)
+                    _connect(vm, pipes, booting)
+                boot = vm.wait_for_init(booting)
+                deadline = Deadline.after(plan.scaled(timeout))
                 result = vm.watcher().wait(consolelog.COMMAND_EXITED, deadline)
                 if result.end is WatchEnd.TIMEOUT:
                     raise _timed_out(plan, timeout)
