@@ -39,7 +39,7 @@ def planned(*chosen: str) -> list[str]:
 def test_test_kernel_matrix_writes_every_report() -> None:
     out = MATRIX_RUN
     selection = [arg for p in PATTERNS for arg in ("-k", p)]
-    run = klab("test-kernel", "--arches", "x86_64", *selection, "-n", "2", "--results", str(out))
+    run = klab("test-kernel", "--arches", "x86_64", *selection, "-n", "2", "--results", str(out), "--overwrite")
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     lines = run.stdout.splitlines()
     assert lines[0].endswith(" in 4 cells") and " 0 failed" in lines[0], lines[0]  # the totals line first
