@@ -21,7 +21,7 @@ from lab.results import consolelog
 from lab.vm import relay
 from lab.vm.accel import Decision
 from lab.vm.console import WatchEnd
-from lab.vm.qemu import GDB_WAIT_SECONDS, HOST_ROOTFS, BootPlan, Machine, prepare_control
+from lab.vm.qemu import HOST_ROOTFS, BootPlan, Machine, prepare_control
 
 COMMAND_TIMEOUT = 600.0
 
@@ -162,6 +162,8 @@ def run_command(
     The boot has its own deadline (the plan's boot timeout: a loaded host
     slows the boot, and a short --timeout is the command's, not the boot's);
     the command and the power-off then draw on `timeout`, stretched under TCG.
+    Under --gdb-wait the boot waits for a person: one deadline, `timeout`,
+    holds the wait, the boot and the command, so a forgotten debugger ends.
     Raises KernelFailure when the kernel crashes or hangs (before or during
     the command), CommandTimeout when the command outlives its deadline while
     the kernel says nothing, LabError when the lab could not
@@ -169,7 +171,7 @@ def run_command(
     """
     if fds is not None and not plan.stdio:
         raise ValueError("run_command with fds needs a plan made with stdio=True")
-    booting = Deadline.after(GDB_WAIT_SECONDS if plan.gdb_wait else plan.boot_timeout)
+    booting = Deadline.after(plan.scaled(timeout) if plan.gdb_wait else plan.boot_timeout)
     ctl = prepare_control(plan, "run", command)
     if cwd is not None:
         (ctl / "cwd").write_text(cwd)
@@ -189,7 +191,7 @@ def run_command(
                 if pipes is not None:
                     _connect(vm, pipes, booting)
                 boot = vm.wait_for_init(booting)
-                deadline = Deadline.after(plan.scaled(timeout))
+                deadline = booting if plan.gdb_wait else Deadline.after(plan.scaled(timeout))
                 result = vm.watcher().wait(consolelog.COMMAND_EXITED, deadline)
                 if result.end is WatchEnd.TIMEOUT:
                     raise _timed_out(plan, timeout)
